@@ -1,0 +1,334 @@
+"""The study configuration: frozen dataclasses validated at load, YAML files plus `a.b=value` overrides."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fedray.configtypes import build, require, to_data
+from fedray.errors import ConfigError, did_you_mean
+from fedray.organs import ORGANS
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Size of the synthetic CT phantom volumes and of its held-out test set."""
+
+    shape: tuple[int, int, int] = (64, 64, 48)
+    spacing: tuple[float, float, float] = (6.0, 5.0, 5.0)
+    test_cases: int = 4
+    seed: int = 0  # data seed, separate from the training seed so seeds compare on the same data
+
+    def __post_init__(self) -> None:
+        require(all(s >= 16 for s in self.shape), "phantom.shape: every size must be >= 16 voxels.")
+        require(all(s > 0 for s in self.spacing), "phantom.spacing: every spacing must be > 0 mm.")
+        require(self.test_cases >= 1, "phantom.test_cases must be >= 1.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how training patches are drawn."""
+
+    source: Literal["phantom", "msd"] = "phantom"
+    cache_dir: str = "results/data"
+    sites: tuple[str, ...] = ()
+    test_set: str | None = None
+    organs: tuple[str, ...] = ORGANS
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    hu_window: tuple[float, float] = (-325.0, 325.0)
+    patch_size: tuple[int, int, int] = (32, 32, 32)
+    foreground_ratio: float = 0.8
+
+    def __post_init__(self) -> None:
+        for organ in self.organs:
+            require(organ in ORGANS, f"data.organs: unknown organ '{organ}'.{did_you_mean(organ, ORGANS)}")
+        require(len(set(self.organs)) == len(self.organs), "data.organs lists an organ twice.")
+        require(self.hu_window[0] < self.hu_window[1], "data.hu_window must be [low, high] with low < high.")
+        require(0.0 <= self.foreground_ratio <= 1.0, "data.foreground_ratio must be in [0, 1].")
+        require(all(p >= 8 for p in self.patch_size), "data.patch_size: every size must be >= 8.")
+        if self.source == "msd":
+            require(len(self.sites) > 0, "data.sites must list at least one MSD folder when source is msd.")
+            require(self.test_set is not None, "data.test_set must name a fully-labelled MSD folder.")
+
+
+@dataclass(frozen=True)
+class HospitalConfig:
+    """One hospital of a phantom study: the organs it labels and how many cases it holds."""
+
+    organs: tuple[str, ...]
+    cases: int = 4
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        require(len(self.organs) > 0, "a hospital must label at least one organ.")
+        require(self.cases >= 1, "a hospital must hold at least 1 case.")
+
+
+@dataclass(frozen=True)
+class HospitalRule:
+    """Hundreds of hospitals by rule: hospital i labels organs i*k .. i*k+k-1 (cyclically)."""
+
+    count: int
+    organs_per_hospital: int = 1
+    cases: int = 4
+
+    def __post_init__(self) -> None:
+        require(self.count >= 1, "rule.count must be >= 1.")
+        require(self.organs_per_hospital >= 1, "rule.organs_per_hospital must be >= 1.")
+        require(self.cases >= 1, "rule.cases must be >= 1.")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The hospitals (explicit list or rule) and how many take part in each round."""
+
+    hospitals: tuple[HospitalConfig, ...] = ()
+    rule: HospitalRule | None = None
+    clients_per_round: int | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            not (self.hospitals and self.rule),
+            "federation: give either 'hospitals' (a list) or 'rule', not both.",
+        )
+        require(
+            self.clients_per_round is None or self.clients_per_round >= 1,
+            "federation.clients_per_round must be >= 1 (or null for all hospitals).",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network: a MONAI U-Net (softmax or per-organ sigmoid) or the paper's multi-head U-Net."""
+
+    name: Literal["unet", "multihead_unet"] = "unet"
+    output: Literal["softmax", "sigmoid"] = "softmax"
+    channels: tuple[int, ...] = (8, 16, 32, 64)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    blocks: tuple[int, ...] = ()
+    norm_groups: int = 4
+
+    def __post_init__(self) -> None:
+        require(len(self.channels) >= 2, "model.channels needs at least 2 levels.")
+        require(all(c >= 1 for c in self.channels), "model.channels must be positive.")
+        if self.name == "unet":
+            require(
+                len(self.strides) == len(self.channels) - 1,
+                f"model.strides needs {len(self.channels) - 1} values (one per downsampling of "
+                f"model.channels), got {len(self.strides)}.",
+            )
+        else:
+            require(self.output == "sigmoid", "model.output must be 'sigmoid' for multihead_unet.")
+            require(
+                not self.blocks or len(self.blocks) == len(self.channels),
+                "model.blocks needs one value per level of model.channels.",
+            )
+
+    @property
+    def downsampling(self) -> int:
+        """Total downsampling factor: patch and ROI sizes must be multiples of it."""
+        if self.name == "unet":
+            return math.prod(self.strides)
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The federated method (a registered strategy) and its parameters."""
+
+    name: str = "fedavg"
+    params: Any = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training on each hospital in each round."""
+
+    local_steps: int = 10
+    batch_size: int = 2
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.local_steps >= 1, "train.local_steps must be >= 1.")
+        require(self.batch_size >= 1, "train.batch_size must be >= 1.")
+        require(self.lr > 0, "train.lr must be > 0.")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation of the global model on the fully-labelled held-out set."""
+
+    every: int = 1
+    roi_size: tuple[int, int, int] = (32, 32, 32)
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    mode: Literal["gaussian", "constant"] = "gaussian"
+
+    def __post_init__(self) -> None:
+        require(self.every >= 1, "eval.every must be >= 1.")
+        require(0.0 <= self.overlap < 1.0, "eval.overlap must be in [0, 1).")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Ray: which cluster, and what each hospital actor gets."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: float | None = None
+    actors: int | None = None
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    dashboard: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.cpus_per_actor > 0, "resources.cpus_per_actor must be > 0.")
+        require(0 <= self.gpus_per_actor <= 1 or self.gpus_per_actor == int(self.gpus_per_actor),
+                "resources.gpus_per_actor must be a fraction in [0, 1] or a whole number.")
+        require(self.actors is None or self.actors >= 1, "resources.actors must be >= 1.")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow store and the run's results folder."""
+
+    uri: str | None = None
+    experiment: str = "fedray"
+    results_dir: str = "results"
+    run_name: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One whole federated study."""
+
+    name: str
+    seed: int = 0
+    rounds: int = 10
+    data: DataConfig = field(default_factory=DataConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        require(bool(self.name.strip()), "name must not be empty.")
+        require(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}.")
+        for label, sizes in (("data.patch_size", self.data.patch_size), ("eval.roi_size", self.eval.roi_size)):
+            factor = self.model.downsampling
+            require(
+                all(s % factor == 0 for s in sizes),
+                f"{label} {list(sizes)} must be multiples of {factor}, the model's total downsampling.",
+            )
+        for hospital in self.federation.hospitals:
+            for organ in hospital.organs:
+                require(
+                    organ in self.data.organs,
+                    f"federation.hospitals: organ '{organ}' is not a study organ."
+                    f"{did_you_mean(organ, self.data.organs)} Study organs: {', '.join(self.data.organs)}.",
+                )
+        if self.data.source == "phantom":
+            require(
+                bool(self.federation.hospitals) or self.federation.rule is not None,
+                "federation: a phantom study needs 'hospitals' or 'rule'.",
+            )
+
+    @property
+    def run_name(self) -> str:
+        """MLflow run name and results folder name."""
+        return self.tracking.run_name or self.name
+
+    @property
+    def run_dir(self) -> Path:
+        """results/<run_name>/."""
+        return Path(self.tracking.results_dir) / self.run_name
+
+
+def with_absolute_paths(config: StudyConfig) -> StudyConfig:
+    """Resolve the config's relative paths against the current directory (actors may run elsewhere)."""
+    data = config.data
+    return replace(
+        config,
+        data=replace(
+            data,
+            cache_dir=str(Path(data.cache_dir).resolve()),
+            sites=tuple(str(Path(s).resolve()) for s in data.sites),
+            test_set=str(Path(data.test_set).resolve()) if data.test_set else None,
+        ),
+        tracking=replace(config.tracking, results_dir=str(Path(config.tracking.results_dir).resolve())),
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read a YAML study file, apply `section.key=value` overrides, validate and freeze it.
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown keys, wrong types or impossible values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file '{path}' does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
+    return config_from_data(apply_overrides(raw, overrides))
+
+
+def config_from_data(raw: dict) -> StudyConfig:
+    """Validate plain data (e.g. a parsed YAML file) into a StudyConfig, method params included."""
+    config = build(StudyConfig, raw)
+    from fedray.strategies import get_strategy_class  # late import: strategies pull in torch
+
+    strategy = get_strategy_class(config.method.name)
+    params = build(strategy.Params, config.method.params, "method.params")
+    return replace(config, method=replace(config.method, params=params))
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Return a copy of `raw` with each `a.b.c=value` applied; values are parsed as YAML."""
+    raw = to_data(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Override '{item}' must look like section.key=value.")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"Override '{item}': '{part}' is not a section.")
+            node = child
+        node[leaf] = value
+    return raw
+
+
+def save_config(config: StudyConfig, path: Path) -> None:
+    """Write the resolved config (every default filled in) as YAML."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_data(config), sort_keys=False))
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (for MLflow params)."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}

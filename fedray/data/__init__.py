@@ -1,0 +1,1 @@
+"""Data: phantom generation, site reading, per-hospital datasets."""

@@ -1,0 +1,73 @@
+"""Read a Medical Segmentation Decathlon folder: its cases, and which study organs its labels hold."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedray.errors import DataError
+from fedray.organs import ORGANS
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image/label pair on disk."""
+
+    case_id: str
+    image: Path
+    label: Path
+
+
+@dataclass(frozen=True)
+class MsdSite:
+    """An MSD folder: its cases and the map from its label values to global organ names."""
+
+    folder: Path
+    cases: tuple[Case, ...]
+    label_names: dict[int, str]
+
+    @property
+    def organs(self) -> tuple[str, ...]:
+        """Global organs this site annotates, in the study's vocabulary order."""
+        named = set(self.label_names.values())
+        return tuple(o for o in ORGANS if o in named)
+
+
+def read_site(folder: str | Path) -> MsdSite:
+    """Read `folder/dataset.json` and check that every listed file exists.
+
+    The organs come from `fedray.organs` when present (fedray-written folders), else from the
+    `labels` map's names that are global organ names.
+
+    Raises:
+        DataError: no folder, no or malformed dataset.json, missing files, or no cases.
+    """
+    folder = Path(folder)
+    manifest = folder / "dataset.json"
+    if not folder.is_dir():
+        raise DataError(f"Data folder '{folder}' does not exist.")
+    if not manifest.is_file():
+        raise DataError(
+            f"Data folder '{folder}' has no dataset.json. fedray reads the Medical Segmentation "
+            "Decathlon layout: dataset.json, imagesTr/ and labelsTr/."
+        )
+    try:
+        meta = json.loads(manifest.read_text())
+        labels = {int(value): str(name) for value, name in meta.get("labels", {}).items()}
+        entries = meta["training"]
+    except (json.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
+        raise DataError(f"'{manifest}' is not a valid MSD dataset.json ({error}).") from None
+    declared = meta.get("fedray", {}).get("organs")
+    if declared is not None:
+        labels = {v: n for v, n in labels.items() if n in declared or v == 0}
+    cases = []
+    for entry in entries:
+        image, label = folder / entry["image"], folder / entry["label"]
+        for path in (image, label):
+            if not path.is_file():
+                raise DataError(f"'{manifest}' lists '{path}', which does not exist.")
+        cases.append(Case(case_id=image.name.split(".")[0], image=image, label=label))
+    if not cases:
+        raise DataError(f"'{manifest}' lists no training cases.")
+    return MsdSite(folder=folder, cases=tuple(cases), label_names=labels)

@@ -1,0 +1,1 @@
+"""Metrics: segmentation counts and Dice."""

@@ -1,0 +1,1 @@
+"""Models: MONAI U-Nets and the paper's multi-head U-Net."""

@@ -1,0 +1,1 @@
+"""Simulation on Ray: hospital actors, the driver's round loop, and starting/joining a Ray cluster."""

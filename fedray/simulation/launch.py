@@ -1,0 +1,78 @@
+"""Start or join Ray, run the Driver as an actor on this node, and relay its progress to the caller."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+from ray.exceptions import RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from fedray.config import ResourcesConfig, StudyConfig
+from fedray.data.federation import Hospital
+from fedray.errors import FedrayError
+from fedray.simulation.driver import Driver, Progress, StudyStopped
+
+
+def init_ray(resources: ResourcesConfig) -> bool:
+    """Join `resources.address` or RAY_ADDRESS, else start a private local instance; True if we started it.
+
+    A local instance binds its dashboard to 127.0.0.1 and keeps Ray's default token authentication.
+    """
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = resources.address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict = {"log_to_driver": False, "include_dashboard": resources.dashboard}
+    if resources.dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
+    if address == "local":
+        kwargs.update(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)
+    ray.init(address=address, **kwargs)
+    return True
+
+
+def run_study(
+    config: StudyConfig,
+    hospitals: list[Hospital],
+    test_dir: Path,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_s: float = 0.5,
+) -> dict:
+    """Run a study on Ray and return its summary; Ctrl-C stops it cleanly (the MLflow run ends KILLED)."""
+    started = init_ray(config.resources)
+    try:
+        here = ray.get_runtime_context().get_node_id()
+        driver = (
+            ray.remote(Driver)
+            .options(
+                num_cpus=0,  # the driver waits and aggregates; CPUs stay with the hospital actors
+                max_concurrency=2,  # so progress() and stop() answer while run() is busy
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+            )
+            .remote(config, hospitals, test_dir)
+        )
+        result = driver.run.remote()
+        try:
+            while True:
+                ready, _ = ray.wait([result], timeout=poll_s)
+                if on_progress is not None:
+                    on_progress(ray.get(driver.progress.remote()))
+                if ready:
+                    return ray.get(result)
+        except KeyboardInterrupt:
+            driver.stop.remote()
+            ray.wait([result], timeout=120)
+            raise
+    except RayTaskError as error:
+        cause = error.cause
+        if isinstance(cause, (FedrayError, StudyStopped)):
+            raise cause from None
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+

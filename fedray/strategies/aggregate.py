@@ -1,0 +1,57 @@
+"""Aggregation maths as pure functions over weight dicts (numpy), streaming so updates never pile up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from fedray.messages import State
+
+
+class WeightedSum:
+    """Running sum of weighted states: fold updates in as they arrive, keep one model in memory.
+
+    Sums are kept in float64. Each product weight*value of a float32 value and an integer weight is
+    exact in float64, so the sum does not depend on arrival order unless hospital values for one
+    parameter differ in magnitude by more than ~2**19; in practice results are order-independent.
+    """
+
+    def __init__(self) -> None:
+        self.total: State | None = None
+        self.weight = 0.0
+        self.count = 0
+
+    def add(self, state: State, weight: float) -> None:
+        """Fold in `state` with `weight` (> 0)."""
+        if weight <= 0:
+            raise ValueError(f"aggregation weight must be > 0, got {weight}")
+        if self.total is None:
+            self.total = {k: v.astype(np.float64) * weight for k, v in state.items()}
+        else:
+            if state.keys() != self.total.keys():
+                raise ValueError("update keys differ from the first update's keys")
+            for key, value in state.items():
+                self.total[key] += value.astype(np.float64) * weight
+        self.weight += weight
+        self.count += 1
+
+    def mean(self, like: State) -> State:
+        """Weighted mean, cast to the dtypes of `like` (the current global state)."""
+        if self.total is None:
+            raise ValueError("no update was aggregated")
+        return {k: (v / self.weight).astype(like[k].dtype) for k, v in self.total.items()}
+
+
+def weighted_mean(states: Iterable[State], weights: Iterable[float]) -> State:
+    """sum_i w_i * s_i / sum_i w_i for a list of states (the dtypes of the first state)."""
+    states = list(states)
+    acc = WeightedSum()
+    for state, weight in zip(states, weights, strict=True):
+        acc.add(state, weight)
+    return acc.mean(states[0])
+
+
+def subtract(a: State, b: State) -> State:
+    """a - b, key by key."""
+    return {k: a[k] - b[k] for k in a}

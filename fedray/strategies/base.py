@@ -1,0 +1,104 @@
+"""The strategy interface: a client half (hooks into the shared local loop) and a server half (aggregation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fedray.messages import State
+from fedray.strategies.aggregate import WeightedSum
+from fedray.training.losses import masked_sigmoid_loss, naive_softmax_loss
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A training batch of one hospital.
+
+    Attributes:
+        image: (B, 1, X, Y, Z) float, intensity-normalised CT.
+        label: (B, 1, X, Y, Z) integer study label map (0 = background or not labelled here).
+        labelled: (B, n_organs) bool, the organs each sample's site annotates.
+    """
+
+    image: Tensor
+    label: Tensor
+    labelled: Tensor
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    """What a method's client half knows about the hospital and round it runs for."""
+
+    hospital_id: str
+    round: int
+    labelled: tuple[bool, ...]
+    output: Literal["softmax", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A method without parameters."""
+
+
+class ClientHooks:
+    """Client half of a method. The shared local loop calls these; the defaults are plain FedAvg."""
+
+    def __init__(self, params: object, context: ClientContext) -> None:
+        self.params = params
+        self.context = context
+
+    def on_train_start(self, model: nn.Module, global_state: dict[str, Tensor]) -> None:
+        """Called once per round after the global weights are loaded into `model`."""
+
+    def supervised_loss(self, logits: Tensor, batch: Batch) -> Tensor:
+        """Loss on this hospital's own labels; the model's output kind decides the form."""
+        if self.context.output == "softmax":
+            return naive_softmax_loss(logits, batch.label)
+        return masked_sigmoid_loss(logits, batch.label, batch.labelled)
+
+    def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
+        """Additional loss terms (proximal term, distillation...); None for none."""
+        return None
+
+    def payload(self, model: nn.Module) -> State:
+        """What the hospital sends back: by default its full weights."""
+        return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+class Strategy:
+    """Server half of a method: how updates are weighted, folded together and applied.
+
+    Subclasses set `Params` (a frozen dataclass validated from `method.params`) and
+    `client_hooks_class`; aggregation stays pure numpy maths over weight dicts.
+    """
+
+    Params: ClassVar[type] = NoParams
+    client_hooks_class: ClassVar[type[ClientHooks]] = ClientHooks
+
+    def __init__(self, params: object) -> None:
+        self.params = params
+
+    def client_hooks(self, context: ClientContext) -> ClientHooks:
+        """Build the client half for one hospital and round (runs on the hospital actor)."""
+        return self.client_hooks_class(self.params, context)
+
+    def client_weight(self, num_examples: int) -> float:
+        """Aggregation weight of one hospital's update."""
+        return float(num_examples)
+
+    def new_aggregate(self) -> WeightedSum:
+        """An empty streaming accumulator for one round."""
+        return WeightedSum()
+
+    def server_update(self, global_state: State, aggregate: WeightedSum) -> State:
+        """New global weights from the round's aggregate (FedAvg: the weighted mean)."""
+        return aggregate.mean(global_state)
+
+
+def state_to_torch(state: State) -> dict[str, Tensor]:
+    """numpy weight dict -> torch tensors (copies: arrays from Ray's object store are read-only)."""
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}

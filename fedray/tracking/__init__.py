@@ -1,0 +1,1 @@
+"""Tracking: MLflow (driver only) and the run's results folder."""

@@ -1,0 +1,69 @@
+"""MLflow tracking for the driver: one run per study, metrics with step = round."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+_PARAM_LIMIT = 6000  # MLflow's maximum length of a param value
+_BATCH_LIMIT = 100  # params/tags per log_batch call
+
+
+def default_tracking_uri(results_dir: str | Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else SQLite at <results_dir>/mlflow.db (MLflow 3 refuses file stores)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
+
+
+class MlflowTracker:
+    """Writes one study's MLflow run. Only the driver creates one."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifact_root.resolve().as_uri()
+            )
+        else:
+            self.experiment_id = found.experiment_id
+        self.run_id: str | None = None
+
+    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Open the run and record params and tags; returns the run id."""
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        items = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH_LIMIT):
+            self.client.log_batch(self.run_id, params=items[i : i + _BATCH_LIMIT])
+        return self.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log finite values at `step` (NaN means 'not measured this round' and is skipped)."""
+        timestamp = int(mlflow.utils.time.get_current_time_millis())
+        batch = [Metric(k, float(v), timestamp, step) for k, v in metrics.items() if math.isfinite(v)]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Add tags to the run."""
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path) -> None:
+        """Copy a file into the run's artifacts."""
+        self.client.log_artifact(self.run_id, str(path))
+
+    def end(self, status: str) -> None:
+        """Close the run as FINISHED, FAILED or KILLED."""
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a private local Ray instance and tiny study configs on a real NIfTI phantom."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def tiny_study(tmp_path, **overrides) -> dict:
+    """A 3-hospital phantom study small enough for seconds on 2 CPU cores."""
+    study = {
+        "name": "tiny",
+        "seed": 0,
+        "rounds": 2,
+        "data": {
+            "cache_dir": str(tmp_path / "data"),
+            "phantom": {"shape": [32, 32, 32], "spacing": [12.0, 10.0, 7.5], "test_cases": 2},
+            "patch_size": [16, 16, 16],
+        },
+        "federation": {
+            "hospitals": [
+                {"name": "a", "organs": ["liver", "spleen", "kidney_left"], "cases": 2},
+                {"name": "b", "organs": ["kidney_right", "pancreas"], "cases": 3},
+                {"name": "c", "organs": ["stomach", "gallbladder", "liver"], "cases": 2},
+            ]
+        },
+        "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+        "train": {"local_steps": 2, "batch_size": 1},
+        "eval": {"roi_size": [16, 16, 16], "sw_batch_size": 2},
+        "resources": {"cpus_per_actor": 0.5},
+        "tracking": {"results_dir": str(tmp_path / "results"), "uri": f"sqlite:///{tmp_path}/results/mlflow.db"},
+    }
+    for key, value in overrides.items():
+        study[key] = value
+    return study
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private Ray instance (never attaches to another one), shut down after the module."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

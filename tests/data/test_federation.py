@@ -1,0 +1,47 @@
+"""Hospitals from the config: explicit lists, rules that scale, and organs no hospital labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedray.config import config_from_data
+from fedray.data.federation import plan_hospitals, prepare_hospitals
+from fedray.errors import ConfigError
+from fedray.organs import ORGANS
+
+
+def test_rule_scales_and_covers_every_organ():
+    config = config_from_data(
+        {"name": "r", "federation": {"rule": {"count": 300, "organs_per_hospital": 2, "cases": 3}}}
+    )
+    plans = plan_hospitals(config)
+    assert len(plans) == 300 and len({p.name for p in plans}) == 300
+    assert plans[0].organs == ("liver", "spleen") and plans[1].organs == ("kidney_left", "kidney_right")
+    assert plans[3].organs == ("gallbladder", "liver")  # wraps around cyclically
+    assert {o for p in plans for o in p.organs} == set(ORGANS)
+    assert all(p.cases == 3 for p in plans)
+
+
+def test_explicit_hospitals_keep_their_names():
+    config = config_from_data(
+        {"name": "e", "data": {"organs": ["liver"]}, "federation": {"hospitals": [{"name": "x", "organs": ["liver"], "cases": 2}, {"organs": ["liver"]}]}}
+    )
+    assert [(p.name, p.cases) for p in plan_hospitals(config)] == [("x", 2), ("hospital_001", 4)]
+
+
+def test_study_organ_that_no_hospital_labels_is_an_error(tmp_path):
+    config = config_from_data(
+        {
+            "name": "m",
+            "data": {
+                "cache_dir": str(tmp_path),
+                "organs": ["liver", "spleen"],
+                "phantom": {"shape": [16, 16, 16], "test_cases": 1},
+                "patch_size": [16, 16, 16],
+            },
+            "federation": {"hospitals": [{"organs": ["liver"], "cases": 1}]},
+            "eval": {"roi_size": [16, 16, 16]},
+        }
+    )
+    with pytest.raises(ConfigError, match="No hospital labels spleen"):
+        prepare_hospitals(config)

@@ -1,0 +1,35 @@
+"""Dice from summed TP/FP/FN counts, NaN for absent organs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from fedray.metrics.segmentation import confusion_counts, dice_from_counts, mean_dice
+
+
+def test_counts_by_hand():
+    truth = torch.tensor([[0, 1, 1, 2]])
+    pred = torch.tensor([[1, 1, 0, 0]])
+    counts = confusion_counts(pred, truth, n_organs=3)
+    # organ 1: TP at idx1, FP at idx0, FN at idx2; organ 2: FN at idx3; organ 3 absent
+    assert counts.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    dice = dice_from_counts(counts)
+    assert dice[0] == 0.5 and dice[1] == 0.0 and math.isnan(dice[2])
+    assert mean_dice(dice) == 0.25  # NaN organ ignored, not counted as 0 or 1
+
+
+def test_summed_counts_differ_from_mean_of_per_case_dice():
+    # Case A: tiny organ missed badly; case B: large organ found. Summing counts weights by voxels.
+    a = np.array([[0, 0, 2]])  # Dice 0
+    b = np.array([[90, 10, 0]])  # Dice 180/190
+    pooled = dice_from_counts(a + b)[0]
+    averaged = (dice_from_counts(a)[0] + dice_from_counts(b)[0]) / 2
+    assert pooled == 180 / 192
+    assert abs(pooled - averaged) > 0.4
+
+
+def test_all_absent_gives_nan_mean():
+    assert math.isnan(mean_dice(np.array([np.nan, np.nan])))

@@ -1,0 +1,70 @@
+"""The command line: bad input gives one paragraph and a non-zero exit, no traceback, nothing in MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_study
+
+
+def fedray(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fedray.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def write_study(tmp_path, **overrides) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(tmp_path, **overrides)))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make_args", "expected"),
+    [
+        (lambda p: ["run", str(p / "missing.yaml")], "does not exist"),
+        (lambda p: ["run", write_study(p), "trian.lr=1"], "Did you mean 'train'?"),
+        (lambda p: ["run", write_study(p), "rounds=-2"], "rounds must be >= 1"),
+        (lambda p: ["run", write_study(p), "method.name=fedavgg"], "Did you mean 'fedavg'?"),
+        (lambda p: ["run", write_study(p), "data.organs=[liver]"], "organ 'spleen' is not a study organ"),
+        (
+            lambda p: ["run", write_study(p), "data.source=msd", f"data.sites=[{p}]", f"data.test_set={p}"],
+            "has no dataset.json",
+        ),
+    ],
+)
+def test_bad_input_is_one_paragraph_without_traceback(tmp_path, make_args, expected):
+    result = fedray(*make_args(tmp_path))
+    assert result.returncode == 2
+    assert expected in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "results" / "mlflow.db").exists()  # nothing written for an invalid study
+
+
+def test_organ_that_no_hospital_labels(tmp_path):
+    study = tiny_study(tmp_path)
+    study["federation"]["hospitals"] = [{"name": "a", "organs": ["liver"], "cases": 1}]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = fedray("run", str(path), "data.phantom.test_cases=1")
+    assert result.returncode == 2
+    assert "No hospital labels spleen" in " ".join(result.stderr.split())
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_data_phantom_command_writes_msd_folders(tmp_path):
+    out = tmp_path / "phantom"
+    result = fedray("data", "phantom", "--out", str(out), "--hospitals", "7", "--cases", "1", "--test-cases", "1",
+                    "--shape", "32", "32", "32", "--spacing", "12", "10", "7.5")
+    assert result.returncode == 0, result.stderr
+    manifests = sorted(out.glob("phantom/*/dataset.json"))
+    assert len(manifests) == 8  # 7 hospitals + the test set
+    organs = [json.loads(m.read_text())["fedray"]["organs"] for m in manifests]
+    assert sorted(o for group in organs[:7] for o in group) == sorted(
+        ["liver", "spleen", "kidney_left", "kidney_right", "pancreas", "stomach", "gallbladder"]
+    )

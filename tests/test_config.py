@@ -1,0 +1,85 @@
+"""Config validation: unknown keys, wrong types, impossible values, overrides, round trip."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fedray.config import apply_overrides, config_from_data, load_config, save_config
+from fedray.errors import ConfigError
+
+MINIMAL = {"name": "t", "federation": {"hospitals": [{"organs": ["liver"]}]}, "data": {"organs": ["liver"]}}
+
+
+def with_(**sections):
+    data = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    data.update(sections)
+    return data
+
+
+def test_defaults_fill_in():
+    config = config_from_data(MINIMAL)
+    assert config.rounds == 10 and config.method.params.weighted is True
+    assert config.run_name == "t"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (with_(trian={}), "Unknown key 'trian'. Did you mean 'train'?"),
+        (with_(train={"local_step": 3}), "Unknown key 'train.local_step'. Did you mean 'local_steps'?"),
+        (with_(rounds=-1), "rounds must be >= 1"),
+        (with_(rounds="ten"), "'rounds' must be an integer"),
+        (with_(train={"lr": "fast"}), "'train.lr' must be a number"),
+        (with_(method={"name": "fedag"}), "Did you mean 'fedavg'?"),
+        (with_(method={"name": "fedavg", "params": {"weigted": False}}), "Did you mean 'weighted'?"),
+        (with_(model={"name": "unett"}), "'model.name' must be one of unet, multihead_unet; got 'unett' (str). Did you mean 'unet'?"),
+        (with_(data={"organs": ["livr"]}), "Did you mean 'liver'?"),
+        (with_(data={"patch_size": [30, 32, 32], "organs": ["liver"]}), "multiples of 8"),
+        (with_(federation={"hospitals": [{"organs": ["spleen"]}]}), "organ 'spleen' is not a study organ"),
+        (with_(federation={}), "needs 'hospitals' or 'rule'"),
+    ],
+)
+def test_bad_values_name_the_key(data, expected):
+    with pytest.raises(ConfigError) as error:
+        config_from_data(data)
+    assert expected in str(error.value)
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match="Missing required key 'name'"):
+        config_from_data({})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    config = load_config(path, ["rounds=3", "train.lr=0.01", "data.patch_size=[16,16,16]", "method.params.weighted=false"])
+    assert config.rounds == 3 and config.train.lr == 0.01
+    assert config.data.patch_size == (16, 16, 16)
+    assert config.method.params.weighted is False
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["rounds"])
+    with pytest.raises(ConfigError, match="Did you mean 'rounds'"):
+        load_config(path, ["round=3"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = config_from_data(with_(rounds=4))
+    save_config(config, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == config
+
+
+def test_config_is_frozen():
+    config = config_from_data(MINIMAL)
+    with pytest.raises(AttributeError):
+        config.rounds = 5  # type: ignore[misc]

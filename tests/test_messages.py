@@ -1,0 +1,34 @@
+"""Weight payloads: exact round trip, exact byte counts, no pickle."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+
+from fedray.messages import ClientResult, decode_state, encode_state
+
+
+def test_round_trip_is_exact():
+    state = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(3, dtype=np.int64)}
+    back = decode_state(encode_state(state))
+    assert back.keys() == state.keys()
+    for k in state:
+        assert back[k].dtype == state[k].dtype and np.array_equal(back[k], state[k])
+
+
+def test_byte_count_is_the_payload_length_and_grows_with_the_model():
+    small = encode_state({"w": np.zeros(10, np.float32)})
+    large = encode_state({"w": np.zeros(1010, np.float32)})
+    assert len(large) - len(small) == 1000 * 4  # header identical, data exactly 4 B per float
+    result = ClientResult("h", 1, large, 1, 0.0, 0.0, bytes_down=len(small))
+    assert result.bytes_up == len(large)
+
+
+def test_pickled_payload_is_refused():
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises((ValueError, pickle.UnpicklingError)):
+        decode_state(buffer.getvalue())
