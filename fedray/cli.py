@@ -43,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one study from a YAML config")
     run.add_argument("config", help="study YAML file, e.g. configs/quickstart.yaml")
-    run.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="FRAGMENT.yaml | section.key=value",
+        help="YAML fragments merged in order (e.g. configs/methods/fedkd.yaml), then single-value overrides",
+    )
     run.set_defaults(handler=_run)
 
     data = commands.add_parser("data", help="prepare datasets")
@@ -65,7 +70,9 @@ def _run(args: argparse.Namespace) -> int:
     from fedray.config import load_config, with_absolute_paths
     from fedray.data.federation import prepare_hospitals
 
-    config = with_absolute_paths(load_config(args.config, args.overrides))
+    fragments = [a for a in args.overrides if "=" not in a]
+    overrides = [a for a in args.overrides if "=" in a]
+    config = with_absolute_paths(load_config([args.config, *fragments], overrides))
     with console.status("Preparing data...") as status:
         hospitals, test_dir = prepare_hospitals(
             config, progress=lambda done, total: status.update(f"Preparing data: {done}/{total} folders")
@@ -93,20 +100,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _progress_text(p) -> str:
-    if p.phase in ("starting", "loading data"):
+    if p.phase not in ("training", "evaluating", "done"):
         return p.phase
     loss = f"{p.train_loss:.3f}" if math.isfinite(p.train_loss) else "-"
     dice = f"{100 * p.dice_mean:.1f}%" if math.isfinite(p.dice_mean) else "-"
     eta = f"{p.eta_s:.0f}s" if math.isfinite(p.eta_s) else "-"
-    return (
-        f"round {p.round}/{p.rounds} · clients {p.clients_done}/{p.clients} · "
-        f"loss {loss} · Dice {dice} · {p.phase} · ETA {eta}"
-    )
+    return f"round {p.round}/{p.rounds} · clients {p.clients_done}/{p.clients} · loss {loss} · Dice {dice} · ETA {eta}"
 
 
 def _progress_bar() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=False
+        TextColumn("{task.description}"), BarColumn(bar_width=16), TimeElapsedColumn(), console=console, transient=False
     )
 
 

@@ -138,11 +138,33 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ServerOptimizerConfig:
+    """FedOpt (Reddi et al., 2021): apply the averaged update as a pseudo-gradient with a server optimiser.
+
+    'none' takes the aggregate as the new global model (FedAvg); 'sgd' with lr 1 and momentum 0 is
+    the same thing; momentum > 0 gives FedAvgM; 'adam' and 'yogi' give FedAdam and FedYogi.
+    """
+
+    name: Literal["none", "sgd", "adam", "yogi"] = "none"
+    lr: float = 1.0
+    momentum: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "server.lr must be > 0.")
+        require(0 <= self.momentum < 1, "server.momentum must be in [0, 1).")
+        require(all(0 <= b < 1 for b in self.betas), "server.betas must be in [0, 1).")
+        require(self.eps > 0, "server.eps must be > 0.")
+
+
+@dataclass(frozen=True)
 class MethodConfig:
-    """The federated method (a registered strategy) and its parameters."""
+    """The federated method (a registered strategy), its parameters and its server optimiser."""
 
     name: str = "fedavg"
     params: Any = field(default_factory=dict)
+    server: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
 
 
 @dataclass(frozen=True)
@@ -270,20 +292,43 @@ def with_absolute_paths(config: StudyConfig) -> StudyConfig:
     )
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
-    """Read a YAML study file, apply `section.key=value` overrides, validate and freeze it.
+def load_config(
+    paths: str | Path | list[str | Path], overrides: list[str] | tuple[str, ...] = ()
+) -> StudyConfig:
+    """Read a YAML study file (later files are fragments deep-merged over it), apply `section.key=value`
+    overrides, validate and freeze.
 
     Raises:
         ConfigError: missing file, bad YAML, unknown keys, wrong types or impossible values.
     """
-    path = Path(path)
+    raw: dict = {}
+    for path in paths if isinstance(paths, list) else [paths]:
+        raw = deep_merge(raw, read_yaml(Path(path)))
+    return config_from_data(apply_overrides(raw, overrides))
+
+
+def read_yaml(path: Path) -> dict:
+    """Parse one YAML mapping, with errors that name the file."""
     if not path.is_file():
         raise ConfigError(f"Config file '{path}' does not exist.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"Config file '{path}' is not valid YAML: {error}") from None
-    return config_from_data(apply_overrides(raw, overrides))
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of sections, not {type(data).__name__}.")
+    return data
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """A copy of `base` with `update` merged in: mappings recursively, other values replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def config_from_data(raw: dict) -> StudyConfig:

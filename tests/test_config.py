@@ -83,3 +83,14 @@ def test_config_is_frozen():
     config = config_from_data(MINIMAL)
     with pytest.raises(AttributeError):
         config.rounds = 5  # type: ignore[misc]
+
+
+def test_fragments_deep_merge_in_order(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({**MINIMAL, "train": {"lr": 0.1, "local_steps": 3}}))
+    fragment = tmp_path / "method.yaml"
+    fragment.write_text(yaml.safe_dump({"method": {"name": "fedkd"}, "model": {"name": "multihead_unet", "output": "sigmoid"}, "train": {"lr": 0.5}}))
+    config = load_config([study, fragment], ["train.lr=0.2"])
+    assert config.method.name == "fedkd" and config.model.name == "multihead_unet"
+    assert config.train.local_steps == 3  # kept from the study: merged, not replaced
+    assert config.train.lr == 0.2  # overrides come last

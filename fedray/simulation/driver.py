@@ -57,7 +57,7 @@ class Driver:
         self.hospitals = hospitals
         self.test_dir = test_dir
         self.organs = list(config.data.organs)
-        self.strategy = build_strategy(config.method.name, config.method.params)
+        self.strategy = build_strategy(config.method)
         self._progress = Progress(rounds=config.rounds)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,7 +112,11 @@ class Driver:
 
         untrained = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
         untrained_dice = mean_dice(dice_from_counts(untrained.counts))
-        bytes_total = 0
+        teachers_ref, bytes_teachers = None, 0
+        if self.strategy.teacher_steps() > 0:
+            self._update(phase="pre-training teachers")
+            teachers_ref, bytes_teachers = self._pretrain_teachers(actor_of, self.strategy.teacher_steps())
+        bytes_total = bytes_teachers
         last_dice = np.full(len(self.organs), np.nan)
         last_eval = untrained
         round_times: list[float] = []
@@ -123,7 +127,7 @@ class Driver:
             payload = encode_state(global_state)
             payload_ref = ray.put(payload)  # one broadcast per round through the object store
             pending = {
-                actor_of[h.hospital_id].train.remote(h.hospital_id, round_index, payload_ref): h
+                actor_of[h.hospital_id].train.remote(h.hospital_id, round_index, payload_ref, teachers_ref): h
                 for h in chosen
             }
             aggregate = self.strategy.new_aggregate()
@@ -186,6 +190,7 @@ class Driver:
             Metric.BYTES_TOTAL.value: bytes_total,
             Metric.TRAIN_LOSS.value: row[Metric.TRAIN_LOSS.value],
             "dice/mean_untrained": untrained_dice,
+            "comm/bytes_teachers": bytes_teachers,
             "params_total": count_parameters(model),
             "bytes_per_model": len(encode_state(global_state)),
             "rounds": cfg.rounds,
@@ -195,9 +200,43 @@ class Driver:
             "tracking_uri": tracker.uri,
         }
         files.write_summary(summary)
-        tracker.log_metrics({"dice/mean_untrained": untrained_dice, "params_total": summary["params_total"]}, step=0)
+        tracker.log_metrics(
+            {
+                "dice/mean_untrained": untrained_dice,
+                "params_total": summary["params_total"],
+                "comm/bytes_teachers": bytes_teachers,
+            },
+            step=0,
+        )
         self._update(phase="done", elapsed_s=summary["wall_s"], eta_s=0.0)
         return summary
+
+    def _pretrain_teachers(self, actor_of: dict, steps: int) -> tuple[object, int]:
+        """Pre-train one organ-specific teacher per organ and share it once with the other hospitals.
+
+        Organ k's teacher is trained by the hospital with the most cases among those labelling k
+        (lowest index on ties), so a study with hundreds of hospitals pre-trains at most one model
+        per organ. Returns the object-store reference of {organ: (teacher id, head, payload)} and
+        the bytes this costs: each teacher uploaded once, and downloaded by every hospital that
+        lacks one of its organs.
+        """
+        teacher_of = {}
+        for k, organ in enumerate(self.organs):
+            labelling = [h for h in self.hospitals if organ in h.organs]
+            teacher_of[k] = min(labelling, key=lambda h: (-h.num_cases, h.index))
+        teacher_hospitals = {h.hospital_id: h for h in teacher_of.values()}
+        refs = {hid: actor_of[hid].pretrain_teacher.remote(hid, steps) for hid in teacher_hospitals}
+        payloads = {hid: ray.get(ref) for hid, ref in refs.items()}
+        teachers = {}
+        for k, hospital in teacher_of.items():
+            own = [o for o in self.organs if o in hospital.organs]
+            teachers[k] = (hospital.hospital_id, own.index(self.organs[k]), payloads[hospital.hospital_id])
+        uploaded = sum(len(p) for p in payloads.values())
+        downloaded = 0
+        for hospital in self.hospitals:
+            needed = {teacher_of[k].hospital_id for k, o in enumerate(self.organs) if o not in hospital.organs}
+            downloaded += sum(len(payloads[t]) for t in needed - {hospital.hospital_id})
+        return ray.put(teachers), uploaded + downloaded
 
     def _sample(self, round_index: int) -> list[Hospital]:
         """This round's hospitals: all, or `clients_per_round` drawn with a (seed, round) RNG."""

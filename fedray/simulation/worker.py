@@ -13,7 +13,8 @@ from fedray.data.federation import Hospital
 from fedray.messages import ClientResult, decode_state, encode_state
 from fedray.models.factory import build_model
 from fedray.strategies import build_strategy
-from fedray.strategies.base import ClientContext, state_to_torch
+from fedray.strategies.base import Batch, ClientContext, ClientHooks, state_to_torch
+from fedray.training.losses import masked_sigmoid_loss
 from fedray.training.local import make_optimizer, train_locally
 
 
@@ -29,9 +30,10 @@ class HospitalWorker:
         torch.set_num_threads(max(1, threads))
         self.config = config
         organs = list(config.data.organs)
-        self.strategy = build_strategy(config.method.name, config.method.params)
+        self.strategy = build_strategy(config.method)
         self.model = build_model(config.model, len(organs))
         self.hospitals = {h.hospital_id: h for h in hospitals}
+        self._teachers: dict[str, torch.nn.Module] = {}
         self.samplers = {
             h.hospital_id: PatchSampler(
                 load_folder(h.folder, organs, config.data.hu_window),
@@ -46,8 +48,30 @@ class HospitalWorker:
         """Ids of the hospitals on this actor (returns once their data is loaded)."""
         return list(self.hospitals)
 
-    def train(self, hospital_id: str, round_index: int, global_payload: bytes) -> ClientResult:
-        """One round of local training for `hospital_id`, starting from the global weights."""
+    def pretrain_teacher(self, hospital_id: str, steps: int) -> bytes:
+        """Train an organ-specific teacher on this hospital alone: one head per organ it labels.
+
+        Uses the shared local loop with plain supervised hooks; round index 0 seeds it.
+        """
+        cfg = self.config
+        hospital = self.hospitals[hospital_id]
+        seed = task_seed(cfg.seed, 0, hospital.index)
+        torch.manual_seed(seed)
+        own = [k for k, organ in enumerate(cfg.data.organs) if organ in hospital.organs]
+        teacher = build_model(cfg.model, len(own))
+        hooks = TeacherHooks(own, ClientContext(hospital_id, 0, tuple(True for _ in own), "sigmoid"))
+        optimizer = make_optimizer(teacher, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
+        train_locally(teacher, self.samplers[hospital_id].batches(seed), steps, optimizer, hooks)
+        return encode_state(hooks.payload(teacher))
+
+    def train(
+        self, hospital_id: str, round_index: int, global_payload: bytes, teachers: dict | None = None
+    ) -> ClientResult:
+        """One round of local training for `hospital_id`, starting from the global weights.
+
+        `teachers` maps organ index -> (teacher id, head, payload) for methods that distil from
+        organ-specific teachers; decoded teachers are cached on the actor by teacher id.
+        """
         start = time.perf_counter()
         hospital = self.hospitals[hospital_id]
         cfg = self.config
@@ -61,6 +85,11 @@ class HospitalWorker:
                 round=round_index,
                 labelled=tuple(o in hospital.organs for o in cfg.data.organs),
                 output=cfg.model.output,
+                teachers={
+                    organ: (self._teacher(teacher_id, payload), head)
+                    for organ, (teacher_id, head, payload) in (teachers or {}).items()
+                    if cfg.data.organs[organ] not in hospital.organs
+                },
             )
         )
         hooks.on_train_start(self.model, global_state)
@@ -79,3 +108,29 @@ class HospitalWorker:
             train_seconds=time.perf_counter() - start,
             bytes_down=len(global_payload),
         )
+
+    def _teacher(self, teacher_id: str, payload: bytes) -> torch.nn.Module:
+        """A frozen teacher, decoded once per actor (teachers never change after pre-training)."""
+        if teacher_id not in self._teachers:
+            state = decode_state(payload)
+            heads = len({key.split(".")[1] for key in state if key.startswith("heads.")})
+            teacher = build_model(self.config.model, heads)
+            teacher.load_state_dict(state_to_torch(state))
+            self._teachers[teacher_id] = teacher.eval().requires_grad_(False)
+        return self._teachers[teacher_id]
+
+
+class TeacherHooks(ClientHooks):
+    """Supervised loss of a teacher whose heads are only the site's own organs."""
+
+    def __init__(self, own_organs: list[int], context: ClientContext) -> None:
+        super().__init__(None, context)
+        self.own_organs = torch.tensor(own_organs)
+
+    def supervised_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Masked Dice + BCE with the study label map narrowed to this teacher's heads."""
+        label = batch.label
+        narrowed = torch.zeros_like(label)
+        for head, organ in enumerate(self.own_organs.tolist()):
+            narrowed[label == organ + 1] = head + 1
+        return masked_sigmoid_loss(logits, narrowed, torch.ones(label.shape[0], len(self.own_organs), dtype=torch.bool))

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from fedray.config import MethodConfig
 from fedray.errors import ConfigError, did_you_mean
 from fedray.strategies.base import Strategy
+from fedray.strategies.condist import ConDist
 from fedray.strategies.fedavg import FedAvg
+from fedray.strategies.fedprox import FedProx
+from fedray.strategies.marginal import Marginal
+from fedray.strategies.fedkd import FedKD
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "marginal": Marginal,
+    "condist": ConDist,
+    "fedkd": FedKD,
 }
 
 
@@ -26,6 +35,6 @@ def get_strategy_class(name: str) -> type[Strategy]:
         ) from None
 
 
-def build_strategy(name: str, params: object) -> Strategy:
-    """Instantiate the strategy `name` with validated params."""
-    return get_strategy_class(name)(params)
+def build_strategy(method: MethodConfig) -> Strategy:
+    """Instantiate the configured strategy with its validated params and server optimiser."""
+    return get_strategy_class(method.name)(method.params, method.server)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedray.config import ServerOptimizerConfig
 from fedray.messages import State
 from fedray.strategies.aggregate import WeightedSum
+from fedray.strategies.server_opt import ServerOptimizer
 from fedray.training.losses import masked_sigmoid_loss, naive_softmax_loss
 
 
@@ -37,6 +39,7 @@ class ClientContext:
     round: int
     labelled: tuple[bool, ...]
     output: Literal["softmax", "sigmoid"]
+    teachers: dict[int, tuple[nn.Module, int]] = field(default_factory=dict)  # organ -> (frozen model, head)
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,17 @@ class Strategy:
     Params: ClassVar[type] = NoParams
     client_hooks_class: ClassVar[type[ClientHooks]] = ClientHooks
 
-    def __init__(self, params: object) -> None:
+    def __init__(self, params: object, server: ServerOptimizerConfig | None = None) -> None:
         self.params = params
+        self.server_optimizer = ServerOptimizer(server or ServerOptimizerConfig())
 
     def client_hooks(self, context: ClientContext) -> ClientHooks:
         """Build the client half for one hospital and round (runs on the hospital actor)."""
         return self.client_hooks_class(self.params, context)
+
+    def teacher_steps(self) -> int:
+        """Local steps of the organ-teacher pre-training stage; 0 when the method uses no teachers."""
+        return 0
 
     def client_weight(self, num_examples: int) -> float:
         """Aggregation weight of one hospital's update."""
@@ -95,8 +103,8 @@ class Strategy:
         return WeightedSum()
 
     def server_update(self, global_state: State, aggregate: WeightedSum) -> State:
-        """New global weights from the round's aggregate (FedAvg: the weighted mean)."""
-        return aggregate.mean(global_state)
+        """New global weights from the round's aggregate: the weighted mean, then the server optimiser."""
+        return self.server_optimizer.step(global_state, aggregate.mean(global_state))
 
 
 def state_to_torch(state: State) -> dict[str, Tensor]:

@@ -56,3 +56,45 @@ def test_fedavg_server_update_is_the_weighted_mean():
     acc.add({"w": np.array([3.0], np.float32)}, strategy.client_weight(2))
     new = strategy.server_update({"w": np.array([100.0], np.float32)}, acc)
     assert new["w"][0] == pytest.approx(2.0)
+
+
+def test_fedopt_sgd_lr1_equals_fedavg():
+    from fedray.config import ServerOptimizerConfig
+
+    rng = np.random.default_rng(1)
+    global_state = {"w": rng.normal(size=(4, 3)).astype(np.float32), "n": np.array(2, dtype=np.int64)}
+    updates = [{"w": rng.normal(size=(4, 3)).astype(np.float32), "n": np.array(2, dtype=np.int64)} for _ in range(3)]
+    plain, fedopt = FedAvg(FedAvgParams()), FedAvg(FedAvgParams(), ServerOptimizerConfig(name="sgd", lr=1.0))
+    results = []
+    for strategy in (plain, fedopt):
+        acc = strategy.new_aggregate()
+        for i, u in enumerate(updates):
+            acc.add(u, i + 1)
+        results.append(strategy.server_update(global_state, acc))
+    np.testing.assert_allclose(results[1]["w"], results[0]["w"], rtol=0, atol=1e-6)
+    assert results[1]["n"] == 2
+
+
+def test_fedavgm_momentum_by_hand():
+    from fedray.config import ServerOptimizerConfig
+
+    strategy = FedAvg(FedAvgParams(), ServerOptimizerConfig(name="sgd", lr=1.0, momentum=0.5))
+    state = {"w": np.array([0.0], np.float32)}
+    for expected in (1.0, 2.5):  # delta 1 each round: v1 = 1, v2 = 0.5*1 + 1 = 1.5
+        acc = strategy.new_aggregate()
+        acc.add({"w": state["w"] + 1.0}, 1)
+        state = strategy.server_update(state, acc)
+        assert state["w"][0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", ["adam", "yogi"])
+def test_adaptive_server_optimisers_move_towards_the_mean(name):
+    from fedray.config import ServerOptimizerConfig
+
+    strategy = FedAvg(FedAvgParams(), ServerOptimizerConfig(name=name, lr=0.1))
+    state = {"w": np.array([0.0, 0.0], np.float32)}
+    acc = strategy.new_aggregate()
+    acc.add({"w": np.array([1.0, -1.0], np.float32)}, 1)
+    new = strategy.server_update(state, acc)
+    assert new["w"][0] > 0 and new["w"][1] < 0
+    assert abs(new["w"][0]) <= 0.1 + 1e-6  # adaptive steps are bounded by lr at the first step

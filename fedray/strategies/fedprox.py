@@ -1,0 +1,60 @@
+"""FedProx (Li et al., 2020): FedAvg with a proximal term that keeps local weights near the global."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from fedray.configtypes import require
+from fedray.strategies.base import Batch, ClientContext, ClientHooks
+from fedray.strategies.fedavg import FedAvg
+
+
+@dataclass(frozen=True)
+class FedProxParams:
+    """FedProx parameters.
+
+    Attributes:
+        mu: weight of the proximal term (mu / 2) * ||w - w_global||^2; 0 is exactly FedAvg.
+        weighted: weight each hospital by its training cases, as in FedAvg.
+    """
+
+    mu: float = 0.01
+    weighted: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.mu >= 0, f"method.params.mu must be >= 0, got {self.mu}.")
+
+
+class FedProxHooks(ClientHooks):
+    """Client half: the method's supervised loss plus the proximal term."""
+
+    def __init__(self, params: FedProxParams, context: ClientContext) -> None:
+        super().__init__(params, context)
+        self.global_parameters: dict[str, Tensor] = {}
+
+    def on_train_start(self, model: nn.Module, global_state: dict[str, Tensor]) -> None:
+        """Keep detached copies of the round-start (global) trainable parameters."""
+        self.global_parameters = {
+            name: parameter.detach().clone() for name, parameter in model.named_parameters()
+        }
+
+    def extra_loss(self, model: nn.Module, batch: Batch, logits: Tensor) -> Tensor | None:
+        """(mu / 2) * sum over parameters of ||w - w_global||^2; None when mu is 0."""
+        if self.params.mu == 0:
+            return None
+        squared_distance = sum(
+            (parameter - self.global_parameters[name]).pow(2).sum()
+            for name, parameter in model.named_parameters()
+        )
+        return 0.5 * self.params.mu * squared_distance
+
+
+class FedProx(FedAvg):
+    """Li, Sahu, Zaheer, Sanjabi, Talwalkar, Smith, "Federated Optimization in Heterogeneous
+    Networks", MLSys 2020. The server is FedAvg's weighted mean.
+    """
+
+    Params = FedProxParams
+    client_hooks_class = FedProxHooks

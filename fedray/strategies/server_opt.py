@@ -1,0 +1,73 @@
+"""FedOpt server optimisers: the averaged update as a pseudo-gradient, stepped by a torch optimiser."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedray.config import ServerOptimizerConfig
+from fedray.messages import State
+
+
+class Yogi(torch.optim.Optimizer):
+    """Yogi (Zaheer et al., 2018) as used by FedYogi: Adam with an additive second-moment update."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:  # noqa: D102 - torch's Optimizer.step contract
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                m, v, g2 = state["m"], state["v"], p.grad * p.grad
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.sub_((1 - beta2) * g2 * torch.sign(v - g2))
+                p.sub_(group["lr"] * m / (v.sqrt() + group["eps"]))
+
+
+class ServerOptimizer:
+    """new_global = optimiser step on global with gradient (global - mean of hospital weights).
+
+    Non-float entries (counters) take the mean. Optimiser state lives here, on the driver, across rounds.
+    """
+
+    def __init__(self, cfg: ServerOptimizerConfig) -> None:
+        self.cfg = cfg
+        self.params: dict[str, torch.Tensor] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def step(self, global_state: State, mean_state: State) -> State:
+        """One server step; 'none' returns the mean unchanged."""
+        if self.cfg.name == "none":
+            return mean_state
+        if self.params is None:
+            self.params = {
+                k: torch.zeros(v.shape, dtype=torch.float64)
+                for k, v in global_state.items()
+                if np.issubdtype(v.dtype, np.floating)
+            }
+            self.optimizer = self._make(list(self.params.values()))
+        new_state = dict(mean_state)
+        for key, param in self.params.items():
+            current = torch.from_numpy(np.asarray(global_state[key], dtype=np.float64))
+            param.copy_(current)
+            param.grad = current - torch.from_numpy(np.asarray(mean_state[key], dtype=np.float64))
+        self.optimizer.step()
+        for key, param in self.params.items():
+            new_state[key] = param.detach().numpy().astype(global_state[key].dtype)
+        return new_state
+
+    def _make(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if cfg.name == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        if cfg.name == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        return Yogi(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)

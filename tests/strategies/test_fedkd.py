@@ -1,0 +1,122 @@
+"""FedKD: soft-target BCE by hand, which organs each KD term touches, and a study on Ray actors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fedray.config import config_from_data, with_absolute_paths
+from fedray.data.federation import prepare_hospitals
+from fedray.errors import ConfigError
+from fedray.strategies.base import Batch, ClientContext
+from fedray.strategies.fedkd import FedKD, FedKDHooks, FedKDParams, soft_target_bce
+from tests.conftest import tiny_study
+
+
+class Fixed(nn.Module):
+    """A 'model' returning fixed logits for any input (B, 1, ...) -> (B, C, ...)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], *self.logits.shape[1:])
+
+
+def batch(n_organs=3, labelled=(True, False, False)):
+    return Batch(
+        image=torch.zeros(1, 1, 2, 2, 2),
+        label=torch.zeros(1, 1, 2, 2, 2, dtype=torch.long),
+        labelled=torch.tensor([labelled]),
+    )
+
+
+def hooks(params=FedKDParams(), labelled=(True, False, False), teachers=None):
+    return FedKDHooks(params, ClientContext("h", 1, labelled, "sigmoid", teachers or {}))
+
+
+def test_soft_target_bce_by_hand():
+    student, teacher = torch.tensor([0.0]), torch.tensor([math.log(3.0)])  # teacher p = 0.75
+    expected = -(0.75 * math.log(0.5) + 0.25 * math.log(0.5))
+    assert soft_target_bce(student, teacher, 1.0).item() == pytest.approx(expected)
+    # T divides the teacher's logits: T = 2 -> p = sigmoid(log(3) / 2)
+    p = 1 / (1 + 3 ** -0.5)
+    assert soft_target_bce(student, teacher, 2.0).item() == pytest.approx(-(p + (1 - p)) * math.log(0.5))
+
+
+def test_global_kd_has_zero_gradient_when_student_equals_global_model():
+    logits = torch.randn(1, 3, 2, 2, 2)
+    model = Fixed(logits)
+    h = hooks(FedKDParams(teacher_kd_weight=0.0))
+    h.on_train_start(model, {})
+    out = model(torch.zeros(1, 1, 2, 2, 2))
+    h.extra_loss(model, batch(), out).backward()
+    assert torch.allclose(model.logits.grad, torch.zeros_like(logits), atol=1e-7)
+
+
+def test_global_kd_touches_only_unlabelled_organs_unless_asked():
+    logits = torch.zeros(1, 3, 2, 2, 2)
+    for own_too, expect_own_grad in ((False, False), (True, True)):
+        model = Fixed(logits)
+        h = hooks(FedKDParams(teacher_kd_weight=0.0, global_kd_on_own_organs=own_too))
+        h.on_train_start(model, {})
+        with torch.no_grad():
+            model.logits.add_(1.0)  # student moved away from the frozen global copy
+        h.extra_loss(model, batch(), model(torch.zeros(1, 1, 2, 2, 2))).backward()
+        grad = model.logits.grad[0].abs().flatten(1).sum(1)
+        assert (grad[0] > 0) == expect_own_grad
+        assert grad[1] > 0 and grad[2] > 0
+
+
+def test_teacher_kd_samples_one_unlabelled_organ_per_step():
+    teacher_logits = torch.full((1, 1, 2, 2, 2), 3.0)
+    teachers = {1: (Fixed(teacher_logits), 0), 2: (Fixed(teacher_logits), 0)}
+    params = FedKDParams(global_kd_weight=0.0, teachers_per_step=1)
+    touched = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        model = Fixed(torch.zeros(1, 3, 2, 2, 2))
+        h = hooks(params, teachers=teachers)
+        h.on_train_start(model, {})
+        h.extra_loss(model, batch(), model(torch.zeros(1, 1, 2, 2, 2))).backward()
+        grad = model.logits.grad[0].abs().flatten(1).sum(1)
+        assert grad[0] == 0  # own organ: never distilled from a teacher
+        assert int((grad > 0).sum()) == 1
+        touched.add(int(grad.argmax()))
+    assert touched == {1, 2}
+
+
+def test_fedkd_needs_a_sigmoid_model():
+    with pytest.raises(ConfigError, match="multihead_unet"):
+        FedKDHooks(FedKDParams(), ClientContext("h", 1, (True,), "softmax"))
+
+
+def test_ablations_switch_teacher_pretraining():
+    assert FedKD(FedKDParams(teacher_steps=7)).teacher_steps() == 7
+    assert FedKD(FedKDParams(teacher_kd_weight=0.0)).teacher_steps() == 0
+    assert FedKD(FedKDParams()).client_weight(10) == 1.0
+
+
+@pytest.mark.ray
+def test_fedkd_study_pretrains_teachers_and_counts_their_bytes(tmp_path, ray_local):
+    from fedray.simulation.launch import run_study
+
+    study = tiny_study(
+        tmp_path,
+        model={"name": "multihead_unet", "output": "sigmoid", "channels": [4, 8, 16]},
+        method={"name": "fedkd", "params": {"teacher_steps": 2}},
+        rounds=1,
+    )
+    config = with_absolute_paths(config_from_data(study))
+    hospitals, test_dir = prepare_hospitals(config)
+    summary = run_study(config, hospitals, test_dir)
+    # 3 hospitals; liver is labelled by a (2 cases) and c (2 cases): a (lower index) teaches liver.
+    # Teachers: a, b, c all teach something, so 3 uploads; each hospital downloads the 2 others.
+    assert summary["comm/bytes_teachers"] > 0
+    model_round_bytes = 2 * 3 * summary["bytes_per_model"]
+    assert summary["comm/bytes_total"] == model_round_bytes + summary["comm/bytes_teachers"]
+    assert not math.isnan(summary["dice/mean"])
