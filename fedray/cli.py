@@ -159,7 +159,7 @@ def _data_phantom(args: argparse.Namespace) -> int:
             config, progress=lambda done, total: status.update(f"Writing phantom: {done}/{total} folders")
         )
     for hospital in hospitals:
-        print(f"{hospital.folder}  organs={','.join(hospital.organs)}  cases={hospital.num_cases}")
+        print(f"{hospital.folders[0]}  organs={','.join(hospital.organs)}  cases={hospital.num_cases}")
     print(f"{test_dir}  (fully labelled test set)")
     return 0
 

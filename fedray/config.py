@@ -89,6 +89,7 @@ class FederationConfig:
     hospitals: tuple[HospitalConfig, ...] = ()
     rule: HospitalRule | None = None
     clients_per_round: int | None = None
+    pooled: bool = False  # centralised reference: one client holds every hospital's (partial) cases
 
     def __post_init__(self) -> None:
         require(
@@ -103,7 +104,12 @@ class FederationConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network: a MONAI U-Net (softmax or per-organ sigmoid) or the paper's multi-head U-Net."""
+    """Network: a MONAI U-Net, or the paper's residual U-Net backbone.
+
+    `multihead_unet` with `output: sigmoid` is Kim et al.'s model (one small sigmoid head per organ on
+    a shared embedding); with `output: softmax` the same backbone ends in one softmax head over
+    background + organs (the paper's single-classifier baseline), so methods compare on one backbone.
+    """
 
     name: Literal["unet", "multihead_unet"] = "unet"
     output: Literal["softmax", "sigmoid"] = "softmax"
@@ -123,7 +129,6 @@ class ModelConfig:
                 f"model.channels), got {len(self.strides)}.",
             )
         else:
-            require(self.output == "sigmoid", "model.output must be 'sigmoid' for multihead_unet.")
             require(
                 not self.blocks or len(self.blocks) == len(self.channels),
                 "model.blocks needs one value per level of model.channels.",
@@ -175,8 +180,15 @@ class TrainConfig:
     batch_size: int = 2
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "poly"] = "constant"  # poly: lr * (1 - (r-1)/R)^0.9, as in the paper
     momentum: float = 0.9
     weight_decay: float = 0.0
+
+    def lr_at(self, round_index: int, rounds: int) -> float:
+        """Learning rate of round `round_index` (1-based) out of `rounds`."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * (1 - (round_index - 1) / rounds) ** 0.9
 
     def __post_init__(self) -> None:
         require(self.local_steps >= 1, "train.local_steps must be >= 1.")

@@ -15,12 +15,12 @@ from fedray.errors import ConfigError
 
 @dataclass(frozen=True)
 class Hospital:
-    """One federated client: a folder of cases and the organs it labels."""
+    """One federated client: folders of cases (one, unless pooled) and the organs it labels."""
 
     hospital_id: str
     index: int
     organs: tuple[str, ...]
-    folder: Path
+    folders: tuple[Path, ...]
     num_cases: int
 
 
@@ -67,6 +67,8 @@ def prepare_hospitals(
         hospitals, test_dir = _phantom_hospitals(config, progress)
     else:
         hospitals, test_dir = _msd_hospitals(config)
+    if config.federation.pooled:
+        hospitals = [pool(hospitals)]
     labelled = {organ for h in hospitals for organ in h.organs}
     missing = [o for o in config.data.organs if o not in labelled]
     if missing:
@@ -75,6 +77,14 @@ def prepare_hospitals(
             "labelled by at least one hospital. Remove it from data.organs or add a hospital that labels it."
         )
     return hospitals, test_dir
+
+
+def pool(hospitals: list[Hospital]) -> Hospital:
+    """One client holding every hospital's cases; each case keeps its own site's partial labels."""
+    organs = tuple(dict.fromkeys(o for h in hospitals for o in h.organs))
+    return Hospital(
+        "pooled", 0, organs, tuple(f for h in hospitals for f in h.folders), sum(h.num_cases for h in hospitals)
+    )
 
 
 def _phantom_hospitals(
@@ -92,7 +102,7 @@ def _phantom_hospitals(
         folder = root / f"{plan.name}-{key}"
         if not (folder / "dataset.json").is_file():  # written last, so its presence means complete
             write_site(folder, plan.organs, plan.cases, seed=phantom.seed, site_index=index, spec=spec, name=plan.name)
-        hospitals.append(Hospital(plan.name, index, plan.organs, folder, plan.cases))
+        hospitals.append(Hospital(plan.name, index, plan.organs, (folder,), plan.cases))
         if progress is not None:
             progress(index + 1, len(plans) + 1)
     test_dir = root / f"test-{_fingerprint(spec, phantom.seed, -1, (), phantom.test_cases)}"
@@ -108,7 +118,7 @@ def _msd_hospitals(config: StudyConfig) -> tuple[list[Hospital], Path]:
     for index, folder in enumerate(config.data.sites):
         site: MsdSite = read_site(folder)
         organs = tuple(o for o in site.organs if o in config.data.organs)
-        hospitals.append(Hospital(Path(folder).name, index, organs, Path(folder), len(site.cases)))
+        hospitals.append(Hospital(Path(folder).name, index, organs, (Path(folder),), len(site.cases)))
     read_site(config.data.test_set)  # fail early if the test set is unreadable
     return hospitals, Path(config.data.test_set)
 

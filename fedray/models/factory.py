@@ -18,8 +18,10 @@ def build_model(cfg: ModelConfig, n_organs: int) -> nn.Module:
     if cfg.name == "multihead_unet":
         from fedray.models.multihead import MultiHeadUNet3D
 
+        softmax = cfg.output == "softmax"
         return MultiHeadUNet3D(
-            n_heads=n_organs,
+            n_heads=1 if softmax else n_organs,
+            outputs_per_head=n_organs + 1 if softmax else 1,
             widths=cfg.channels,
             blocks=cfg.blocks or (1,) * len(cfg.channels),
             norm_groups=cfg.norm_groups,

@@ -9,6 +9,7 @@ import ray
 
 from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
+from fedray.errors import FedrayError
 from fedray.simulation.worker import HospitalWorker
 
 
@@ -20,6 +21,11 @@ def actor_count(config: StudyConfig, n_hospitals: int) -> int:
     available = ray.cluster_resources()
     fit = math.floor(available.get("CPU", 1) / res.cpus_per_actor + 1e-9)
     if res.gpus_per_actor > 0:
+        if available.get("GPU", 0) < res.gpus_per_actor:
+            raise FedrayError(
+                f"resources.gpus_per_actor is {res.gpus_per_actor} but the Ray cluster has "
+                f"{available.get('GPU', 0):g} GPUs. Set resources.gpus_per_actor=0 to train on CPUs."
+            )
         fit = min(fit, math.floor(available.get("GPU", 0) / res.gpus_per_actor + 1e-9))
     return max(1, min(fit, n_hospitals))
 
@@ -47,7 +53,9 @@ def create_hospital_actors(config: StudyConfig, plan: list[list[Hospital]]) -> l
     threads = max(1, int(res.cpus_per_actor))
     return [
         (
-            remote.options(num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor).remote(config, hosted, threads),
+            remote.options(num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor).remote(
+                config, hosted, threads, res.gpus_per_actor
+            ),
             hosted,
         )
         for hosted in plan

@@ -26,17 +26,23 @@ def task_seed(seed: int, round_index: int, hospital_index: int) -> int:
 class HospitalWorker:
     """Runs local training for the hospitals it hosts. Holds no state that outlives a task but data."""
 
-    def __init__(self, config: StudyConfig, hospitals: list[Hospital], threads: int) -> None:
+    def __init__(
+        self, config: StudyConfig, hospitals: list[Hospital], threads: int, gpu_memory_fraction: float = 0.0
+    ) -> None:
         torch.set_num_threads(max(1, threads))
         self.config = config
+        self.device = torch.device("cuda" if gpu_memory_fraction > 0 and torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            # Ray only books fractional GPUs; this makes the share a hard cap on the allocator.
+            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_fraction), self.device)
         organs = list(config.data.organs)
         self.strategy = build_strategy(config.method)
-        self.model = build_model(config.model, len(organs))
+        self.model = build_model(config.model, len(organs)).to(self.device)
         self.hospitals = {h.hospital_id: h for h in hospitals}
         self._teachers: dict[str, torch.nn.Module] = {}
         self.samplers = {
             h.hospital_id: PatchSampler(
-                load_folder(h.folder, organs, config.data.hu_window),
+                [case for folder in h.folders for case in load_folder(folder, organs, config.data.hu_window)],
                 config.data.patch_size,
                 config.data.foreground_ratio,
                 config.train.batch_size,
@@ -58,10 +64,10 @@ class HospitalWorker:
         seed = task_seed(cfg.seed, 0, hospital.index)
         torch.manual_seed(seed)
         own = [k for k, organ in enumerate(cfg.data.organs) if organ in hospital.organs]
-        teacher = build_model(cfg.model, len(own))
+        teacher = build_model(cfg.model, len(own)).to(self.device)
         hooks = TeacherHooks(own, ClientContext(hospital_id, 0, tuple(True for _ in own), "sigmoid"))
         optimizer = make_optimizer(teacher, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
-        train_locally(teacher, self.samplers[hospital_id].batches(seed), steps, optimizer, hooks)
+        train_locally(teacher, self.samplers[hospital_id].batches(seed), steps, optimizer, hooks, self.device)
         return encode_state(hooks.payload(teacher))
 
     def train(
@@ -75,7 +81,7 @@ class HospitalWorker:
         start = time.perf_counter()
         hospital = self.hospitals[hospital_id]
         cfg = self.config
-        global_state = state_to_torch(decode_state(global_payload))
+        global_state = {k: v.to(self.device) for k, v in state_to_torch(decode_state(global_payload)).items()}
         self.model.load_state_dict(global_state)
         seed = task_seed(cfg.seed, round_index, hospital.index)
         torch.manual_seed(seed)
@@ -94,10 +100,14 @@ class HospitalWorker:
         )
         hooks.on_train_start(self.model, global_state)
         optimizer = make_optimizer(
-            self.model, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay
+            self.model,
+            cfg.train.optimizer,
+            cfg.train.lr_at(round_index, cfg.rounds),
+            cfg.train.momentum,
+            cfg.train.weight_decay,
         )
         local = train_locally(
-            self.model, self.samplers[hospital_id].batches(seed), cfg.train.local_steps, optimizer, hooks
+            self.model, self.samplers[hospital_id].batches(seed), cfg.train.local_steps, optimizer, hooks, self.device
         )
         return ClientResult(
             hospital_id=hospital_id,
@@ -114,7 +124,7 @@ class HospitalWorker:
         if teacher_id not in self._teachers:
             state = decode_state(payload)
             heads = len({key.split(".")[1] for key in state if key.startswith("heads.")})
-            teacher = build_model(self.config.model, heads)
+            teacher = build_model(self.config.model, heads).to(self.device)
             teacher.load_state_dict(state_to_torch(state))
             self._teachers[teacher_id] = teacher.eval().requires_grad_(False)
         return self._teachers[teacher_id]
@@ -130,7 +140,8 @@ class TeacherHooks(ClientHooks):
     def supervised_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Masked Dice + BCE with the study label map narrowed to this teacher's heads."""
         label = batch.label
-        narrowed = torch.zeros_like(label)
+        narrowed = torch.zeros_like(label)  # study label values -> this teacher's head numbering
         for head, organ in enumerate(self.own_organs.tolist()):
             narrowed[label == organ + 1] = head + 1
-        return masked_sigmoid_loss(logits, narrowed, torch.ones(label.shape[0], len(self.own_organs), dtype=torch.bool))
+        labelled = torch.ones(label.shape[0], len(self.own_organs), dtype=torch.bool, device=label.device)
+        return masked_sigmoid_loss(logits, narrowed, labelled)

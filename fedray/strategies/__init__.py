@@ -7,9 +7,9 @@ from fedray.errors import ConfigError, did_you_mean
 from fedray.strategies.base import Strategy
 from fedray.strategies.condist import ConDist
 from fedray.strategies.fedavg import FedAvg
+from fedray.strategies.fedkd import FedKD
 from fedray.strategies.fedprox import FedProx
 from fedray.strategies.marginal import Marginal
-from fedray.strategies.fedkd import FedKD
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "fedavg": FedAvg,

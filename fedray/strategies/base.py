@@ -30,6 +30,10 @@ class Batch:
     label: Tensor
     labelled: Tensor
 
+    def to(self, device: torch.device) -> Batch:
+        """The same batch on `device`."""
+        return Batch(self.image.to(device), self.label.to(device), self.labelled.to(device))
+
 
 @dataclass(frozen=True)
 class ClientContext:

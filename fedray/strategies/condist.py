@@ -1,4 +1,4 @@
-"""ConDistFL (Wang et al., 2023): marginal loss plus conditional distillation from the global model."""
+"""ConDistFL (Wang et al., 2023): marginal loss plus distillation from the round-start global model."""
 
 from __future__ import annotations
 

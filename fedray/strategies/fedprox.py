@@ -1,4 +1,4 @@
-"""FedProx (Li et al., 2020): FedAvg with a proximal term that keeps local weights near the global."""
+"""FedProx (Li et al., 2020): FedAvg plus a proximal term that pulls local weights to the global."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def require_softmax(context: ClientContext, method: str) -> None:
         ConfigError: the model is a per-organ sigmoid model.
     """
     if context.output != "softmax":
-        raise ConfigError(f"{method} needs model.output: softmax (a single softmax over all organs).")
+        raise ConfigError(f"{method} needs model.output: softmax (one softmax over all organs).")
 
 
 class MarginalHooks(ClientHooks):

@@ -34,13 +34,14 @@ def train_locally(
     steps: int,
     optimizer: torch.optim.Optimizer,
     hooks: ClientHooks,
+    device: torch.device | str = "cpu",
 ) -> LocalTrainingResult:
     """Run `steps` optimiser steps; the loss is the hooks' supervised loss plus their extra terms."""
     start = time.perf_counter()
     model.train()
     total = 0.0
     for _ in range(steps):
-        batch = next(batches)
+        batch = next(batches).to(device)
         logits = model(batch.image)
         loss = hooks.supervised_loss(logits, batch)
         extra = hooks.extra_loss(model, batch, logits)
