@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    sweep = commands.add_parser("sweep", help="run a grid of studies (variants x seeds x values)")
+    sweep.add_argument("sweep", help="sweep YAML file, e.g. configs/bench/mots7_phantom.yaml")
+    sweep.set_defaults(handler=_sweep)
+
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
     phantom = data_commands.add_parser("phantom", help="write a synthetic abdominal CT phantom (MSD layout)")
@@ -97,6 +101,50 @@ def _run(args: argparse.Namespace) -> int:
         bar.update(task, completed=config.rounds)
     _print_summary(config, summary)
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from fedray.data.federation import prepare_hospitals
+    from fedray.experiments.sweep import load_sweep, plan_cells, run_sweep
+    from fedray.simulation.launch import init_ray, run_study
+    from fedray.tracking.mlflow import close_run, default_tracking_uri, open_parent_run
+
+    sweep = load_sweep(args.sweep)
+    cells = plan_cells(sweep)
+    first = cells[0].config
+    uri = first.tracking.uri or default_tracking_uri(first.tracking.results_dir)
+    console.print(f"Sweep [bold]{sweep.name}[/]: {len(cells)} studies")
+    parent = {}
+
+    def open_parent(name: str) -> str:
+        parent["id"] = open_parent_run(uri, name, Path(first.tracking.results_dir) / "mlartifacts", name)
+        return parent["id"]
+
+    def run_cell(config) -> dict:
+        hospitals, test_dir = prepare_hospitals(config)
+        with _progress_bar() as bar:
+            task = bar.add_task("starting", total=config.rounds)
+            return run_study(
+                config,
+                hospitals,
+                test_dir,
+                on_progress=lambda p: bar.update(
+                    task, completed=p.round - 1 + (p.clients_done / p.clients if p.clients else 0),
+                    description=_progress_text(p),
+                ),
+            )
+
+    def on_cell(index: int, cell, status: str) -> None:
+        console.print(f"[{index + 1}/{len(cells)}] {cell.run_name}: {status}", highlight=False)
+
+    init_ray(first.resources)  # once for the whole sweep
+    status = run_sweep(sweep, cells, run_cell, open_parent, on_cell)
+    failed = [name for name, s in status.items() if s.startswith("failed")]
+    close_run(uri, parent["id"], "FAILED" if failed else "FINISHED")
+    console.print(
+        f"{len(status) - len(failed)} of {len(status)} studies finished; report: fedray report --experiment {sweep.name}"
+    )
+    return 1 if failed else 0
 
 
 def _progress_text(p) -> str:

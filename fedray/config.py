@@ -238,6 +238,7 @@ class TrackingConfig:
     experiment: str = "fedray"
     results_dir: str = "results"
     run_name: str | None = None
+    parent_run_id: str | None = None  # set by `fedray sweep`: cells are children of the sweep's run
 
 
 @dataclass(frozen=True)
@@ -333,10 +334,15 @@ def read_yaml(path: Path) -> dict:
 
 
 def deep_merge(base: dict, update: dict) -> dict:
-    """A copy of `base` with `update` merged in: mappings recursively, other values replaced."""
+    """A copy of `base` with `update` merged in: mappings recursively, other values replaced.
+
+    A section that names a different component (another `name`, e.g. another method) replaces the
+    base section whole, so the old component's parameters do not leak into the new one.
+    """
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        renamed = isinstance(value, dict) and "name" in value and value["name"] != (merged.get(key) or {}).get("name")
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not renamed:
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value

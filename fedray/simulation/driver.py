@@ -260,6 +260,8 @@ class Driver:
             "torch_version": torch.__version__,
             "ray_version": ray.__version__,
             "python_version": platform.python_version(),
+            "role": "study",
+            **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.parent_run_id else {}),
         }
 
     def _update(self, **values: object) -> None:

@@ -67,3 +67,21 @@ class MlflowTracker:
         """Close the run as FINISHED, FAILED or KILLED."""
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def open_parent_run(uri: str, experiment: str, artifact_root: Path, name: str) -> str:
+    """The sweep's parent run: found again by name on resume, else created (tagged role=sweep)."""
+    tracker = MlflowTracker(uri, experiment, artifact_root)
+    found = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string=f"tags.role = 'sweep' and attributes.run_name = '{name}'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    return tracker.start(name, {}, {"role": "sweep", "sweep": name})
+
+
+def close_run(uri: str, run_id: str, status: str) -> None:
+    """Mark a run FINISHED, FAILED or KILLED."""
+    MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)

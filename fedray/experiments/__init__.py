@@ -1,0 +1,1 @@
+"""Experiments: sweeps over methods, seeds and config keys."""
