@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help="sweep YAML file, e.g. configs/bench/mots7_phantom.yaml")
     sweep.set_defaults(handler=_sweep)
 
+    report = commands.add_parser("report", help="compare the studies of an MLflow experiment across seeds")
+    report.add_argument("--experiment", default="fedray", help="MLflow experiment (a sweep's name)")
+    report.add_argument("--reference", default="fedkd", help="variant the paired tests compare against")
+    report.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or results/mlflow.db")
+    report.add_argument("--out", type=Path, default=None, help="default: results/<experiment>/")
+    report.set_defaults(handler=_report)
+
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
     phantom = data_commands.add_parser("phantom", help="write a synthetic abdominal CT phantom (MSD layout)")
@@ -145,6 +152,21 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{len(status) - len(failed)} of {len(status)} studies finished; report: fedray report --experiment {sweep.name}"
     )
     return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fedray.messages import Metric
+    from fedray.reporting.report import tidy_runs, write_report
+    from fedray.tracking.mlflow import default_tracking_uri
+    from fedray.tracking.query import metric_histories, study_runs
+
+    uri = args.tracking_uri or default_tracking_uri("results")
+    runs = tidy_runs(study_runs(uri, args.experiment), args.experiment)
+    names = [Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value, Metric.BYTES_DOWN.value]
+    histories = metric_histories(uri, list(runs["run_id"]), names)
+    report = write_report(runs, histories, args.experiment, args.out or Path("results") / args.experiment, args.reference)
+    console.print(f"{len(runs)} studies, {runs['variant'].nunique()} variants -> {report.markdown}")
+    return 0
 
 
 def _progress_text(p) -> str:

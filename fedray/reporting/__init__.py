@@ -1,0 +1,1 @@
+"""Reporting: method-comparison tables, paired tests and plots from tracked studies."""

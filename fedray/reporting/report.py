@@ -1,0 +1,255 @@
+"""Compare methods across seeds: mean ± std tables, paired tests, plots and a Markdown report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from fedray.organs import ORGANS  # noqa: E402
+
+PLATEAU_TOLERANCE = 0.01  # a run has plateaued once its Dice is within 1 point of its best
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where the report's files were written."""
+
+    markdown: Path
+    summary_csv: Path
+    paired_csv: Path
+    plots: tuple[Path, ...]
+
+
+def variant_of(run_name: str, experiment: str) -> str:
+    """Sweep cells are named <experiment>__<variant>__s<seed>[__k=v...]; other runs keep their name."""
+    parts = run_name.split("__")
+    return parts[1] if len(parts) >= 3 and parts[0] == experiment else run_name
+
+
+def tidy_runs(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """One row per run: variant, seed and the final metrics under their plain names."""
+    table = pd.DataFrame(
+        {
+            "run_id": runs["run_id"],
+            "variant": [variant_of(n, experiment) for n in runs["tags.mlflow.runName"]],
+            "seed": runs["tags.seed"].astype(int),
+        }
+    )
+    for column in runs.columns:
+        if column.startswith("metrics."):
+            table[column.removeprefix("metrics.")] = runs[column].to_numpy()
+    return table.sort_values(["variant", "seed"]).reset_index(drop=True)
+
+
+def plateau_round(history: pd.DataFrame) -> float:
+    """First evaluated round whose Dice is within PLATEAU_TOLERANCE of the run's best."""
+    if history.empty:
+        return math.nan
+    best = history["value"].max()
+    return float(history.loc[history["value"] >= best - PLATEAU_TOLERANCE, "step"].min())
+
+
+def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) -> pd.DataFrame:
+    """Per variant: mean and std over seeds of each organ's Dice and the mean, plus cost columns."""
+    dice = histories[histories["metric"] == "dice/mean"]
+    plateaus = {rid: plateau_round(group) for rid, group in dice.groupby("run_id")}
+    runs = runs.assign(plateau_round=runs["run_id"].map(plateaus))
+    rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()
+    teachers = runs["comm/bytes_teachers"].fillna(0)
+    runs = runs.assign(mb_per_round=(runs["comm/bytes_total"] - teachers) / runs["run_id"].map(rounds) / 1e6)
+    columns = ["dice/mean", *[f"dice/{o}" for o in organs]]
+    grouped = runs.groupby("variant")
+    summary = pd.DataFrame(index=grouped.size().index)
+    summary["seeds"] = grouped.size()
+    for column in columns:
+        summary[f"{column} mean"] = grouped[column].mean()
+        summary[f"{column} std"] = grouped[column].std(ddof=1)
+    summary["params"] = grouped["params_total"].first()
+    summary["MB/round"] = grouped["mb_per_round"].mean()
+    summary["teacher MB (once)"] = grouped["comm/bytes_teachers"].mean() / 1e6
+    summary["infer s/volume"] = grouped["infer/s_per_volume"].median()
+    summary["rounds to plateau (median)"] = grouped["plateau_round"].median()
+    return summary.sort_values("dice/mean mean", ascending=False)
+
+
+def paired_tests(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Reference minus each other variant on mean Dice, paired by seed: mean, std, Wilcoxon and t p-values.
+
+    With n paired seeds the smallest two-sided Wilcoxon p-value is 2 / 2**n (0.25 for 3 seeds), so
+    the t-test is reported beside it; neither is strong evidence with a handful of seeds.
+    """
+    pivot = runs.pivot_table(index="seed", columns="variant", values="dice/mean")
+    rows = []
+    for variant in pivot.columns:
+        if variant == reference or reference not in pivot.columns:
+            continue
+        pairs = pivot[[reference, variant]].dropna()
+        diff = pairs[reference] - pairs[variant]
+        n = len(diff)
+        wilcoxon_p = stats.wilcoxon(diff).pvalue if n >= 2 and (diff != 0).any() else math.nan
+        t_p = stats.ttest_rel(pairs[reference], pairs[variant]).pvalue if n >= 2 else math.nan
+        rows.append(
+            {
+                "comparison": f"{reference} - {variant}",
+                "paired seeds": n,
+                "mean diff (Dice points)": 100 * diff.mean(),
+                "std diff": 100 * diff.std(ddof=1) if n >= 2 else math.nan,
+                "reference wins": int((diff > 0).sum()),
+                "wilcoxon p": wilcoxon_p,
+                "paired t p": t_p,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_report(
+    runs: pd.DataFrame, histories: pd.DataFrame, experiment: str, out_dir: Path, reference: str
+) -> Report:
+    """Write report.md, summary.csv, paired.csv and PNG plots under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    organs = [o for o in ORGANS if f"dice/{o}" in runs.columns]
+    summary = summarise(runs, histories, organs)
+    paired = paired_tests(runs, reference)
+    summary_csv, paired_csv = out_dir / "summary.csv", out_dir / "paired.csv"
+    summary.to_csv(summary_csv)
+    paired.to_csv(paired_csv, index=False)
+    plots = (
+        _plot_organs(summary, organs, out_dir / "dice_per_organ.png"),
+        _plot_curves(runs, histories, out_dir / "dice_vs_round.png"),
+        _plot_pareto(runs, histories, out_dir / "dice_vs_communication.png"),
+        _plot_costs(summary, out_dir / "inference_and_parameters.png"),
+    )
+    markdown = out_dir / "report.md"
+    markdown.write_text(_markdown(experiment, summary, paired, organs, reference, plots))
+    return Report(markdown, summary_csv, paired_csv, plots)
+
+
+def _pm(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if not math.isnan(std) else f"{100 * mean:.1f}"
+
+
+def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
+    """Markdown table: Dice % mean ± std per organ and method, with the cost columns."""
+    head = ["method", "seeds", "mean Dice %", *organs, "params", "MB/round", "infer s/vol", "rounds to plateau"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, row in summary.iterrows():
+        cells = [
+            str(variant),
+            str(int(row["seeds"])),
+            _pm(row["dice/mean mean"], row["dice/mean std"]),
+            *[_pm(row[f"dice/{o} mean"], row[f"dice/{o} std"]) for o in organs],
+            f"{int(row['params']):,}",
+            f"{row['MB/round']:.2f}",
+            f"{row['infer s/volume']:.3f}",
+            f"{row['rounds to plateau (median)']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _markdown(experiment, summary, paired, organs, reference, plots) -> str:
+    paired_lines = ["| comparison | seeds | mean diff (points) | std | reference wins | Wilcoxon p | paired t p |",
+                    "|---|---|---|---|---|---|---|"]
+    for _, r in paired.iterrows():
+        paired_lines.append(
+            f"| {r['comparison']} | {r['paired seeds']} | {r['mean diff (Dice points)']:+.1f} | "
+            f"{r['std diff']:.1f} | {r['reference wins']}/{r['paired seeds']} | {r['wilcoxon p']:.3f} | {r['paired t p']:.3f} |"
+        )
+    images = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
+    return f"""# Method comparison: {experiment}
+
+Dice on the fully-labelled held-out set, from TP/FP/FN summed over test volumes, final global model;
+mean ± std over seeds. MB/round: bytes all hospitals downloaded and uploaded per round (teachers
+excluded; they are sent once). Rounds to plateau: first evaluated round within {100 * PLATEAU_TOLERANCE:.0f}
+Dice point of the run's best (median over seeds).
+
+{dice_table(summary, organs)}
+
+## Paired comparison with {reference} (mean Dice, paired by seed)
+
+Seeds pair runs that share initial weights, data and patches. With 3 seeds the smallest possible
+two-sided Wilcoxon p-value is 0.25, so read the spread of the differences, not the p-value alone.
+
+{chr(10).join(paired_lines)}
+
+## Plots
+
+{images}
+"""
+
+
+def _plot_organs(summary: pd.DataFrame, organs: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / max(1, len(summary))
+    x = np.arange(len(organs) + 1)
+    for i, (variant, row) in enumerate(summary.iterrows()):
+        means = [row["dice/mean mean"], *[row[f"dice/{o} mean"] for o in organs]]
+        stds = [row["dice/mean std"], *[row[f"dice/{o} std"] for o in organs]]
+        ax.bar(x + i * width, 100 * np.array(means), width, yerr=100 * np.nan_to_num(stds), label=variant, capsize=2)
+    ax.set_xticks(x + width * (len(summary) - 1) / 2, ["mean", *organs], rotation=20)
+    ax.set_ylabel("Dice (%)")
+    ax.set_title("Dice per organ, mean ± std over seeds")
+    ax.legend(fontsize=7, ncol=3)
+    return _save(fig, path)
+
+
+def _plot_curves(runs: pd.DataFrame, histories: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    dice = histories[histories["metric"] == "dice/mean"].merge(runs[["run_id", "variant"]], on="run_id")
+    for variant, group in dice.groupby("variant"):
+        curve = group.groupby("step")["value"].agg(["mean", "min", "max"])
+        ax.plot(curve.index, 100 * curve["mean"], label=variant)
+        ax.fill_between(curve.index, 100 * curve["min"], 100 * curve["max"], alpha=0.15)
+    ax.set_xlabel("round")
+    ax.set_ylabel("mean Dice (%)")
+    ax.set_title("Mean Dice against round (line: mean over seeds; band: min-max)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _plot_pareto(runs: pd.DataFrame, histories: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    wide = histories.pivot_table(index=["run_id", "step"], columns="metric", values="value").reset_index()
+    wide = wide.dropna(subset=["dice/mean"]).merge(runs[["run_id", "variant"]], on="run_id")
+    points = wide.groupby(["variant", "step"])[["comm/bytes_total", "dice/mean"]].mean().reset_index()
+    for variant, group in points.groupby("variant"):
+        ax.plot(group["comm/bytes_total"] / 1e9, 100 * group["dice/mean"], marker=".", label=variant)
+    ordered = points.sort_values("comm/bytes_total")
+    front = ordered[ordered["dice/mean"] >= ordered["dice/mean"].cummax()]
+    ax.step(front["comm/bytes_total"] / 1e9, 100 * front["dice/mean"], where="post", color="black", lw=2,
+            label="Pareto front")
+    ax.set_xlabel("cumulative communication (GB, all hospitals)")
+    ax.set_ylabel("mean Dice (%)")
+    ax.set_title("Dice against communication")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _plot_costs(summary: pd.DataFrame, path: Path) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    names = list(summary.index)
+    left.barh(names, summary["infer s/volume"])
+    left.set_xlabel("inference (s per volume, median over seeds)")
+    left.set_title("Inference time")
+    right.barh(names, summary["params"] / 1e3)
+    right.set_xlabel("parameters (thousands)")
+    right.set_title("Model size")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

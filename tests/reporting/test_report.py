@@ -1,0 +1,37 @@
+"""Report maths on hand-made tables: plateau rounds, seed statistics and paired differences."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from fedray.reporting.report import paired_tests, plateau_round, variant_of
+
+
+def test_variant_names_come_from_sweep_run_names():
+    assert variant_of("bench__fedkd__s2", "bench") == "fedkd"
+    assert variant_of("bench__fedkd__s2__train.lr=0.1", "bench") == "fedkd"
+    assert variant_of("quickstart", "bench") == "quickstart"
+
+
+def test_plateau_is_first_round_within_one_point_of_best():
+    history = pd.DataFrame({"step": [3, 6, 9, 12], "value": [0.2, 0.495, 0.5, 0.49]})
+    assert plateau_round(history) == 6
+    assert math.isnan(plateau_round(history.iloc[0:0]))
+
+
+def test_paired_differences_by_seed():
+    runs = pd.DataFrame(
+        {
+            "seed": [0, 1, 2, 0, 1, 2],
+            "variant": ["a"] * 3 + ["b"] * 3,
+            "dice/mean": [0.50, 0.60, 0.55, 0.40, 0.58, 0.45],
+        }
+    )
+    [row] = paired_tests(runs, "a").to_dict("records")
+    assert row["comparison"] == "a - b" and row["paired seeds"] == 3
+    assert row["mean diff (Dice points)"] == pytest.approx(100 * (0.10 + 0.02 + 0.10) / 3)
+    assert row["reference wins"] == 3
+    assert row["wilcoxon p"] == pytest.approx(0.25)  # the smallest two-sided p with 3 pairs
