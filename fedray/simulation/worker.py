@@ -31,7 +31,9 @@ class HospitalWorker:
     ) -> None:
         torch.set_num_threads(max(1, threads))
         self.config = config
-        self.device = torch.device("cuda" if gpu_memory_fraction > 0 and torch.cuda.is_available() else "cpu")
+        # Ray narrows CUDA_VISIBLE_DEVICES to the actor's GPU, so it is always index 0 here.
+        use_gpu = gpu_memory_fraction > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
         if self.device.type == "cuda":
             # Ray only books fractional GPUs; this makes the share a hard cap on the allocator.
             torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_fraction), self.device)
