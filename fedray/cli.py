@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="default: results/<experiment>/")
     report.set_defaults(handler=_report)
 
+    bench = commands.add_parser("bench", help="benchmarks that write results/bench_*.json")
+    bench_commands = bench.add_subparsers(metavar="BENCHMARK")
+    inference = bench_commands.add_parser(
+        "inference", help="multi-head model (one pass) vs one single-organ model per organ"
+    )
+    inference.add_argument("--out", type=Path, default=Path("results/bench_inference.json"))
+    inference.add_argument("--repeats", type=int, default=3)
+    inference.add_argument("--threads", type=int, default=2)
+    inference.set_defaults(handler=_bench_inference)
+
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
     phantom = data_commands.add_parser("phantom", help="write a synthetic abdominal CT phantom (MSD layout)")
@@ -166,6 +176,44 @@ def _report(args: argparse.Namespace) -> int:
     histories = metric_histories(uri, list(runs["run_id"]), names)
     report = write_report(runs, histories, args.experiment, args.out or Path("results") / args.experiment, args.reference)
     console.print(f"{len(runs)} studies, {runs['variant'].nunique()} variants -> {report.markdown}")
+    return 0
+
+
+def _bench_inference(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from fedray.benchmarks.inference import compare
+    from fedray.config import EvalConfig, ModelConfig, config_from_data
+    from fedray.data.datasets import load_folder
+    from fedray.data.federation import prepare_hospitals
+
+    torch.set_num_threads(args.threads)
+    study = config_from_data({"name": "bench", "federation": {"rule": {"count": 7, "cases": 1}}})
+    _, test_dir = prepare_hospitals(study)
+    volumes = [case["image"][None] for case in load_folder(test_dir, study.data.organs, study.data.hu_window)]
+    settings = [
+        # the benchmark width, over the whole 4-volume phantom test set
+        (ModelConfig(name="multihead_unet", output="sigmoid", channels=(8, 16, 32, 64), blocks=(1, 1, 1, 1)),
+         EvalConfig(roi_size=(32, 32, 32), overlap=0.25), volumes, args.repeats),
+        # the paper's width and tile (17.29 M parameters, 64x128x128, 50 % overlap), one volume
+        (ModelConfig(name="multihead_unet", output="sigmoid", channels=(32, 64, 128, 256, 256),
+                     blocks=(1, 2, 2, 2, 2), norm_groups=16),
+         EvalConfig(roi_size=(64, 128, 128), overlap=0.5), volumes[:1], 1),
+    ]
+    results = []
+    for model_cfg, eval_cfg, vols, repeats in settings:
+        result = compare(model_cfg, len(study.data.organs), vols, eval_cfg, repeats)
+        console.print(
+            f"widths {model_cfg.channels}: multi-head {result['multihead_s_per_volume']:.3f} s/volume, "
+            f"7 single-organ models {result['single_models_s_per_volume']:.3f} s/volume, "
+            f"speed-up x{result['speedup']:.2f}"
+        )
+        results.append(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"device": "cpu", "results": results}, indent=2))
+    console.print(f"-> {args.out}")
     return 0
 
 

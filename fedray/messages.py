@@ -21,6 +21,7 @@ class Metric(StrEnum):
     BYTES_TOTAL = "comm/bytes_total"
     ROUND_S = "time/round_s"
     TRAIN_LOSS = "train/loss"
+    REJECTED = "fault/rejected"
 
 
 def dice_metric(organ: str) -> str:

@@ -18,9 +18,10 @@ from fedray.config import StudyConfig, flatten
 from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
-from fedray.messages import ClientResult, Metric, State, decode_state, dice_metric, encode_state
+from fedray.messages import Metric, State, dice_metric, encode_state
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.factory import build_model, count_parameters
+from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import assign_hospitals, create_hospital_actors
 from fedray.strategies import build_strategy
 from fedray.tracking.mlflow import MlflowTracker, default_tracking_uri
@@ -130,24 +131,16 @@ class Driver:
                 actor_of[h.hospital_id].train.remote(h.hospital_id, round_index, payload_ref, teachers_ref): h
                 for h in chosen
             }
-            aggregate = self.strategy.new_aggregate()
-            bytes_down = bytes_up = 0
-            losses, weights = [], []
+            ledger = RoundLedger(self.strategy, global_state)
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 pending.pop(done[0])
-                result: ClientResult = ray.get(done[0])
-                weight = self.strategy.client_weight(result.num_examples)
-                aggregate.add(decode_state(result.payload), weight)  # fold in, then drop the update
-                bytes_down += result.bytes_down
-                bytes_up += result.bytes_up
-                losses.append(result.train_loss)
-                weights.append(result.num_examples)
-                self._update(clients_done=len(losses), train_loss=float(np.average(losses, weights=weights)))
+                ledger.add(ray.get(done[0]))  # fold in, then drop the update
+                self._update(clients_done=len(chosen) - len(pending), train_loss=ledger.train_loss)
                 if self._stop.is_set():
                     raise StudyStopped()
-            global_state = self.strategy.server_update(global_state, aggregate)
-            bytes_total += bytes_down + bytes_up
+            global_state = ledger.new_global_state()
+            bytes_total += ledger.bytes_down + ledger.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
             if evaluated:
@@ -163,11 +156,12 @@ class Driver:
                 Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
                 **{dice_metric(o): float(d) for o, d in zip(self.organs, dice)},
                 Metric.INFER_S_PER_VOLUME.value: last_eval.seconds_per_volume if evaluated else math.nan,
-                Metric.BYTES_DOWN.value: bytes_down,
-                Metric.BYTES_UP.value: bytes_up,
+                Metric.BYTES_DOWN.value: ledger.bytes_down,
+                Metric.BYTES_UP.value: ledger.bytes_up,
                 Metric.BYTES_TOTAL.value: bytes_total,
                 Metric.ROUND_S.value: round_s,
-                Metric.TRAIN_LOSS.value: float(np.average(losses, weights=weights)),
+                Metric.TRAIN_LOSS.value: ledger.train_loss,
+                Metric.REJECTED.value: len(ledger.rejected),
                 "clients": len(chosen),
             }
             files.add_round(row)
