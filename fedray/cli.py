@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]Stopped by the user; the MLflow run is marked KILLED.[/]")
+        console.print("[yellow]Stopped after a checkpoint; the MLflow run is marked KILLED. "
+                      "Continue with: fedray resume RESULTS_DIR/RUN_NAME[/]")
         return 130
 
 
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML fragments merged in order (e.g. configs/methods/fedkd.yaml), then single-value overrides",
     )
     run.set_defaults(handler=_run)
+
+    resume = commands.add_parser("resume", help="continue a stopped or killed study from its last checkpoint")
+    resume.add_argument("run_dir", type=Path, help="the study's results folder, e.g. results/quickstart")
+    resume.set_defaults(handler=_resume)
 
     sweep = commands.add_parser("sweep", help="run a grid of studies (variants x seeds x values)")
     sweep.add_argument("sweep", help="sweep YAML file, e.g. configs/bench/mots7_phantom.yaml")
@@ -89,11 +94,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from fedray.config import load_config, with_absolute_paths
-    from fedray.data.federation import prepare_hospitals
 
     fragments = [a for a in args.overrides if "=" not in a]
     overrides = [a for a in args.overrides if "=" in a]
-    config = with_absolute_paths(load_config([args.config, *fragments], overrides))
+    return _run_config(with_absolute_paths(load_config([args.config, *fragments], overrides)), resume=False)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from fedray.config import load_config
+    from fedray.errors import ConfigError
+    from fedray.tracking.checkpoint import checkpoint_path
+
+    config = load_config(args.run_dir / "config.resolved.yaml")
+    if not checkpoint_path(config.run_dir).is_file():
+        raise ConfigError(f"'{args.run_dir}' has no checkpoint (checkpoints/latest.npz) to resume from.")
+    return _run_config(config, resume=True)
+
+
+def _run_config(config, resume: bool) -> int:
+    from fedray.data.federation import prepare_hospitals
+
     with console.status("Preparing data...") as status:
         hospitals, test_dir = prepare_hospitals(
             config, progress=lambda done, total: status.update(f"Preparing data: {done}/{total} folders")
@@ -101,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedray.simulation.launch import run_study
 
     console.print(
-        f"Study [bold]{config.name}[/]: {len(hospitals)} hospitals, method {config.method.name}, "
+        f"{'Resuming' if resume else 'Study'} [bold]{config.name}[/]: {len(hospitals)} hospitals, method {config.method.name}, "
         f"{config.rounds} rounds, seed {config.seed}"
     )
     with _progress_bar() as bar:
@@ -114,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
                 description=_progress_text(p),
             )
 
-        summary = run_study(config, hospitals, test_dir, on_progress=show)
+        summary = run_study(config, hospitals, test_dir, on_progress=show, resume=resume)
         bar.update(task, completed=config.rounds)
     _print_summary(config, summary)
     return 0

@@ -239,6 +239,10 @@ class TrackingConfig:
     results_dir: str = "results"
     run_name: str | None = None
     parent_run_id: str | None = None  # set by `fedray sweep`: cells are children of the sweep's run
+    checkpoint_every: int = 1  # rounds between checkpoints; 0 = none (the last round is always saved)
+
+    def __post_init__(self) -> None:
+        require(self.checkpoint_every >= 0, "tracking.checkpoint_every must be >= 0.")
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,23 @@ from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import assign_hospitals, create_hospital_actors
 from fedray.strategies import build_strategy
+from fedray.tracking.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    torch_state_from_bytes,
+    torch_state_to_bytes,
+)
 from fedray.tracking.mlflow import MlflowTracker, default_tracking_uri
 from fedray.tracking.run_files import RunFiles
-from fedray.training.evaluate import evaluate
+from fedray.training.evaluate import Evaluation, evaluate
+
+Teachers = dict[int, tuple[str, int, bytes]]  # organ index -> (teacher hospital id, head, payload)
 
 
 class StudyStopped(Exception):
-    """The user asked the study to stop (Ctrl-C)."""
+    """The user asked the study to stop (Ctrl-C); it stopped after a checkpoint."""
 
 
 @dataclass
@@ -47,16 +57,65 @@ class Progress:
     elapsed_s: float = 0.0
     eta_s: float = math.nan
     run_id: str | None = None
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class StudyState:
+    """The driver's state between rounds: exactly what a checkpoint holds."""
+
+    round: int
+    global_state: State
+    untrained_dice: float
+    last_eval: Evaluation
+    teachers: Teachers = field(default_factory=dict)
+    bytes_teachers: int = 0
+    bytes_total: int = 0
+    wall_s: float = 0.0
+    server_optimizer: dict = field(default_factory=dict)
+
+    def to_checkpoint(self, run_id: str, rows: list[dict]) -> Checkpoint:
+        blobs = {f"teacher/{hid}": payload for hid, _, payload in self.teachers.values()}
+        if self.server_optimizer:
+            blobs["server_optimizer"] = torch_state_to_bytes(self.server_optimizer)
+        meta = {
+            "run_id": run_id,
+            "rows": rows,
+            "untrained_dice": self.untrained_dice,
+            "last_counts": self.last_eval.counts.tolist(),
+            "last_seconds": self.last_eval.seconds_per_volume,
+            "teachers": {str(k): [hid, head] for k, (hid, head, _) in self.teachers.items()},
+            "bytes_teachers": self.bytes_teachers,
+            "bytes_total": self.bytes_total,
+            "wall_s": self.wall_s,
+        }
+        return Checkpoint(self.round, self.global_state, meta, blobs)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> StudyState:
+        meta, blobs = checkpoint.meta, checkpoint.blobs
+        return cls(
+            round=checkpoint.round,
+            global_state=checkpoint.global_state,
+            untrained_dice=meta["untrained_dice"],
+            last_eval=Evaluation(np.array(meta["last_counts"], dtype=np.int64), meta["last_seconds"]),
+            teachers={
+                int(k): (hid, head, blobs[f"teacher/{hid}"]) for k, (hid, head) in meta["teachers"].items()
+            },
+            bytes_teachers=meta["bytes_teachers"],
+            bytes_total=meta["bytes_total"],
+            wall_s=meta["wall_s"],
+            server_optimizer=torch_state_from_bytes(blobs["server_optimizer"]) if "server_optimizer" in blobs else {},
+        )
 
 
 class Driver:
     """Runs one study. Created as a Ray actor by `launch.run_study`, or in-process by tests."""
 
-    def __init__(self, config: StudyConfig, hospitals: list[Hospital], test_dir: Path) -> None:
+    def __init__(self, config: StudyConfig, hospitals: list[Hospital], test_dir: Path, resume: bool = False) -> None:
         self.config = config
         self.hospitals = hospitals
         self.test_dir = test_dir
+        self.resume = resume
         self.organs = list(config.data.organs)
         self.strategy = build_strategy(config.method)
         self._progress = Progress(rounds=config.rounds)
@@ -70,156 +129,172 @@ class Driver:
             return Progress(**vars(self._progress))
 
     def stop(self) -> None:
-        """Ask the study to stop at the next client result or round boundary."""
+        """Ask the study to stop after the current round's checkpoint."""
         self._stop.set()
 
     # -- the round loop ---------------------------------------------------------------------------
     def run(self) -> dict:
-        """Run every round and return the summary (also written to summary.json)."""
+        """Run (or resume) every round and return the summary (also written to summary.json)."""
         cfg = self.config
-        start = time.perf_counter()
         files = RunFiles(cfg.run_dir)
-        files.write_config(cfg)
         tracker = MlflowTracker(
             cfg.tracking.uri or default_tracking_uri(cfg.tracking.results_dir),
             cfg.tracking.experiment,
             Path(cfg.tracking.results_dir) / "mlartifacts",
         )
-        run_id = tracker.start(cfg.run_name, flatten(to_data(cfg)), self._tags())
-        self._update(run_id=run_id, phase="loading data")
+        checkpoint = load_checkpoint(checkpoint_path(cfg.run_dir)) if self.resume else None
+        if checkpoint is None:
+            files.write_config(cfg)
+            tracker.start(cfg.run_name, flatten(to_data(cfg)), self._tags())
+        else:
+            tracker.reopen(checkpoint.meta["run_id"])
+            files.rows = list(checkpoint.meta["rows"])
+        self._update(run_id=tracker.run_id, phase="loading data")
         try:
-            summary = self._rounds(tracker, files, start)
+            summary = self._rounds(tracker, files, checkpoint)
         except StudyStopped:
             tracker.end("KILLED")
             raise
         except BaseException:
             tracker.end("FAILED")
             raise
-        tracker.log_artifact(files.config_path)
-        tracker.log_artifact(files.rounds_path)
-        tracker.log_artifact(files.summary_path)
+        for path in (files.config_path, files.rounds_path, files.summary_path):
+            tracker.log_artifact(path)
         tracker.end("FINISHED")
         return summary
 
-    def _rounds(self, tracker: MlflowTracker, files: RunFiles, start: float) -> dict:
+    def _rounds(self, tracker: MlflowTracker, files: RunFiles, checkpoint: Checkpoint | None) -> dict:
         cfg = self.config
+        session_start = time.perf_counter()
         torch.manual_seed(cfg.seed)  # same initial weights for every method run with this seed
         model = build_model(cfg.model, len(self.organs))
-        global_state: State = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window)
         actors = create_hospital_actors(cfg, assign_hospitals(cfg, self.hospitals))
         ray.get([actor.hosted.remote() for actor, _ in actors])  # data loaded before round 1
         actor_of = {h.hospital_id: actor for actor, hosted in actors for h in hosted}
 
-        untrained = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
-        untrained_dice = mean_dice(dice_from_counts(untrained.counts))
-        teachers_ref, bytes_teachers = None, 0
-        if self.strategy.teacher_steps() > 0:
-            self._update(phase="pre-training teachers")
-            teachers_ref, bytes_teachers = self._pretrain_teachers(actor_of, self.strategy.teacher_steps())
-        bytes_total = bytes_teachers
-        last_dice = np.full(len(self.organs), np.nan)
-        last_eval = untrained
-        round_times: list[float] = []
-        for round_index in range(1, cfg.rounds + 1):
+        if checkpoint is not None:
+            state = StudyState.from_checkpoint(checkpoint)
+            self.strategy.server_optimizer.load_state_dict(state.server_optimizer)
+            self._log_missing_rounds(tracker, files)
+        else:
+            untrained = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
+            state = StudyState(
+                round=0,
+                global_state={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+                untrained_dice=mean_dice(dice_from_counts(untrained.counts)),
+                last_eval=untrained,
+            )
+            if self.strategy.teacher_steps() > 0:
+                self._update(phase="pre-training teachers")
+                state.teachers, state.bytes_teachers = self._pretrain_teachers(actor_of, self.strategy.teacher_steps())
+                state.bytes_total = state.bytes_teachers
+        teachers_ref = ray.put(state.teachers) if state.teachers else None
+        wall_before = state.wall_s
+
+        for round_index in range(state.round + 1, cfg.rounds + 1):
             round_start = time.perf_counter()
             chosen = self._sample(round_index)
             self._update(phase="training", round=round_index, clients_done=0, clients=len(chosen))
-            payload = encode_state(global_state)
-            payload_ref = ray.put(payload)  # one broadcast per round through the object store
-            pending = {
-                actor_of[h.hospital_id].train.remote(h.hospital_id, round_index, payload_ref, teachers_ref): h
+            payload_ref = ray.put(encode_state(state.global_state))  # one broadcast per round
+            pending = [
+                actor_of[h.hospital_id].train.remote(h.hospital_id, round_index, payload_ref, teachers_ref)
                 for h in chosen
-            }
-            ledger = RoundLedger(self.strategy, global_state)
+            ]
+            ledger = RoundLedger(self.strategy, state.global_state)
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                pending.pop(done[0])
+                done, pending = ray.wait(pending, num_returns=1)
                 ledger.add(ray.get(done[0]))  # fold in, then drop the update
                 self._update(clients_done=len(chosen) - len(pending), train_loss=ledger.train_loss)
-                if self._stop.is_set():
-                    raise StudyStopped()
-            global_state = ledger.new_global_state()
-            bytes_total += ledger.bytes_down + ledger.bytes_up
+            state.global_state = ledger.new_global_state()
+            state.bytes_total += ledger.bytes_down + ledger.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
             if evaluated:
                 self._update(phase="evaluating")
-                model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in global_state.items()})
-                last_eval = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
-                last_dice = dice_from_counts(last_eval.counts)
-            round_s = time.perf_counter() - round_start
-            round_times.append(round_s)
-            dice = last_dice if evaluated else np.full(len(self.organs), np.nan)
+                model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.global_state.items()})
+                state.last_eval = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
+            dice = dice_from_counts(state.last_eval.counts) if evaluated else np.full(len(self.organs), np.nan)
             row = {
                 "round": round_index,
                 Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
                 **{dice_metric(o): float(d) for o, d in zip(self.organs, dice)},
-                Metric.INFER_S_PER_VOLUME.value: last_eval.seconds_per_volume if evaluated else math.nan,
+                Metric.INFER_S_PER_VOLUME.value: state.last_eval.seconds_per_volume if evaluated else math.nan,
                 Metric.BYTES_DOWN.value: ledger.bytes_down,
                 Metric.BYTES_UP.value: ledger.bytes_up,
-                Metric.BYTES_TOTAL.value: bytes_total,
-                Metric.ROUND_S.value: round_s,
+                Metric.BYTES_TOTAL.value: state.bytes_total,
+                Metric.ROUND_S.value: time.perf_counter() - round_start,
                 Metric.TRAIN_LOSS.value: ledger.train_loss,
                 Metric.REJECTED.value: len(ledger.rejected),
                 "clients": len(chosen),
             }
+            state.round = round_index
+            state.wall_s = wall_before + time.perf_counter() - session_start
+            state.server_optimizer = self.strategy.server_optimizer.state_dict()
+            # Checkpoint before logging: a study killed in between re-logs this round on resume,
+            # never twice (see _log_missing_rounds).
+            every = cfg.tracking.checkpoint_every
+            if round_index == cfg.rounds or self._stop.is_set() or (every and round_index % every == 0):
+                save_checkpoint(state.to_checkpoint(tracker.run_id, [*files.rows, row]), checkpoint_path(cfg.run_dir))
             files.add_round(row)
-            tracker.log_metrics({k: v for k, v in row.items() if k not in ("round", "clients")}, step=round_index)
-            elapsed = time.perf_counter() - start
+            tracker.log_metrics(_logged(row), step=round_index)
             self._update(
                 phase="training",
-                dice_mean=float(mean_dice(last_dice)),
-                elapsed_s=elapsed,
-                eta_s=float(np.mean(round_times)) * (cfg.rounds - round_index),
+                dice_mean=float(mean_dice(dice_from_counts(state.last_eval.counts))),
+                elapsed_s=state.wall_s,
+                eta_s=state.wall_s / round_index * (cfg.rounds - round_index),
             )
             if self._stop.is_set():
                 raise StudyStopped()
+        return self._finish(state, model, files, tracker)
 
-        final_dice = dice_from_counts(last_eval.counts)
+    def _finish(self, state: StudyState, model: torch.nn.Module, files: RunFiles, tracker: MlflowTracker) -> dict:
+        final_dice = dice_from_counts(state.last_eval.counts)
         summary = {
             Metric.DICE_MEAN.value: mean_dice(final_dice),
             **{dice_metric(o): float(d) for o, d in zip(self.organs, final_dice)},
-            Metric.INFER_S_PER_VOLUME.value: last_eval.seconds_per_volume,
-            Metric.BYTES_TOTAL.value: bytes_total,
-            Metric.TRAIN_LOSS.value: row[Metric.TRAIN_LOSS.value],
-            "dice/mean_untrained": untrained_dice,
-            "comm/bytes_teachers": bytes_teachers,
+            Metric.INFER_S_PER_VOLUME.value: state.last_eval.seconds_per_volume,
+            Metric.BYTES_TOTAL.value: state.bytes_total,
+            Metric.TRAIN_LOSS.value: files.rows[-1][Metric.TRAIN_LOSS.value],
+            "dice/mean_untrained": state.untrained_dice,
+            "comm/bytes_teachers": state.bytes_teachers,
             "params_total": count_parameters(model),
-            "bytes_per_model": len(encode_state(global_state)),
-            "rounds": cfg.rounds,
-            "wall_s": time.perf_counter() - start,
+            "bytes_per_model": len(encode_state(state.global_state)),
+            "rounds": self.config.rounds,
+            "wall_s": state.wall_s,
             "run_id": tracker.run_id,
             "run_dir": str(files.run_dir),
             "tracking_uri": tracker.uri,
         }
         files.write_summary(summary)
         tracker.log_metrics(
-            {
-                "dice/mean_untrained": untrained_dice,
-                "params_total": summary["params_total"],
-                "comm/bytes_teachers": bytes_teachers,
-            },
-            step=0,
+            {k: summary[k] for k in ("dice/mean_untrained", "params_total", "comm/bytes_teachers")}, step=0
         )
-        self._update(phase="done", elapsed_s=summary["wall_s"], eta_s=0.0)
+        self._update(phase="done", elapsed_s=state.wall_s, eta_s=0.0)
         return summary
 
-    def _pretrain_teachers(self, actor_of: dict, steps: int) -> tuple[object, int]:
+    def _log_missing_rounds(self, tracker: MlflowTracker, files: RunFiles) -> None:
+        """On resume: log the checkpointed rounds that MLflow had not received, and rewrite rounds.csv."""
+        logged = tracker.last_step(Metric.TRAIN_LOSS.value)
+        for row in files.rows:
+            if row["round"] > logged:
+                tracker.log_metrics(_logged(row), step=row["round"])
+        files.rewrite()
+
+    def _pretrain_teachers(self, actor_of: dict, steps: int) -> tuple[Teachers, int]:
         """Pre-train one organ-specific teacher per organ and share it once with the other hospitals.
 
         Organ k's teacher is trained by the hospital with the most cases among those labelling k
         (lowest index on ties), so a study with hundreds of hospitals pre-trains at most one model
-        per organ. Returns the object-store reference of {organ: (teacher id, head, payload)} and
-        the bytes this costs: each teacher uploaded once, and downloaded by every hospital that
-        lacks one of its organs.
+        per organ. Returns {organ: (teacher id, head, payload)} and the bytes this costs: each teacher
+        uploaded once, and downloaded by every hospital that lacks one of its organs.
         """
         teacher_of = {}
         for k, organ in enumerate(self.organs):
             labelling = [h for h in self.hospitals if organ in h.organs]
             teacher_of[k] = min(labelling, key=lambda h: (-h.num_cases, h.index))
-        teacher_hospitals = {h.hospital_id: h for h in teacher_of.values()}
-        refs = {hid: actor_of[hid].pretrain_teacher.remote(hid, steps) for hid in teacher_hospitals}
+        teacher_hospitals = {h.hospital_id for h in teacher_of.values()}
+        refs = {hid: actor_of[hid].pretrain_teacher.remote(hid, steps) for hid in sorted(teacher_hospitals)}
         payloads = {hid: ray.get(ref) for hid, ref in refs.items()}
         teachers = {}
         for k, hospital in teacher_of.items():
@@ -230,7 +305,7 @@ class Driver:
         for hospital in self.hospitals:
             needed = {teacher_of[k].hospital_id for k, o in enumerate(self.organs) if o not in hospital.organs}
             downloaded += sum(len(payloads[t]) for t in needed - {hospital.hospital_id})
-        return ray.put(teachers), uploaded + downloaded
+        return teachers, uploaded + downloaded
 
     def _sample(self, round_index: int) -> list[Hospital]:
         """This round's hospitals: all, or `clients_per_round` drawn with a (seed, round) RNG."""
@@ -262,3 +337,8 @@ class Driver:
         with self._lock:
             for key, value in values.items():
                 setattr(self._progress, key, value)
+
+
+def _logged(row: dict) -> dict[str, float]:
+    """A rounds.csv row as MLflow metrics (without the round and client count)."""
+    return {k: v for k, v in row.items() if k not in ("round", "clients")}

@@ -41,8 +41,12 @@ def run_study(
     test_dir: Path,
     on_progress: Callable[[Progress], None] | None = None,
     poll_s: float = 0.5,
+    resume: bool = False,
 ) -> dict:
-    """Run a study on Ray and return its summary; Ctrl-C stops it cleanly (the MLflow run ends KILLED)."""
+    """Run (or resume from its last checkpoint) a study on Ray and return its summary.
+
+    Ctrl-C stops it after the current round's checkpoint; the MLflow run ends KILLED.
+    """
     started = init_ray(config.resources)
     try:
         here = ray.get_runtime_context().get_node_id()
@@ -53,7 +57,7 @@ def run_study(
                 max_concurrency=2,  # so progress() and stop() answer while run() is busy
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
             )
-            .remote(config, hospitals, test_dir)
+            .remote(config, hospitals, test_dir, resume)
         )
         result = driver.run.remote()
         try:
@@ -65,7 +69,7 @@ def run_study(
                     return ray.get(result)
         except KeyboardInterrupt:
             driver.stop.remote()
-            ray.wait([result], timeout=120)
+            ray.wait([result])  # the driver finishes the round, checkpoints, marks the run KILLED
             raise
     except RayTaskError as error:
         cause = error.cause

@@ -64,6 +64,20 @@ class ServerOptimizer:
             new_state[key] = param.detach().numpy().astype(global_state[key].dtype)
         return new_state
 
+    def state_dict(self) -> dict:
+        """Optimiser state for checkpoints (empty before the first step or for 'none')."""
+        if self.optimizer is None:
+            return {}
+        return {"params": dict(self.params), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() returned."""
+        if not state:
+            return
+        self.params = {k: v.clone() for k, v in state["params"].items()}
+        self.optimizer = self._make(list(self.params.values()))
+        self.optimizer.load_state_dict(state["optimizer"])
+
     def _make(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
         cfg = self.cfg
         if cfg.name == "sgd":

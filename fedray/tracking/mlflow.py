@@ -48,6 +48,15 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH_LIMIT])
         return self.run_id
 
+    def reopen(self, run_id: str) -> None:
+        """Continue an existing run (a resumed study) and mark it RUNNING again."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+
+    def last_step(self, metric: str) -> int:
+        """Highest step logged for `metric` in this run (0 if none)."""
+        return max((m.step for m in self.client.get_metric_history(self.run_id, metric)), default=0)
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log finite values at `step` (NaN means 'not measured this round' and is skipped)."""
         timestamp = int(mlflow.utils.time.get_current_time_millis())

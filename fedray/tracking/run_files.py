@@ -40,6 +40,10 @@ class RunFiles:
     def add_round(self, row: dict[str, Any]) -> None:
         """Append one round's metrics and rewrite rounds.csv."""
         self.rows.append(row)
+        self.rewrite()
+
+    def rewrite(self) -> None:
+        """Write rounds.csv from the rows held (after a resume, the checkpoint's rows)."""
         temporary = self.rounds_path.with_suffix(".csv.tmp")
         pd.DataFrame(self.rows).to_csv(temporary, index=False)
         os.replace(temporary, self.rounds_path)

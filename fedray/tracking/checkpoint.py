@@ -1,0 +1,80 @@
+"""Checkpoints: the driver's whole state after a round, written atomically, read without unpickling."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedray.messages import State
+
+_WEIGHT = "weights/"
+_BLOB = "blob/"
+_META = "meta.json"
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a study exactly where it stopped.
+
+    Attributes:
+        round: the last completed round.
+        global_state: the global weights after that round.
+        meta: JSON-safe values (MLflow run id, rounds.csv rows, counters, last evaluation).
+        blobs: opaque byte strings (server optimiser state, teacher payloads).
+    """
+
+    round: int
+    global_state: State
+    meta: dict[str, Any] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    """results/<run>/checkpoints/latest.npz."""
+    return run_dir / "checkpoints" / "latest.npz"
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write to a temporary file, fsync, then rename: a crash leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{_WEIGHT}{k}": v for k, v in checkpoint.global_state.items()}
+    arrays.update({f"{_BLOB}{k}": np.frombuffer(v, dtype=np.uint8) for k, v in checkpoint.blobs.items()})
+    meta = {**checkpoint.meta, "round": checkpoint.round}
+    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint; refuses pickled content (allow_pickle=False)."""
+    with np.load(path, allow_pickle=False) as archive:
+        meta = json.loads(archive[_META].tobytes().decode())
+        weights = {k.removeprefix(_WEIGHT): archive[k] for k in archive.files if k.startswith(_WEIGHT)}
+        blobs = {k.removeprefix(_BLOB): archive[k].tobytes() for k in archive.files if k.startswith(_BLOB)}
+    return Checkpoint(round=meta.pop("round"), global_state=weights, meta=meta, blobs=blobs)
+
+
+def torch_state_to_bytes(state: dict) -> bytes:
+    """Serialize a torch state dict (tensors and numbers) for a checkpoint blob."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def torch_state_from_bytes(blob: bytes) -> dict:
+    """Inverse of torch_state_to_bytes; weights_only=True, so no arbitrary object is unpickled."""
+    import torch
+
+    return torch.load(io.BytesIO(blob), weights_only=True)

@@ -1,0 +1,89 @@
+"""Kill a study's whole process tree mid-run, resume it, and get exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from fedray.config import config_from_data, load_config, with_absolute_paths
+from fedray.data.federation import prepare_hospitals
+from fedray.messages import Metric
+from fedray.simulation.launch import run_study
+from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
+from tests.conftest import tiny_study
+
+pytestmark = pytest.mark.ray
+
+ROUNDS = 4
+
+
+def run_in_process(config, resume=False):
+    hospitals, test_dir = prepare_hospitals(config)
+    return run_study(config, hospitals, test_dir, resume=resume)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
+    study = tiny_study(tmp_path, rounds=ROUNDS)
+    reference = with_absolute_paths(config_from_data({**study, "tracking": {**study["tracking"], "run_name": "reference"}}))
+    run_in_process(reference)
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**study, "tracking": {**study["tracking"], "run_name": "killed"}}))
+    killed_dir = tmp_path / "results" / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedray.cli", "run", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        ckpt = checkpoint_path(killed_dir)
+        if ckpt.is_file() and load_checkpoint(ckpt).round >= 2:
+            break
+        assert process.poll() is None, "the study ended before it could be killed"
+        time.sleep(0.2)
+    else:
+        pytest.fail("no checkpoint of round 2 within 240 s")
+    os.killpg(process.pid, signal.SIGKILL)  # the CLI, its Ray instance and every actor
+    process.wait()
+    stopped_at = load_checkpoint(checkpoint_path(killed_dir)).round
+    assert stopped_at < ROUNDS
+
+    resumed = load_config(killed_dir / "config.resolved.yaml")
+    summary = run_in_process(resumed, resume=True)
+
+    final_ref = load_checkpoint(checkpoint_path(reference.run_dir))
+    final_resumed = load_checkpoint(checkpoint_path(killed_dir))
+    assert final_ref.round == final_resumed.round == ROUNDS
+    for key, value in final_ref.global_state.items():
+        assert np.array_equal(value, final_resumed.global_state[key]), key  # bit-identical on CPU
+
+    timing = [Metric.ROUND_S.value, Metric.INFER_S_PER_VOLUME.value]
+    ref_rows = pd.read_csv(reference.run_dir / "rounds.csv").drop(columns=timing)
+    resumed_rows = pd.read_csv(killed_dir / "rounds.csv").drop(columns=timing)
+    pd.testing.assert_frame_equal(ref_rows, resumed_rows)
+
+    client = MlflowClient(study["tracking"]["uri"])
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "killed"
+    for name in (Metric.TRAIN_LOSS.value, Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(1, ROUNDS + 1))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    from fedray.cli import main
+
+    config = config_from_data(tiny_study(tmp_path))
+    config.run_dir.mkdir(parents=True)
+    from fedray.config import save_config
+
+    save_config(config, config.run_dir / "config.resolved.yaml")
+    assert main(["resume", str(config.run_dir)]) == 2
