@@ -246,6 +246,34 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class FaultsConfig:
+    """Real failures (retries) and simulated ones (dropout, stragglers, a deadline), seeded per round.
+
+    Attributes:
+        max_retries: a hospital task whose actor dies or whose training raises is retried this many
+            times (on a fresh actor if the old one died), then the hospital is dropped from the round.
+        dropout: probability that a sampled hospital does not take part in a round.
+        straggler_fraction: probability that a hospital is a straggler in a round.
+        straggler_slowdown: a straggler's local update counts as this many times its measured time.
+        deadline_s: updates whose (slowed) local time exceeds this are discarded as late; null = none.
+            Measured times vary from run to run, so a deadline makes a study timing-dependent.
+    """
+
+    max_retries: int = 2
+    dropout: float = 0.0
+    straggler_fraction: float = 0.0
+    straggler_slowdown: float = 1.0
+    deadline_s: float | None = None
+
+    def __post_init__(self) -> None:
+        require(self.max_retries >= 0, "faults.max_retries must be >= 0.")
+        require(0.0 <= self.dropout < 1.0, "faults.dropout must be in [0, 1).")
+        require(0.0 <= self.straggler_fraction <= 1.0, "faults.straggler_fraction must be in [0, 1].")
+        require(self.straggler_slowdown >= 1.0, "faults.straggler_slowdown must be >= 1.")
+        require(self.deadline_s is None or self.deadline_s > 0, "faults.deadline_s must be > 0.")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """One whole federated study."""
 
@@ -260,6 +288,7 @@ class StudyConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name must not be empty.")

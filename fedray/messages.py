@@ -22,6 +22,10 @@ class Metric(StrEnum):
     ROUND_S = "time/round_s"
     TRAIN_LOSS = "train/loss"
     REJECTED = "fault/rejected"
+    RETRIES = "fault/retries"
+    DROPPED = "fault/dropped"
+    DROPOUT = "fault/dropout"
+    LATE = "fault/late"
 
 
 def dice_metric(organ: str) -> str:

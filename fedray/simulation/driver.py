@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+from ray.exceptions import RayActorError, RayTaskError
 
 import fedray
 from fedray.config import StudyConfig, flatten
@@ -35,6 +37,8 @@ from fedray.tracking.checkpoint import (
 from fedray.tracking.mlflow import MlflowTracker, default_tracking_uri
 from fedray.tracking.run_files import RunFiles
 from fedray.training.evaluate import Evaluation, evaluate
+
+log = logging.getLogger(__name__)
 
 Teachers = dict[int, tuple[str, int, bytes]]  # organ index -> (teacher hospital id, head, payload)
 
@@ -169,9 +173,11 @@ class Driver:
         torch.manual_seed(cfg.seed)  # same initial weights for every method run with this seed
         model = build_model(cfg.model, len(self.organs))
         test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window)
-        actors = create_hospital_actors(cfg, assign_hospitals(cfg, self.hospitals))
+        self.groups = assign_hospitals(cfg, self.hospitals)
+        actors = create_hospital_actors(cfg, self.groups)
         ray.get([actor.hosted.remote() for actor, _ in actors])  # data loaded before round 1
-        actor_of = {h.hospital_id: actor for actor, hosted in actors for h in hosted}
+        self.actor_of = {h.hospital_id: actor for actor, hosted in actors for h in hosted}
+        self.generations: dict[int, int] = {}  # group -> replacements so far
 
         if checkpoint is not None:
             state = StudyState.from_checkpoint(checkpoint)
@@ -187,7 +193,7 @@ class Driver:
             )
             if self.strategy.teacher_steps() > 0:
                 self._update(phase="pre-training teachers")
-                state.teachers, state.bytes_teachers = self._pretrain_teachers(actor_of, self.strategy.teacher_steps())
+                state.teachers, state.bytes_teachers = self._pretrain_teachers(self.strategy.teacher_steps())
                 state.bytes_total = state.bytes_teachers
         teachers_ref = ray.put(state.teachers) if state.teachers else None
         wall_before = state.wall_s
@@ -197,15 +203,8 @@ class Driver:
             chosen = self._sample(round_index)
             self._update(phase="training", round=round_index, clients_done=0, clients=len(chosen))
             payload_ref = ray.put(encode_state(state.global_state))  # one broadcast per round
-            pending = [
-                actor_of[h.hospital_id].train.remote(h.hospital_id, round_index, payload_ref, teachers_ref)
-                for h in chosen
-            ]
             ledger = RoundLedger(self.strategy, state.global_state)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ledger.add(ray.get(done[0]))  # fold in, then drop the update
-                self._update(clients_done=len(chosen) - len(pending), train_loss=ledger.train_loss)
+            faults = self._train_round(round_index, chosen, payload_ref, teachers_ref, ledger)
             state.global_state = ledger.new_global_state()
             state.bytes_total += ledger.bytes_down + ledger.bytes_up
 
@@ -226,6 +225,7 @@ class Driver:
                 Metric.ROUND_S.value: time.perf_counter() - round_start,
                 Metric.TRAIN_LOSS.value: ledger.train_loss,
                 Metric.REJECTED.value: len(ledger.rejected),
+                **faults,
                 "clients": len(chosen),
             }
             state.round = round_index
@@ -273,6 +273,76 @@ class Driver:
         self._update(phase="done", elapsed_s=state.wall_s, eta_s=0.0)
         return summary
 
+    def _train_round(
+        self, round_index: int, chosen: list[Hospital], payload_ref, teachers_ref, ledger: RoundLedger
+    ) -> dict[str, int]:
+        """Dispatch the round's local updates and fold results in as they arrive.
+
+        Simulated dropouts are not dispatched; a task whose actor died or whose training raised is
+        retried (on a fresh actor if it died) up to faults.max_retries times, then dropped; with a
+        deadline, updates whose slowed local time exceeds it are discarded as late. Returns the counts.
+        """
+        faults = self.config.faults
+        counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT, Metric.LATE)}
+        draws = {h.hospital_id: self._fault_draws(round_index, h) for h in chosen}
+
+        def submit(hospital: Hospital):
+            return self.actor_of[hospital.hospital_id].train.remote(
+                hospital.hospital_id, round_index, payload_ref, teachers_ref
+            )
+
+        pending = {}
+        for hospital in chosen:
+            if draws[hospital.hospital_id][0] < faults.dropout:
+                counts[Metric.DROPOUT.value] += 1
+            else:
+                pending[submit(hospital)] = (hospital, 0)
+        done_count = counts[Metric.DROPOUT.value]
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            hospital, attempt = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except (RayActorError, RayTaskError) as error:
+                if attempt < faults.max_retries:
+                    counts[Metric.RETRIES.value] += 1
+                    if isinstance(error, RayActorError):
+                        self._replace_actor(hospital)
+                    pending[submit(hospital)] = (hospital, attempt + 1)
+                    continue
+                log.warning("dropped %s from round %d after %d retries: %s", hospital.hospital_id,
+                            round_index, attempt, error)
+                counts[Metric.DROPPED.value] += 1
+            else:
+                straggler = draws[hospital.hospital_id][1] < faults.straggler_fraction
+                seconds = result.train_seconds * (faults.straggler_slowdown if straggler else 1.0)
+                if faults.deadline_s is not None and seconds > faults.deadline_s:
+                    counts[Metric.LATE.value] += 1
+                    ledger.bytes_down += result.bytes_down  # it received the model, but sent nothing in time
+                else:
+                    ledger.add(result)  # fold in, then drop the update
+            done_count += 1
+            self._update(clients_done=done_count, train_loss=ledger.train_loss)
+        return counts
+
+    def _fault_draws(self, round_index: int, hospital: Hospital) -> tuple[float, float]:
+        """(dropout draw, straggler draw) for one hospital and round, from (seed, round, hospital)."""
+        rng = np.random.default_rng([self.config.seed, round_index, hospital.index, 0xFA])
+        return float(rng.random()), float(rng.random())
+
+    def _replace_actor(self, hospital: Hospital) -> None:
+        """Start a fresh actor for the group of the dead actor that hosted `hospital` (once per death)."""
+        dead = self.actor_of[hospital.hospital_id]
+        number, group = next((i, hosted) for i, hosted in enumerate(self.groups) if hospital in hosted)
+        if any(self.actor_of[h.hospital_id] is not dead for h in group):
+            return  # already replaced for another hospital of the group
+        self.generations[number] = self.generations.get(number, 0) + 1
+        [(actor, _)] = create_hospital_actors(self.config, [group], [number], self.generations[number])
+        ray.get(actor.hosted.remote())
+        for h in group:
+            self.actor_of[h.hospital_id] = actor
+        log.warning("hospital actor of %s died; replaced it", ", ".join(h.hospital_id for h in group))
+
     def _log_missing_rounds(self, tracker: MlflowTracker, files: RunFiles) -> None:
         """On resume: log the checkpointed rounds that MLflow had not received, and rewrite rounds.csv."""
         logged = tracker.last_step(Metric.TRAIN_LOSS.value)
@@ -281,7 +351,7 @@ class Driver:
                 tracker.log_metrics(_logged(row), step=row["round"])
         files.rewrite()
 
-    def _pretrain_teachers(self, actor_of: dict, steps: int) -> tuple[Teachers, int]:
+    def _pretrain_teachers(self, steps: int) -> tuple[Teachers, int]:
         """Pre-train one organ-specific teacher per organ and share it once with the other hospitals.
 
         Organ k's teacher is trained by the hospital with the most cases among those labelling k
@@ -294,7 +364,7 @@ class Driver:
             labelling = [h for h in self.hospitals if organ in h.organs]
             teacher_of[k] = min(labelling, key=lambda h: (-h.num_cases, h.index))
         teacher_hospitals = {h.hospital_id for h in teacher_of.values()}
-        refs = {hid: actor_of[hid].pretrain_teacher.remote(hid, steps) for hid in sorted(teacher_hospitals)}
+        refs = {hid: self.actor_of[hid].pretrain_teacher.remote(hid, steps) for hid in sorted(teacher_hospitals)}
         payloads = {hid: ray.get(ref) for hid, ref in refs.items()}
         teachers = {}
         for k, hospital in teacher_of.items():

@@ -71,6 +71,8 @@ def run_study(
             driver.stop.remote()
             ray.wait([result])  # the driver finishes the round, checkpoints, marks the run KILLED
             raise
+        finally:
+            ray.kill(driver)  # and with it the hospital actors it owns
     except RayTaskError as error:
         cause = error.cause
         if isinstance(cause, (FedrayError, StudyStopped)):

@@ -46,17 +46,30 @@ def assign_hospitals(config: StudyConfig, hospitals: list[Hospital]) -> list[lis
     return [hosted for hosted in plan if hosted]
 
 
-def create_hospital_actors(config: StudyConfig, plan: list[list[Hospital]]) -> list[tuple[object, list[Hospital]]]:
-    """Start one HospitalWorker actor per group, with the configured CPUs and (fractional) GPUs."""
+def actor_name(config: StudyConfig, group: int, generation: int = 0) -> str:
+    """Ray name of a study's hospital actor (for debugging, the dashboard and fault tests).
+
+    Replacements of a dead actor get a generation suffix: Ray keeps a dead actor's name a while.
+    """
+    return f"{config.run_name}/hospitals-{group}" + (f"-r{generation}" if generation else "")
+
+
+def create_hospital_actors(
+    config: StudyConfig, plan: list[list[Hospital]], groups: list[int] | None = None, generation: int = 0
+) -> list[tuple[object, list[Hospital]]]:
+    """Start one named HospitalWorker actor per group, with the configured CPUs and (fractional) GPUs.
+
+    `groups` gives the group numbers of `plan` (default 0..n-1); `generation` counts replacements.
+    """
     res = config.resources
     remote = ray.remote(HospitalWorker)
     threads = max(1, int(res.cpus_per_actor))
     return [
         (
-            remote.options(num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor).remote(
-                config, hosted, threads, res.gpus_per_actor
-            ),
+            remote.options(
+                num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, name=actor_name(config, group, generation)
+            ).remote(config, hosted, threads, res.gpus_per_actor),
             hosted,
         )
-        for hosted in plan
+        for group, hosted in zip(groups or range(len(plan)), plan)
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -51,6 +52,10 @@ class HospitalWorker:
             )
             for h in hospitals
         }
+
+    def pid(self) -> int:
+        """Process id of this actor (fault-injection tests kill it)."""
+        return os.getpid()
 
     def hosted(self) -> list[str]:
         """Ids of the hospitals on this actor (returns once their data is loaded)."""
