@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(metavar="COMMAND")
 
     run = commands.add_parser("run", help="run one study from a YAML config")
-    run.add_argument("config", help="study YAML file, e.g. configs/quickstart.yaml")
+    run.add_argument("config", nargs="?", help="study YAML file, e.g. configs/quickstart.yaml")
+    run.add_argument("--repro", type=Path, metavar="RUN_DIR",
+                     help="rerun a logged study from its resolved config and compare every metric")
     run.add_argument(
         "overrides",
         nargs="*",
@@ -94,10 +96,36 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from fedray.config import load_config, with_absolute_paths
+    from fedray.errors import ConfigError
 
+    if args.repro is not None:
+        return _repro(args.repro)
+    if args.config is None:
+        raise ConfigError("fedray run needs a study YAML file (or --repro RUN_DIR).")
     fragments = [a for a in args.overrides if "=" not in a]
     overrides = [a for a in args.overrides if "=" in a]
     return _run_config(with_absolute_paths(load_config([args.config, *fragments], overrides)), resume=False)
+
+
+def _repro(run_dir: Path) -> int:
+    import pandas as pd
+
+    from fedray.config import load_config
+    from fedray.reporting.repro import compare_rounds
+
+    original = load_config(run_dir / "config.resolved.yaml")
+    rerun = load_config(run_dir / "config.resolved.yaml", [f"tracking.run_name={original.run_name}__repro"])
+    _run_config(rerun, resume=False)
+    table = compare_rounds(pd.read_csv(original.run_dir / "rounds.csv"), pd.read_csv(rerun.run_dir / "rounds.csv"))
+    out = Table(title=f"{original.run_name} reproduced as {rerun.run_name}")
+    for column in table.columns:
+        out.add_column(column)
+    for row in table.itertuples(index=False):
+        out.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(out)
+    mismatched = (table["match"] == "NO").sum()
+    Console().print("every metric matches" if not mismatched else f"{mismatched} metrics differ")
+    return 0 if not mismatched else 1
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,3 +72,16 @@ def read_site(folder: str | Path) -> MsdSite:
     if not cases:
         raise DataError(f"'{manifest}' lists no training cases.")
     return MsdSite(folder=folder, cases=tuple(cases), label_names=labels)
+
+
+def manifest_sha256(folder: str | Path) -> str:
+    """SHA-256 of a folder's dataset.json and of every image and label file it lists.
+
+    Hashes file contents, so two folders with the same manifest but different voxels differ.
+    """
+    site = read_site(folder)
+    digest = hashlib.sha256((Path(folder) / "dataset.json").read_bytes())
+    for case in site.cases:
+        for path in (case.image, case.label):
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

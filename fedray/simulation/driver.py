@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import subprocess
 import platform
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import monai
 import numpy as np
 import ray
 import torch
@@ -20,6 +24,7 @@ from fedray.config import StudyConfig, flatten
 from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
+from fedray.data.msd import manifest_sha256
 from fedray.messages import Metric, State, dice_metric, encode_state
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.factory import build_model, count_parameters
@@ -149,7 +154,11 @@ class Driver:
         checkpoint = load_checkpoint(checkpoint_path(cfg.run_dir)) if self.resume else None
         if checkpoint is None:
             files.write_config(cfg)
-            tracker.start(cfg.run_name, flatten(to_data(cfg)), self._tags())
+            manifest = self._data_manifest()
+            files.write_json("data_manifest.json", manifest)
+            tags = {**self._tags(), "data_manifest_sha256": manifest["study"]}
+            tracker.start(cfg.run_name, flatten(to_data(cfg)), tags)
+            tracker.log_artifact(files.run_dir / "data_manifest.json")
         else:
             tracker.reopen(checkpoint.meta["run_id"])
             files.rows = list(checkpoint.meta["rows"])
@@ -386,6 +395,13 @@ class Driver:
         picks = sorted(rng.choice(len(self.hospitals), size=k, replace=False))
         return [self.hospitals[i] for i in picks]
 
+    def _data_manifest(self) -> dict:
+        """Checksums of every hospital's and the test set's files, and one for the whole study."""
+        folders = {h.hospital_id: [manifest_sha256(f) for f in h.folders] for h in self.hospitals}
+        folders["test"] = [manifest_sha256(self.test_dir)]
+        study = hashlib.sha256(json.dumps(folders, sort_keys=True).encode()).hexdigest()
+        return {"study": study, "folders": folders}
+
     def _tags(self) -> dict[str, str]:
         cfg = self.config
         return {
@@ -398,6 +414,8 @@ class Driver:
             "fedray_version": fedray.__version__,
             "torch_version": torch.__version__,
             "ray_version": ray.__version__,
+            "monai_version": monai.__version__,
+            "git_commit": git_commit(),
             "python_version": platform.python_version(),
             "role": "study",
             **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.parent_run_id else {}),
@@ -407,6 +425,18 @@ class Driver:
         with self._lock:
             for key, value in values.items():
                 setattr(self._progress, key, value)
+
+
+def git_commit() -> str:
+    """The commit of the fedray checkout in use (with '+dirty' for local changes), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _logged(row: dict) -> dict[str, float]:

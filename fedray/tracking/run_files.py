@@ -48,6 +48,12 @@ class RunFiles:
         pd.DataFrame(self.rows).to_csv(temporary, index=False)
         os.replace(temporary, self.rounds_path)
 
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        """Save a JSON file in the run folder."""
+        temporary = self.run_dir / f"{name}.tmp"
+        temporary.write_text(json.dumps(data, indent=2))
+        os.replace(temporary, self.run_dir / name)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Save the final values (NaN written as null)."""
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
