@@ -45,7 +45,8 @@ from fedray.training.evaluate import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 
-Teachers = dict[int, tuple[str, int, bytes]]  # organ index -> (teacher hospital id, head, payload)
+# organ index -> (teacher hospital id, head of that organ, the teacher's head count, payload)
+Teachers = dict[int, tuple[str, int, int, bytes]]
 
 
 class StudyStopped(Exception):
@@ -83,7 +84,7 @@ class StudyState:
     server_optimizer: dict = field(default_factory=dict)
 
     def to_checkpoint(self, run_id: str, rows: list[dict]) -> Checkpoint:
-        blobs = {f"teacher/{hid}": payload for hid, _, payload in self.teachers.values()}
+        blobs = {f"teacher/{hid}": payload for hid, _, _, payload in self.teachers.values()}
         if self.server_optimizer:
             blobs["server_optimizer"] = torch_state_to_bytes(self.server_optimizer)
         meta = {
@@ -92,7 +93,7 @@ class StudyState:
             "untrained_dice": self.untrained_dice,
             "last_counts": self.last_eval.counts.tolist(),
             "last_seconds": self.last_eval.seconds_per_volume,
-            "teachers": {str(k): [hid, head] for k, (hid, head, _) in self.teachers.items()},
+            "teachers": {str(k): [hid, head, n] for k, (hid, head, n, _) in self.teachers.items()},
             "bytes_teachers": self.bytes_teachers,
             "bytes_total": self.bytes_total,
             "wall_s": self.wall_s,
@@ -108,7 +109,7 @@ class StudyState:
             untrained_dice=meta["untrained_dice"],
             last_eval=Evaluation(np.array(meta["last_counts"], dtype=np.int64), meta["last_seconds"]),
             teachers={
-                int(k): (hid, head, blobs[f"teacher/{hid}"]) for k, (hid, head) in meta["teachers"].items()
+                int(k): (hid, head, n, blobs[f"teacher/{hid}"]) for k, (hid, head, n) in meta["teachers"].items()
             },
             bytes_teachers=meta["bytes_teachers"],
             bytes_total=meta["bytes_total"],
@@ -365,7 +366,7 @@ class Driver:
 
         Organ k's teacher is trained by the hospital with the most cases among those labelling k
         (lowest index on ties), so a study with hundreds of hospitals pre-trains at most one model
-        per organ. Returns {organ: (teacher id, head, payload)} and the bytes this costs: each teacher
+        per organ. Returns {organ: (teacher id, head, head count, payload)} and the bytes this costs: each teacher
         uploaded once, and downloaded by every hospital that lacks one of its organs.
         """
         teacher_of = {}
@@ -378,7 +379,7 @@ class Driver:
         teachers = {}
         for k, hospital in teacher_of.items():
             own = [o for o in self.organs if o in hospital.organs]
-            teachers[k] = (hospital.hospital_id, own.index(self.organs[k]), payloads[hospital.hospital_id])
+            teachers[k] = (hospital.hospital_id, own.index(self.organs[k]), len(own), payloads[hospital.hospital_id])
         uploaded = sum(len(p) for p in payloads.values())
         downloaded = 0
         for hospital in self.hospitals:

@@ -82,7 +82,7 @@ class HospitalWorker:
     ) -> ClientResult:
         """One round of local training for `hospital_id`, starting from the global weights.
 
-        `teachers` maps organ index -> (teacher id, head, payload) for methods that distil from
+        `teachers` maps organ index -> (teacher id, head, head count, payload) for methods that distil from
         organ-specific teachers; decoded teachers are cached on the actor by teacher id.
         """
         start = time.perf_counter()
@@ -99,8 +99,8 @@ class HospitalWorker:
                 labelled=tuple(o in hospital.organs for o in cfg.data.organs),
                 output=cfg.model.output,
                 teachers={
-                    organ: (self._teacher(teacher_id, payload), head)
-                    for organ, (teacher_id, head, payload) in (teachers or {}).items()
+                    organ: (self._teacher(teacher_id, n_heads, payload), head)
+                    for organ, (teacher_id, head, n_heads, payload) in (teachers or {}).items()
                     if cfg.data.organs[organ] not in hospital.organs
                 },
             )
@@ -126,12 +126,11 @@ class HospitalWorker:
             bytes_down=len(global_payload),
         )
 
-    def _teacher(self, teacher_id: str, payload: bytes) -> torch.nn.Module:
+    def _teacher(self, teacher_id: str, n_heads: int, payload: bytes) -> torch.nn.Module:
         """A frozen teacher, decoded once per actor (teachers never change after pre-training)."""
         if teacher_id not in self._teachers:
             state = decode_state(payload)
-            heads = len({key.split(".")[1] for key in state if key.startswith("heads.")})
-            teacher = build_model(self.config.model, heads).to(self.device)
+            teacher = build_model(self.config.model, n_heads).to(self.device)
             teacher.load_state_dict(state_to_torch(state))
             self._teachers[teacher_id] = teacher.eval().requires_grad_(False)
         return self._teachers[teacher_id]

@@ -102,12 +102,13 @@ def test_ablations_switch_teacher_pretraining():
 
 
 @pytest.mark.ray
-def test_fedkd_study_pretrains_teachers_and_counts_their_bytes(tmp_path, ray_local):
+@pytest.mark.parametrize("model", ["multihead_unet", "unet"])
+def test_fedkd_study_pretrains_teachers_and_counts_their_bytes(tmp_path, ray_local, model):
     from fedray.simulation.launch import run_study
 
     study = tiny_study(
         tmp_path,
-        model={"name": "multihead_unet", "output": "sigmoid", "channels": [4, 8, 16]},
+        model={"name": model, "output": "sigmoid", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
         method={"name": "fedkd", "params": {"teacher_steps": 2}},
         rounds=1,
     )
