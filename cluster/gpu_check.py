@@ -89,7 +89,7 @@ def main() -> None:
     cpus_per_actor = config.resources.cpus_per_actor
     hospitals, _ = prepare_hospitals(config)
     ray.init(address="local", num_cpus=2 if args.tiny else 8, num_gpus=1, include_dashboard=False)
-    plan = assign_hospitals(config, hospitals)
+    plan = assign_hospitals(config, hospitals, ray.cluster_resources())
     remote = ray.remote(ProbedHospitalWorker)
     actors = [
         remote.options(num_cpus=cpus_per_actor, num_gpus=0.25).remote(config, hosted, max(1, int(cpus_per_actor)), 0.25)

@@ -1,4 +1,4 @@
-"""Command line: `fedray run CONFIG [key=value ...]` and `fedray data phantom --out DIR`."""
+"""Command line: run, resume, sweep, report, bench and data subcommands of `fedray`."""
 
 from __future__ import annotations
 
@@ -110,13 +110,19 @@ def _run(args: argparse.Namespace) -> int:
 def _repro(run_dir: Path) -> int:
     import pandas as pd
 
-    from fedray.config import load_config
     from fedray.reporting.repro import compare_rounds
 
-    original = load_config(run_dir / "config.resolved.yaml")
-    rerun = load_config(run_dir / "config.resolved.yaml", [f"tracking.run_name={original.run_name}__repro"])
+    original = _load_run(run_dir)
+    rerun = _load_run(
+        run_dir,
+        [
+            f"tracking.run_name={original.run_name}__repro",
+            f"tracking.experiment={original.tracking.experiment}__repro",  # never mixed into reports
+            "tracking.parent_run_id=null",
+        ],
+    )
     _run_config(rerun, resume=False)
-    table = compare_rounds(pd.read_csv(original.run_dir / "rounds.csv"), pd.read_csv(rerun.run_dir / "rounds.csv"))
+    table = compare_rounds(pd.read_csv(run_dir / "rounds.csv"), pd.read_csv(rerun.run_dir / "rounds.csv"))
     out = Table(title=f"{original.run_name} reproduced as {rerun.run_name}")
     for column in table.columns:
         out.add_column(column)
@@ -129,49 +135,59 @@ def _repro(run_dir: Path) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from fedray.config import load_config
     from fedray.errors import ConfigError
     from fedray.tracking.checkpoint import checkpoint_path
 
-    config = load_config(args.run_dir / "config.resolved.yaml")
-    if not checkpoint_path(config.run_dir).is_file():
+    if not checkpoint_path(args.run_dir).is_file():
         raise ConfigError(f"'{args.run_dir}' has no checkpoint (checkpoints/latest.npz) to resume from.")
-    return _run_config(config, resume=True)
+    return _run_config(_load_run(args.run_dir), resume=True)
+
+
+def _load_run(run_dir: Path, overrides: list[str] | None = None):
+    """A run's resolved config, relocated to where the folder is now (it may have been moved)."""
+    from fedray.config import load_config
+    from fedray.errors import ConfigError
+
+    if not (run_dir / "config.resolved.yaml").is_file():
+        raise ConfigError(f"'{run_dir}' is not a fedray run folder (no config.resolved.yaml).")
+    here = [f"tracking.results_dir={run_dir.resolve().parent}", f"tracking.run_name={run_dir.name}"]
+    return load_config(run_dir / "config.resolved.yaml", [*here, *(overrides or [])])
 
 
 def _run_config(config, resume: bool) -> int:
+    summary = _study_with_progress(config, resume)
+    _print_summary(config, summary)
+    return 0
+
+
+def _study_with_progress(config, resume: bool) -> dict:
+    """Prepare the data and run (or resume) one study with a progress bar; returns its summary."""
     from fedray.data.federation import prepare_hospitals
+    from fedray.simulation.launch import run_study
 
     with console.status("Preparing data...") as status:
         hospitals, test_dir = prepare_hospitals(
             config, progress=lambda done, total: status.update(f"Preparing data: {done}/{total} folders")
         )
-    from fedray.simulation.launch import run_study
-
     console.print(
-        f"{'Resuming' if resume else 'Study'} [bold]{config.name}[/]: {len(hospitals)} hospitals, method {config.method.name}, "
-        f"{config.rounds} rounds, seed {config.seed}"
+        f"{'Resuming' if resume else 'Study'} [bold]{config.run_name}[/]: {len(hospitals)} hospitals, "
+        f"method {config.method.name}, {config.rounds} rounds, seed {config.seed}"
     )
     with _progress_bar() as bar:
         task = bar.add_task("starting Ray", total=config.rounds)
 
         def show(p) -> None:
-            bar.update(
-                task,
-                completed=p.round - 1 + (p.clients_done / p.clients if p.clients else 0),
-                description=_progress_text(p),
-            )
+            done = p.round - 1 + (p.clients_done / p.clients if p.clients else 0)
+            bar.update(task, completed=max(done, 0), description=_progress_text(p))
 
         summary = run_study(config, hospitals, test_dir, on_progress=show, resume=resume)
         bar.update(task, completed=config.rounds)
-    _print_summary(config, summary)
-    return 0
+    return summary
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from fedray.data.federation import prepare_hospitals
     from fedray.experiments.sweep import load_sweep, plan_cells, run_sweep
-    from fedray.simulation.launch import init_ray, run_study
+    from fedray.simulation.launch import init_ray
     from fedray.tracking.mlflow import close_run, default_tracking_uri, open_parent_run
 
     sweep = load_sweep(args.sweep)
@@ -185,25 +201,11 @@ def _sweep(args: argparse.Namespace) -> int:
         parent["id"] = open_parent_run(uri, name, Path(first.tracking.results_dir) / "mlartifacts", name)
         return parent["id"]
 
-    def run_cell(config) -> dict:
-        hospitals, test_dir = prepare_hospitals(config)
-        with _progress_bar() as bar:
-            task = bar.add_task("starting", total=config.rounds)
-            return run_study(
-                config,
-                hospitals,
-                test_dir,
-                on_progress=lambda p: bar.update(
-                    task, completed=p.round - 1 + (p.clients_done / p.clients if p.clients else 0),
-                    description=_progress_text(p),
-                ),
-            )
-
     def on_cell(index: int, cell, status: str) -> None:
         console.print(f"[{index + 1}/{len(cells)}] {cell.run_name}: {status}", highlight=False)
 
     init_ray(first.resources)  # once for the whole sweep
-    status = run_sweep(sweep, cells, run_cell, open_parent, on_cell)
+    status = run_sweep(sweep, cells, _study_with_progress, open_parent, on_cell)
     failed = [name for name, s in status.items() if s.startswith("failed")]
     close_run(uri, parent["id"], "FAILED" if failed else "FINISHED")
     console.print(

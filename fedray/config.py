@@ -44,6 +44,7 @@ class DataConfig:
     foreground_ratio: float = 0.8
 
     def __post_init__(self) -> None:
+        require(len(self.organs) > 0, "data.organs must list at least one organ.")
         for organ in self.organs:
             require(organ in ORGANS, f"data.organs: unknown organ '{organ}'.{did_you_mean(organ, ORGANS)}")
         require(len(set(self.organs)) == len(self.organs), "data.organs lists an organ twice.")
@@ -133,6 +134,13 @@ class ModelConfig:
                 not self.blocks or len(self.blocks) == len(self.channels),
                 "model.blocks needs one value per level of model.channels.",
             )
+            require(all(b >= 1 for b in self.blocks), "model.blocks must be >= 1.")
+            for width in self.channels:
+                groups = min(self.norm_groups, width)
+                require(
+                    width % groups == 0,
+                    f"model.norm_groups: {groups} GroupNorm groups do not divide {width} channels.",
+                )
 
     @property
     def downsampling(self) -> int:
@@ -293,6 +301,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         require(bool(self.name.strip()), "name must not be empty.")
         require(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}.")
+        require(self.seed >= 0, f"seed must be >= 0, got {self.seed}.")
         for label, sizes in (("data.patch_size", self.data.patch_size), ("eval.roi_size", self.eval.roi_size)):
             factor = self.model.downsampling
             require(
@@ -389,6 +398,12 @@ def config_from_data(raw: dict) -> StudyConfig:
 
     strategy = get_strategy_class(config.method.name)
     params = build(strategy.Params, config.method.params, "method.params")
+    if strategy.required_output is not None and config.model.output != strategy.required_output:
+        raise ConfigError(
+            f"method '{config.method.name}' needs model.output: {strategy.required_output}, but the model "
+            f"has output: {config.model.output}. Set model.output={strategy.required_output} "
+            f"(or use one of the configs/methods/ fragments)."
+        )
     return replace(config, method=replace(config.method, params=params))
 
 

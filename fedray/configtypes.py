@@ -103,6 +103,11 @@ def convert(annotation: Any, value: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"'{key}' must be a number, got {_show(value)}.")
     if annotation is str:
         if isinstance(value, str):

@@ -94,3 +94,32 @@ def test_fragments_deep_merge_in_order(tmp_path):
     assert config.method.name == "fedkd" and config.model.name == "multihead_unet"
     assert config.train.local_steps == 3  # kept from the study: merged, not replaced
     assert config.train.lr == 0.2  # overrides come last
+
+
+def test_method_and_model_output_must_agree():
+    data = with_(method={"name": "marginal"}, model={"output": "sigmoid"})
+    with pytest.raises(ConfigError, match="method 'marginal' needs model.output: softmax"):
+        config_from_data(data)
+    with pytest.raises(ConfigError, match="method 'fedkd' needs model.output: sigmoid"):
+        config_from_data(with_(method={"name": "fedkd"}))
+
+
+def test_scientific_notation_and_other_checks():
+    assert config_from_data(with_(train={"lr": "1e-4"})).train.lr == 1e-4  # YAML reads 1e-4 as a string
+    with pytest.raises(ConfigError, match="seed must be >= 0"):
+        config_from_data(with_(seed=-1))
+    with pytest.raises(ConfigError, match="at least one organ"):
+        config_from_data(with_(data={"organs": []}))
+    with pytest.raises(ConfigError, match="GroupNorm groups do not divide"):
+        config_from_data(with_(model={"name": "multihead_unet", "output": "sigmoid", "channels": [8, 12], "norm_groups": 8}))
+
+
+def test_duplicate_hospital_names(tmp_path):
+    from fedray.data.federation import prepare_hospitals
+
+    data = with_(federation={"hospitals": [{"name": "x", "organs": ["liver"]}, {"name": "x", "organs": ["liver"]}]})
+    data["data"] = {**data["data"], "cache_dir": str(tmp_path), "phantom": {"shape": [16, 16, 16], "test_cases": 1},
+                    "patch_size": [16, 16, 16]}
+    data["eval"] = {"roi_size": [16, 16, 16]}
+    with pytest.raises(ConfigError, match="x appear more than once"):
+        prepare_hospitals(config_from_data(data))

@@ -61,7 +61,15 @@ def load_folder(folder: Path, organs: Sequence[str], hu_window: tuple[float, flo
     site = read_site(folder)
     items = [{"image": str(c.image), "label": str(c.label), "case_id": c.case_id} for c in site.cases]
     table = label_lookup(site.label_names, list(organs))
-    dataset = CacheDataset(items, preprocessing(table, hu_window), progress=False, num_workers=0)
+    try:
+        dataset = CacheDataset(items, preprocessing(table, hu_window), progress=False, num_workers=0)
+    except RuntimeError as error:  # MONAI wraps errors raised inside transforms
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise DataError(f"{folder}: {cause}") from None
     labelled = torch.tensor([organ in site.organs for organ in organs], dtype=torch.bool)
     return [{**dataset[i], "labelled": labelled} for i in range(len(dataset))]
 

@@ -67,6 +67,13 @@ def prepare_hospitals(
         hospitals, test_dir = _phantom_hospitals(config, progress)
     else:
         hospitals, test_dir = _msd_hospitals(config)
+    names = [h.hospital_id for h in hospitals]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"Hospital names must be unique; {', '.join(repeated)} appear more than once "
+            "(give explicit names, or sites in folders with different names)."
+        )
     if config.federation.pooled:
         hospitals = [pool(hospitals)]
     labelled = {organ for h in hospitals for organ in h.organs}

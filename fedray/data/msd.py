@@ -56,15 +56,15 @@ def read_site(folder: str | Path) -> MsdSite:
     try:
         meta = json.loads(manifest.read_text())
         labels = {int(value): str(name) for value, name in meta.get("labels", {}).items()}
-        entries = meta["training"]
+        entries = [(e["image"], e["label"]) for e in meta["training"]]
+        declared = meta.get("fedray", {}).get("organs")
     except (json.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
-        raise DataError(f"'{manifest}' is not a valid MSD dataset.json ({error}).") from None
-    declared = meta.get("fedray", {}).get("organs")
+        raise DataError(f"'{manifest}' is not a valid MSD dataset.json ({type(error).__name__}: {error}).") from None
     if declared is not None:
         labels = {v: n for v, n in labels.items() if n in declared or v == 0}
     cases = []
-    for entry in entries:
-        image, label = folder / entry["image"], folder / entry["label"]
+    for image_name, label_name in entries:
+        image, label = folder / image_name, folder / label_name
         for path in (image, label):
             if not path.is_file():
                 raise DataError(f"'{manifest}' lists '{path}', which does not exist.")

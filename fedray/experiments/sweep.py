@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import traceback
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 from fedray.config import StudyConfig, load_config, read_yaml, with_absolute_paths
 from fedray.configtypes import build, require
 from fedray.errors import FedrayError
+from fedray.tracking.checkpoint import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def plan_cells(sweep: SweepConfig, base_dir: Path = Path(".")) -> list[Cell]:
     axes = list(sweep.grid.items())
     cells = []
     for variant, seed, *values in itertools.product(sweep.variants, sweep.seeds, *[v for _, v in axes]):
-        settings = [f"{key}={value}" for (key, _), value in zip(axes, values)]
+        settings = [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for (key, _), value in zip(axes, values)]
         suffix = "".join(f"__{s}" for s in settings)
         run_name = f"{sweep.name}__{variant.label}__s{seed}{suffix}"
         paths = [base_dir / sweep.study, *[base_dir / f for f in variant.fragments]]
@@ -79,14 +81,15 @@ def plan_cells(sweep: SweepConfig, base_dir: Path = Path(".")) -> list[Cell]:
 def run_sweep(
     sweep: SweepConfig,
     cells: list[Cell],
-    run_cell: Callable[[StudyConfig], dict],
+    run_cell: Callable[[StudyConfig, bool], dict],
     open_parent: Callable[[str], str],
     on_cell: Callable[[int, Cell, str], None] | None = None,
 ) -> dict[str, str]:
-    """Run cells one after another; finished cells are skipped, a failing cell does not stop the rest.
+    """Run cells one after another; finished cells are skipped, interrupted ones resume from their
+    checkpoint, and a failing cell does not stop the rest.
 
     Args:
-        run_cell: runs one study config and returns its summary.
+        run_cell: runs (resume=False) or resumes (True) one study config and returns its summary.
         open_parent: returns the sweep's MLflow parent run id (created once, found again on resume).
         on_cell: called with (index, cell, status) as each cell starts and ends.
 
@@ -103,7 +106,7 @@ def run_sweep(
                 on_cell(index, cell, "running")
             config = replace(cell.config, tracking=replace(cell.config.tracking, parent_run_id=parent_id))
             try:
-                run_cell(config)
+                run_cell(config, checkpoint_path(config.run_dir).is_file())
                 status[cell.run_name] = "done"
             except FedrayError as error:
                 status[cell.run_name] = f"failed: {error}"

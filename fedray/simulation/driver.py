@@ -25,6 +25,7 @@ from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
 from fedray.data.msd import manifest_sha256
+from fedray.errors import FedrayError
 from fedray.messages import Metric, State, dice_metric, encode_state
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.factory import build_model, count_parameters
@@ -183,16 +184,17 @@ class Driver:
         torch.manual_seed(cfg.seed)  # same initial weights for every method run with this seed
         model = build_model(cfg.model, len(self.organs))
         test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window)
-        self.groups = assign_hospitals(cfg, self.hospitals)
+        self.groups = assign_hospitals(cfg, self.hospitals, ray.cluster_resources())
         actors = create_hospital_actors(cfg, self.groups)
         ray.get([actor.hosted.remote() for actor, _ in actors])  # data loaded before round 1
         self.actor_of = {h.hospital_id: actor for actor, hosted in actors for h in hosted}
         self.generations: dict[int, int] = {}  # group -> replacements so far
 
+        logged_through = 0  # rounds MLflow already holds (a resumed run may redo some of them)
         if checkpoint is not None:
             state = StudyState.from_checkpoint(checkpoint)
             self.strategy.server_optimizer.load_state_dict(state.server_optimizer)
-            self._log_missing_rounds(tracker, files)
+            logged_through = self._log_missing_rounds(tracker, files)
         else:
             untrained = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
             state = StudyState(
@@ -247,14 +249,15 @@ class Driver:
             if round_index == cfg.rounds or self._stop.is_set() or (every and round_index % every == 0):
                 save_checkpoint(state.to_checkpoint(tracker.run_id, [*files.rows, row]), checkpoint_path(cfg.run_dir))
             files.add_round(row)
-            tracker.log_metrics(_logged(row), step=round_index)
+            if round_index > logged_through:
+                tracker.log_metrics(_logged(row), step=round_index)
             self._update(
                 phase="training",
                 dice_mean=float(mean_dice(dice_from_counts(state.last_eval.counts))),
                 elapsed_s=state.wall_s,
                 eta_s=state.wall_s / round_index * (cfg.rounds - round_index),
             )
-            if self._stop.is_set():
+            if self._stop.is_set() and round_index < cfg.rounds:
                 raise StudyStopped()
         return self._finish(state, model, files, tracker)
 
@@ -314,6 +317,8 @@ class Driver:
             try:
                 result = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
+                if isinstance(getattr(error, "cause", None), FedrayError):
+                    raise error.cause from None  # a configuration problem, not a failing hospital
                 if attempt < faults.max_retries:
                     counts[Metric.RETRIES.value] += 1
                     if isinstance(error, RayActorError):
@@ -347,19 +352,24 @@ class Driver:
         if any(self.actor_of[h.hospital_id] is not dead for h in group):
             return  # already replaced for another hospital of the group
         self.generations[number] = self.generations.get(number, 0) + 1
+        ray.kill(dead)  # unreachable but maybe alive: free its CPUs/GPU share for the replacement
         [(actor, _)] = create_hospital_actors(self.config, [group], [number], self.generations[number])
         ray.get(actor.hosted.remote())
         for h in group:
             self.actor_of[h.hospital_id] = actor
         log.warning("hospital actor of %s died; replaced it", ", ".join(h.hospital_id for h in group))
 
-    def _log_missing_rounds(self, tracker: MlflowTracker, files: RunFiles) -> None:
-        """On resume: log the checkpointed rounds that MLflow had not received, and rewrite rounds.csv."""
-        logged = tracker.last_step(Metric.TRAIN_LOSS.value)
+    def _log_missing_rounds(self, tracker: MlflowTracker, files: RunFiles) -> int:
+        """On resume: log the checkpointed rounds MLflow had not received; return the last round it has.
+
+        Rounds after the checkpoint that MLflow already holds are recomputed but not logged again.
+        """
+        logged = tracker.last_step(Metric.BYTES_TOTAL.value)  # always finite, so logged every round
         for row in files.rows:
             if row["round"] > logged:
                 tracker.log_metrics(_logged(row), step=row["round"])
         files.rewrite()
+        return max(logged, len(files.rows))
 
     def _pretrain_teachers(self, steps: int) -> tuple[Teachers, int]:
         """Pre-train one organ-specific teacher per organ and share it once with the other hospitals.

@@ -14,7 +14,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from fedray.config import ResourcesConfig, StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.simulation.driver import Driver, Progress, StudyStopped
+from fedray.simulation.driver import Driver, Progress
 
 
 def init_ray(resources: ResourcesConfig) -> bool:
@@ -75,8 +75,10 @@ def run_study(
             ray.kill(driver)  # and with it the hospital actors it owns
     except RayTaskError as error:
         cause = error.cause
-        if isinstance(cause, (FedrayError, StudyStopped)):
-            raise cause from None
+        while isinstance(cause, RayTaskError):  # driver actor -> hospital actor -> the real error
+            cause = cause.cause
+        if isinstance(cause, FedrayError):
+            raise type(cause)(str(cause)) from None
         raise
     finally:
         if started:

@@ -13,36 +13,39 @@ from fedray.errors import FedrayError
 from fedray.simulation.worker import HospitalWorker
 
 
-def actor_count(config: StudyConfig, n_hospitals: int) -> int:
+def actor_count(config: StudyConfig, n_hospitals: int, available: dict[str, float]) -> int:
     """resources.actors, or as many actors as the cluster's CPUs (and GPUs) hold, at most one per hospital."""
     res = config.resources
-    if res.actors is not None:
-        return min(res.actors, n_hospitals)
-    available = ray.cluster_resources()
-    fit = math.floor(available.get("CPU", 1) / res.cpus_per_actor + 1e-9)
+    fit = math.floor(available.get("CPU", 0) / res.cpus_per_actor + 1e-9)
     if res.gpus_per_actor > 0:
-        if available.get("GPU", 0) < res.gpus_per_actor:
-            raise FedrayError(
-                f"resources.gpus_per_actor is {res.gpus_per_actor} but the Ray cluster has "
-                f"{available.get('GPU', 0):g} GPUs. Set resources.gpus_per_actor=0 to train on CPUs."
-            )
         fit = min(fit, math.floor(available.get("GPU", 0) / res.gpus_per_actor + 1e-9))
-    return max(1, min(fit, n_hospitals))
+    wanted = min(res.actors or fit, n_hospitals)
+    if fit < 1 or wanted > fit:
+        raise FedrayError(
+            f"{max(wanted, 1)} hospital actors with {res.cpus_per_actor:g} CPUs and {res.gpus_per_actor:g} GPUs "
+            f"each do not fit the Ray cluster ({available.get('CPU', 0):g} CPUs, {available.get('GPU', 0):g} GPUs): "
+            "lower resources.actors, cpus_per_actor or gpus_per_actor (0 trains on CPUs)."
+        )
+    return wanted
 
 
-def assign_hospitals(config: StudyConfig, hospitals: list[Hospital]) -> list[list[Hospital]]:
-    """Spread hospitals over actors by expected cost (cases), largest first onto the least-loaded actor.
+def assign_hospitals(
+    config: StudyConfig, hospitals: list[Hospital], available: dict[str, float]
+) -> list[list[Hospital]]:
+    """Spread hospitals over actors by expected cost, largest first onto the least-loaded actor.
 
-    Every step costs the same, so a hospital's cost is its case count (it bounds data loading; local
-    steps per round are equal). Ties go to the lower actor index, so the plan is deterministic.
+    A hospital's round costs `train.local_steps` steps whatever its size, so actors are balanced by
+    the local steps they run per round, then by cases (data held in memory). Ties go to the lower
+    actor index, so the plan is deterministic.
     """
-    n_actors = actor_count(config, len(hospitals))
-    loads = [(0, i) for i in range(n_actors)]
+    n_actors = actor_count(config, len(hospitals), available)
+    steps = config.train.local_steps
+    loads = [(0, 0, i) for i in range(n_actors)]
     plan: list[list[Hospital]] = [[] for _ in range(n_actors)]
     for hospital in sorted(hospitals, key=lambda h: (-h.num_cases, h.index)):
-        load, i = heapq.heappop(loads)
+        step_load, case_load, i = heapq.heappop(loads)
         plan[i].append(hospital)
-        heapq.heappush(loads, (load + hospital.num_cases, i))
+        heapq.heappush(loads, (step_load + steps, case_load + hospital.num_cases, i))
     return [hosted for hosted in plan if hosted]
 
 

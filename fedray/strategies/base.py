@@ -85,6 +85,7 @@ class Strategy:
 
     Params: ClassVar[type] = NoParams
     client_hooks_class: ClassVar[type[ClientHooks]] = ClientHooks
+    required_output: ClassVar[Literal["softmax", "sigmoid"] | None] = None  # checked at config load
 
     def __init__(self, params: object, server: ServerOptimizerConfig | None = None) -> None:
         self.params = params

@@ -81,4 +81,5 @@ class ConDist(FedAvg):
     """
 
     Params = ConDistParams
+    required_output = "softmax"
     client_hooks_class = ConDistHooks

@@ -117,6 +117,7 @@ class FedKD(Strategy):
 
     Params = FedKDParams
     client_hooks_class = FedKDHooks
+    required_output = "sigmoid"
 
     def client_weight(self, num_examples: int) -> float:
         """Unweighted mean, as in the authors' FedAvg."""

@@ -62,4 +62,5 @@ class Marginal(FedAvg):
     """
 
     Params = MarginalParams
+    required_output = "softmax"
     client_hooks_class = MarginalHooks

@@ -36,6 +36,8 @@ class ServerOptimizer:
     """new_global = optimiser step on global with gradient (global - mean of hospital weights).
 
     Non-float entries (counters) take the mean. Optimiser state lives here, on the driver, across rounds.
+    FedAdam uses torch's Adam (with bias correction); FedYogi follows Reddi et al.'s Algorithm 2
+    (without it).
     """
 
     def __init__(self, cfg: ServerOptimizerConfig) -> None:

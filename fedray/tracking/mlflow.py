@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 _PARAM_LIMIT = 6000  # MLflow's maximum length of a param value
@@ -63,10 +63,6 @@ class MlflowTracker:
         batch = [Metric(k, float(v), timestamp, step) for k, v in metrics.items() if math.isfinite(v)]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        """Add tags to the run."""
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: Path) -> None:
         """Copy a file into the run's artifacts."""

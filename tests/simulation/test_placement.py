@@ -1,4 +1,4 @@
-"""Hospitals are spread over actors by expected cost, largest first."""
+"""Hospitals are spread over actors by expected cost (local steps, then cases), largest first."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ def hospitals(cases: list[int]) -> list[Hospital]:
 @pytest.mark.parametrize(
     ("cases", "actors", "expected"),
     [
-        ([10, 1, 1, 1, 1], 2, [["h0"], ["h1", "h2", "h3", "h4"]]),  # the big one gets an actor alone
-        ([3, 3, 2, 2, 2], 2, [["h0", "h2", "h4"], ["h1", "h3"]]),  # 7 vs 5 cases
+        # equal local steps: 3 vs 2 hospitals per round; the big one's actor gets the fewer cases after it
+        ([10, 1, 1, 1, 1], 2, [["h0", "h3"], ["h1", "h2", "h4"]]),
+        ([3, 3, 2, 2, 2], 2, [["h0", "h2", "h4"], ["h1", "h3"]]),
         ([1, 1], 5, [["h0"], ["h1"]]),  # never more actors than hospitals
     ],
 )
@@ -28,5 +29,23 @@ def test_largest_first_onto_least_loaded(cases, actors, expected):
         {"name": "p", "data": {"organs": ["liver"]}, "federation": {"hospitals": [{"organs": ["liver"]}]},
          "resources": {"actors": actors}}
     )
-    plan = assign_hospitals(config, hospitals(cases))
+    plan = assign_hospitals(config, hospitals(cases), {"CPU": 8.0})
     assert [[h.hospital_id for h in group] for group in plan] == expected
+
+
+def test_actors_that_do_not_fit_are_a_clear_error():
+    from fedray.errors import FedrayError
+
+    config = config_from_data(
+        {"name": "p", "data": {"organs": ["liver"]}, "federation": {"hospitals": [{"organs": ["liver"]}]},
+         "resources": {"actors": 3, "cpus_per_actor": 1}}
+    )
+    with pytest.raises(FedrayError, match="do not fit"):
+        assign_hospitals(config, hospitals([1, 1, 1]), {"CPU": 2.0})
+    gpu = config_from_data(
+        {"name": "p", "data": {"organs": ["liver"]}, "federation": {"hospitals": [{"organs": ["liver"]}]},
+         "resources": {"gpus_per_actor": 0.25}}
+    )
+    with pytest.raises(FedrayError, match="0 GPUs"):
+        assign_hospitals(gpu, hospitals([1]), {"CPU": 2.0})
+    assert len(assign_hospitals(gpu, hospitals([1] * 6), {"CPU": 8.0, "GPU": 1.0})) == 4  # 4 per GPU
