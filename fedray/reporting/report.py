@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -212,6 +213,7 @@ def _plot_curves(runs: pd.DataFrame, histories: pd.DataFrame, path: Path) -> Pat
         ax.plot(curve.index, 100 * curve["mean"], label=variant)
         ax.fill_between(curve.index, 100 * curve["min"], 100 * curve["max"], alpha=0.15)
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean Dice (%)")
     ax.set_title("Mean Dice against round (line: mean over seeds; band: min-max)")
     ax.legend(fontsize=7)
