@@ -87,3 +87,29 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
     save_config(config, config.run_dir / "config.resolved.yaml")
     assert main(["resume", str(config.run_dir)]) == 2
+
+
+def test_ctrl_c_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path):
+    study = tiny_study(tmp_path, rounds=30)
+    study["tracking"] = {**study["tracking"], "run_name": "interrupted"}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    run_dir = tmp_path / "results" / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedray.cli", "run", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while not checkpoint_path(run_dir).is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130
+    assert "fedray resume" in " ".join(stderr.split())
+    stopped = load_checkpoint(checkpoint_path(run_dir))
+    assert stopped.round < 30
+    client = MlflowClient(study["tracking"]["uri"])
+    run = client.get_run(stopped.meta["run_id"])
+    assert run.info.status == "KILLED"
+    assert len(pd.read_csv(run_dir / "rounds.csv")) == stopped.round  # stopped right after that checkpoint

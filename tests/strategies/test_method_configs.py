@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedray.config import config_from_data
+from fedray.config import config_from_data, deep_merge
 from fedray.strategies import get_strategy_class
 from fedray.strategies.condist import ConDist
 from fedray.strategies.fedprox import FedProx
@@ -33,12 +33,11 @@ def test_all_method_fragments_exist():
 @pytest.mark.parametrize("path", FRAGMENTS, ids=lambda path: path.stem)
 def test_fragment_validates_in_a_minimal_study(path):
     fragment = yaml.safe_load(path.read_text())
-    assert set(fragment) == {"method", "model"}
+    assert {"method", "model"} <= set(fragment) <= {"method", "model", "federation"}
     study = {
         "name": "t",
         "federation": {"hospitals": [{"organs": ["liver", "spleen"]}]},
         "data": {"organs": ["liver", "spleen"]},
-        **fragment,
     }
-    config = config_from_data(study)
+    config = config_from_data(deep_merge(study, fragment))
     assert isinstance(config.method.params, get_strategy_class(config.method.name).Params)
