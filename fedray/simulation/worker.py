@@ -25,7 +25,10 @@ def task_seed(seed: int, round_index: int, hospital_index: int) -> int:
 
 
 class HospitalWorker:
-    """Runs local training for the hospitals it hosts. Holds no state that outlives a task but data."""
+    """Runs local training for the hospitals it hosts; keeps their data, one model and a teacher cache.
+
+    Nothing a result depends on survives a task: weights come with each task and RNG from the seed.
+    """
 
     def __init__(
         self, config: StudyConfig, hospitals: list[Hospital], threads: int, gpu_memory_fraction: float = 0.0
