@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -57,7 +57,6 @@ class ClientResult:
     train_loss: float
     train_seconds: float
     bytes_down: int
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def bytes_up(self) -> int:

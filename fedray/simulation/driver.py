@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import subprocess
 import platform
 import threading
 import time
@@ -24,7 +21,6 @@ from fedray.config import StudyConfig, flatten
 from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
-from fedray.data.msd import manifest_sha256
 from fedray.errors import FedrayError
 from fedray.messages import Metric, State, dice_metric, encode_state
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
@@ -41,6 +37,7 @@ from fedray.tracking.checkpoint import (
     torch_state_to_bytes,
 )
 from fedray.tracking.mlflow import MlflowTracker, default_tracking_uri
+from fedray.tracking.provenance import data_manifest, git_commit
 from fedray.tracking.run_files import RunFiles
 from fedray.training.evaluate import Evaluation, evaluate
 
@@ -156,7 +153,7 @@ class Driver:
         checkpoint = load_checkpoint(checkpoint_path(cfg.run_dir)) if self.resume else None
         if checkpoint is None:
             files.write_config(cfg)
-            manifest = self._data_manifest()
+            manifest = data_manifest({h.hospital_id: h.folders for h in self.hospitals}, self.test_dir)
             files.write_json("data_manifest.json", manifest)
             tags = {**self._tags(), "data_manifest_sha256": manifest["study"]}
             tracker.start(cfg.run_name, flatten(to_data(cfg)), tags)
@@ -406,13 +403,6 @@ class Driver:
         picks = sorted(rng.choice(len(self.hospitals), size=k, replace=False))
         return [self.hospitals[i] for i in picks]
 
-    def _data_manifest(self) -> dict:
-        """Checksums of every hospital's and the test set's files, and one for the whole study."""
-        folders = {h.hospital_id: [manifest_sha256(f) for f in h.folders] for h in self.hospitals}
-        folders["test"] = [manifest_sha256(self.test_dir)]
-        study = hashlib.sha256(json.dumps(folders, sort_keys=True).encode()).hexdigest()
-        return {"study": study, "folders": folders}
-
     def _tags(self) -> dict[str, str]:
         cfg = self.config
         return {
@@ -436,18 +426,6 @@ class Driver:
         with self._lock:
             for key, value in values.items():
                 setattr(self._progress, key, value)
-
-
-def git_commit() -> str:
-    """The commit of the fedray checkout in use (with '+dirty' for local changes), or 'unknown'."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _logged(row: dict) -> dict[str, float]:

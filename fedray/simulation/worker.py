@@ -14,8 +14,8 @@ from fedray.data.federation import Hospital
 from fedray.messages import ClientResult, decode_state, encode_state
 from fedray.models.factory import build_model
 from fedray.strategies import build_strategy
-from fedray.strategies.base import Batch, ClientContext, ClientHooks, state_to_torch
-from fedray.training.losses import masked_sigmoid_loss
+from fedray.strategies.base import ClientContext, state_to_torch
+from fedray.strategies.fedkd import TeacherHooks
 from fedray.training.local import make_optimizer, train_locally
 
 
@@ -138,19 +138,3 @@ class HospitalWorker:
             self._teachers[teacher_id] = teacher.eval().requires_grad_(False)
         return self._teachers[teacher_id]
 
-
-class TeacherHooks(ClientHooks):
-    """Supervised loss of a teacher whose heads are only the site's own organs."""
-
-    def __init__(self, own_organs: list[int], context: ClientContext) -> None:
-        super().__init__(None, context)
-        self.own_organs = torch.tensor(own_organs)
-
-    def supervised_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Masked Dice + BCE with the study label map narrowed to this teacher's heads."""
-        label = batch.label
-        narrowed = torch.zeros_like(label)  # study label values -> this teacher's head numbering
-        for head, organ in enumerate(self.own_organs.tolist()):
-            narrowed[label == organ + 1] = head + 1
-        labelled = torch.ones(label.shape[0], len(self.own_organs), dtype=torch.bool, device=label.device)
-        return masked_sigmoid_loss(logits, narrowed, labelled)

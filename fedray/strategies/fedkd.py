@@ -107,6 +107,23 @@ class FedKDHooks(ClientHooks):
         return loss
 
 
+class TeacherHooks(ClientHooks):
+    """Supervised loss of a teacher whose heads are only the site's own organs."""
+
+    def __init__(self, own_organs: list[int], context: ClientContext) -> None:
+        super().__init__(None, context)
+        self.own_organs = torch.tensor(own_organs)
+
+    def supervised_loss(self, logits: Tensor, batch: Batch) -> Tensor:
+        """Masked Dice + BCE with the study label map narrowed to this teacher's heads."""
+        label = batch.label
+        narrowed = torch.zeros_like(label)  # study label values -> this teacher's head numbering
+        for head, organ in enumerate(self.own_organs.tolist()):
+            narrowed[label == organ + 1] = head + 1
+        labelled = torch.ones(label.shape[0], len(self.own_organs), dtype=torch.bool, device=label.device)
+        return masked_sigmoid_loss(logits, narrowed, labelled)
+
+
 class FedKD(Strategy):
     """Kim et al., "Federated learning with knowledge distillation for multi-organ segmentation with
     partially labeled datasets", Medical Image Analysis 95 (2024) 103156.
