@@ -46,7 +46,11 @@ def test_killed_hospital_actor_is_replaced_and_no_update_is_lost(tmp_path, ray_l
     killed = threading.Event()
 
     def kill_one_mid_round(progress):
-        if not killed.is_set() and progress.round == 2 and progress.phase == "training":
+        # Any moment from round 1's training to the end of round 2 works: the dead actor is met either
+        # mid-call or at the next round's call, and both must be retried. Matching one exact phase was
+        # flaky: a tiny round can finish between two polls.
+        in_window = progress.phase in ("training", "evaluating") and 1 <= progress.round <= 2
+        if not killed.is_set() and in_window:
             os.kill(hospital_actor_pid(faulty, 0), signal.SIGKILL)
             killed.set()
 
