@@ -219,9 +219,34 @@ class EvalConfig:
         require(0.0 <= self.overlap < 1.0, "eval.overlap must be in [0, 1).")
 
 
+def _check_share(cpus: float, gpus: float, where: str) -> None:
+    require(cpus > 0, f"{where} CPUs must be > 0.")
+    require(0 <= gpus <= 1 or gpus == int(gpus), f"{where} GPUs must be a fraction in [0, 1] or a whole number.")
+
+
+@dataclass(frozen=True)
+class HospitalResources:
+    """A hospital that gets an actor of its own with these resources (a large site on a whole GPU)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_share(self.cpus, self.gpus, "resources.hospitals:")
+
+
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """Ray: which cluster, and what each hospital actor gets."""
+    """Ray: which cluster, what each hospital actor gets, and how actors are placed.
+
+    Attributes:
+        actors: hospital actors sharing the hospitals without an override (default: as many as fit).
+        cpus_per_actor, gpus_per_actor: each such actor's share; 0.25 GPUs packs four on one GPU.
+        hospitals: per-hospital overrides by hospital id; each gets its own actor with those resources.
+        placement: Ray placement-group strategy for the actors' bundles (PACK fills nodes in turn,
+            SPREAD spreads over nodes; STRICT_ variants fail rather than bend).
+        placement_timeout_s: how long to wait for the cluster to hold every bundle before giving up.
+    """
 
     address: str | None = None
     num_cpus: int | None = None
@@ -229,13 +254,15 @@ class ResourcesConfig:
     actors: int | None = None
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    hospitals: dict[str, HospitalResources] = field(default_factory=dict)
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    placement_timeout_s: float = 120.0
     dashboard: bool = False
 
     def __post_init__(self) -> None:
-        require(self.cpus_per_actor > 0, "resources.cpus_per_actor must be > 0.")
-        require(0 <= self.gpus_per_actor <= 1 or self.gpus_per_actor == int(self.gpus_per_actor),
-                "resources.gpus_per_actor must be a fraction in [0, 1] or a whole number.")
+        _check_share(self.cpus_per_actor, self.gpus_per_actor, "resources.cpus_per_actor/gpus_per_actor:")
         require(self.actors is None or self.actors >= 1, "resources.actors must be >= 1.")
+        require(self.placement_timeout_s > 0, "resources.placement_timeout_s must be > 0.")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -26,6 +26,8 @@ class Metric(StrEnum):
     DROPPED = "fault/dropped"
     DROPOUT = "fault/dropout"
     LATE = "fault/late"
+    COMPUTE_MAX_S = "time/compute_max_s"
+    COMPUTE_SUM_S = "time/compute_sum_s"
 
 
 def dice_metric(organ: str) -> str:
@@ -48,7 +50,12 @@ def decode_state(payload: bytes) -> State:
 
 @dataclass(frozen=True)
 class ClientResult:
-    """One hospital's reply for one round."""
+    """One hospital's reply for one round.
+
+    `train_seconds` is the bare local update (the shared loop only), the compute a deadline and the
+    scale benchmark's floor are measured against. A `late` update missed the deadline: it is never
+    aggregated and its upload does not count.
+    """
 
     hospital_id: str
     round: int
@@ -57,8 +64,49 @@ class ClientResult:
     train_loss: float
     train_seconds: float
     bytes_down: int
+    late: bool = False
 
     @property
     def bytes_up(self) -> int:
         """Exact size of what the hospital sent back."""
         return len(self.payload)
+
+
+@dataclass
+class RoundAccount:
+    """A round's per-hospital bookkeeping; accounts kept on different actors merge into one."""
+
+    bytes_down: int = 0
+    bytes_up: int = 0
+    accepted: dict[str, tuple[float, int]] = field(default_factory=dict)  # hospital -> (loss, cases)
+    compute_s: dict[str, float] = field(default_factory=dict)  # hospital -> bare local update seconds
+    rejected: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
+
+    def merge(self, other: RoundAccount) -> None:
+        """Add `other`'s hospitals to this account."""
+        self.bytes_down += other.bytes_down
+        self.bytes_up += other.bytes_up
+        self.accepted.update(other.accepted)
+        self.compute_s.update(other.compute_s)
+        self.rejected.extend(other.rejected)
+        self.late.extend(other.late)
+
+
+@dataclass(frozen=True)
+class RoundPart:
+    """One hospital actor's share of a round: its hospitals' updates, pre-summed when the method allows.
+
+    For methods whose aggregation is a weighted sum, `aggregate` is the float64 weighted sum of the
+    actor's accepted updates and `account` its bookkeeping, so the driver holds one model per actor,
+    not per hospital. Otherwise `results` carry each update for the driver to fold in itself.
+    """
+
+    round: int
+    account: RoundAccount
+    aggregate: bytes | None = None
+    weight: float = 0.0
+    count: int = 0
+    results: tuple[ClientResult, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()  # (hospital id, error) to retry
+    client_states: tuple[tuple[str, bytes], ...] = ()  # (hospital id, persistent state) after the round

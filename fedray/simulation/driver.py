@@ -22,12 +22,19 @@ from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import Metric, State, dice_metric, encode_state
+from fedray.messages import Metric, State, decode_state, dice_metric, encode_state
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
+from fedray.models.ensemble import OrganEnsemble
 from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
-from fedray.simulation.placement import assign_hospitals, create_hospital_actors
+from fedray.simulation.placement import (
+    create_hospital_actor,
+    plan_actors,
+    release_placement,
+    reserve_placement,
+)
 from fedray.strategies import build_strategy
+from fedray.strategies.base import state_to_torch
 from fedray.tracking.checkpoint import (
     Checkpoint,
     checkpoint_path,
@@ -36,6 +43,7 @@ from fedray.tracking.checkpoint import (
     torch_state_from_bytes,
     torch_state_to_bytes,
 )
+from fedray.tracking.client_store import ClientStateStore
 from fedray.tracking.mlflow import MlflowTracker, default_tracking_uri
 from fedray.tracking.provenance import data_manifest, git_commit
 from fedray.tracking.run_files import RunFiles
@@ -170,6 +178,8 @@ class Driver:
         except BaseException:
             tracker.end("FAILED")
             raise
+        finally:
+            release_placement(cfg)  # the study's actors are done with their bundles
         for path in (files.config_path, files.rounds_path, files.summary_path):
             tracker.log_artifact(path)
         tracker.end("FINISHED")
@@ -181,19 +191,22 @@ class Driver:
         torch.manual_seed(cfg.seed)  # same initial weights for every method run with this seed
         model = build_model(cfg.model, len(self.organs))
         test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window)
-        self.groups = assign_hospitals(cfg, self.hospitals, ray.cluster_resources())
-        actors = create_hospital_actors(cfg, self.groups)
-        ray.get([actor.hosted.remote() for actor, _ in actors])  # data loaded before round 1
-        self.actor_of = {h.hospital_id: actor for actor, hosted in actors for h in hosted}
+        self.plans = plan_actors(cfg, self.hospitals, ray.cluster_resources())
+        self.placement = reserve_placement(cfg, self.plans)
+        self.actors = [create_hospital_actor(cfg, plan, self.placement, g) for g, plan in enumerate(self.plans)]
+        ray.get([actor.hosted.remote() for actor in self.actors])  # data loaded before round 1
+        self.group_of = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
         self.generations: dict[int, int] = {}  # group -> replacements so far
+        self.client_store = ClientStateStore(cfg.run_dir / "client_state")
 
         logged_through = 0  # rounds MLflow already holds (a resumed run may redo some of them)
         if checkpoint is not None:
             state = StudyState.from_checkpoint(checkpoint)
+            self.client_store.rollback(state.round)  # states written after the checkpoint are redone
             self.strategy.server_optimizer.load_state_dict(state.server_optimizer)
             logged_through = self._log_missing_rounds(tracker, files)
         else:
-            untrained = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
+            untrained = evaluate(self._evaluated(model, 0), test_cases, cfg.model.output, cfg.eval, len(self.organs))
             state = StudyState(
                 round=0,
                 global_state={k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
@@ -215,25 +228,29 @@ class Driver:
             ledger = RoundLedger(self.strategy, state.global_state)
             faults = self._train_round(round_index, chosen, payload_ref, teachers_ref, ledger)
             state.global_state = ledger.new_global_state()
-            state.bytes_total += ledger.bytes_down + ledger.bytes_up
+            state.bytes_total += ledger.account.bytes_down + ledger.account.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
             if evaluated:
                 self._update(phase="evaluating")
                 model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.global_state.items()})
-                state.last_eval = evaluate(model, test_cases, cfg.model.output, cfg.eval, len(self.organs))
+                state.last_eval = evaluate(
+                    self._evaluated(model, round_index), test_cases, cfg.model.output, cfg.eval, len(self.organs)
+                )
             dice = dice_from_counts(state.last_eval.counts) if evaluated else np.full(len(self.organs), np.nan)
             row = {
                 "round": round_index,
                 Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
                 **{dice_metric(o): float(d) for o, d in zip(self.organs, dice)},
                 Metric.INFER_S_PER_VOLUME.value: state.last_eval.seconds_per_volume if evaluated else math.nan,
-                Metric.BYTES_DOWN.value: ledger.bytes_down,
-                Metric.BYTES_UP.value: ledger.bytes_up,
+                Metric.BYTES_DOWN.value: ledger.account.bytes_down,
+                Metric.BYTES_UP.value: ledger.account.bytes_up,
                 Metric.BYTES_TOTAL.value: state.bytes_total,
                 Metric.ROUND_S.value: time.perf_counter() - round_start,
                 Metric.TRAIN_LOSS.value: ledger.train_loss,
                 Metric.REJECTED.value: len(ledger.rejected),
+                Metric.COMPUTE_MAX_S.value: max(ledger.account.compute_s.values(), default=0.0),
+                Metric.COMPUTE_SUM_S.value: sum(ledger.account.compute_s.values()),
                 **faults,
                 "clients": len(chosen),
             }
@@ -245,6 +262,7 @@ class Driver:
             every = cfg.tracking.checkpoint_every
             if round_index == cfg.rounds or self._stop.is_set() or (every and round_index % every == 0):
                 save_checkpoint(state.to_checkpoint(tracker.run_id, [*files.rows, row]), checkpoint_path(cfg.run_dir))
+                self.client_store.prune(round_index)
             files.add_round(row)
             if round_index > logged_through:
                 tracker.log_metrics(_logged(row), step=round_index)
@@ -286,75 +304,85 @@ class Driver:
     def _train_round(
         self, round_index: int, chosen: list[Hospital], payload_ref, teachers_ref, ledger: RoundLedger
     ) -> dict[str, int]:
-        """Dispatch the round's local updates and fold results in as they arrive.
+        """Dispatch the round's local updates, one call per hospital actor, and fold parts in as they arrive.
 
-        Simulated dropouts are not dispatched; a task whose actor died or whose training raised is
+        Simulated dropouts are not dispatched; hospitals whose actor died or whose training raised are
         retried (on a fresh actor if it died) up to faults.max_retries times, then dropped; with a
         deadline, updates whose slowed local time exceeds it are discarded as late. Returns the counts.
         """
         faults = self.config.faults
-        counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT, Metric.LATE)}
+        counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
         draws = {h.hospital_id: self._fault_draws(round_index, h) for h in chosen}
-
-        def submit(hospital: Hospital):
-            return self.actor_of[hospital.hospital_id].train.remote(
-                hospital.hospital_id, round_index, payload_ref, teachers_ref
-            )
-
-        pending = {}
+        slowdown = {hid: faults.straggler_slowdown for hid, (_, s) in draws.items() if s < faults.straggler_fraction}
+        by_group: dict[int, list[str]] = {}
         for hospital in chosen:
             if draws[hospital.hospital_id][0] < faults.dropout:
                 counts[Metric.DROPOUT.value] += 1
             else:
-                pending[submit(hospital)] = (hospital, 0)
+                by_group.setdefault(self.group_of[hospital.hospital_id], []).append(hospital.hospital_id)
+
+        pending = {}
+
+        def submit(group: int, hospital_ids: list[str], attempt: int) -> None:
+            states = None
+            if self.strategy.stateful:
+                stored = {hid: self.client_store.get(hid, round_index) for hid in hospital_ids}
+                states = {hid: payload for hid, payload in stored.items() if payload is not None}
+            actor = self.actors[group]
+            ref = actor.train_round.remote(
+                round_index, hospital_ids, payload_ref, teachers_ref, states,
+                {hid: slowdown[hid] for hid in hospital_ids if hid in slowdown}, faults.deadline_s,
+            )
+            pending[ref] = (group, actor, hospital_ids, attempt)
+
+        def retry_or_drop(group: int, hospital_ids: list[str], attempt: int, why: object) -> None:
+            if attempt < faults.max_retries:
+                counts[Metric.RETRIES.value] += len(hospital_ids)
+                submit(group, hospital_ids, attempt + 1)
+            else:
+                log.warning("dropped %s from round %d after %d retries: %s", ", ".join(hospital_ids),
+                            round_index, attempt, why)
+                counts[Metric.DROPPED.value] += len(hospital_ids)
+
+        for group, hospital_ids in sorted(by_group.items()):
+            submit(group, hospital_ids, 0)
         done_count = counts[Metric.DROPOUT.value]
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
-            hospital, attempt = pending.pop(ref)
+            group, actor, hospital_ids, attempt = pending.pop(ref)
             try:
-                result = ray.get(ref)
+                part = ray.get(ref)
             except (RayActorError, RayTaskError) as error:
                 if isinstance(getattr(error, "cause", None), FedrayError):
                     raise error.cause from None  # a configuration problem, not a failing hospital
-                if attempt < faults.max_retries:
-                    counts[Metric.RETRIES.value] += 1
-                    if isinstance(error, RayActorError):
-                        self._replace_actor(hospital)
-                    pending[submit(hospital)] = (hospital, attempt + 1)
-                    continue
-                log.warning("dropped %s from round %d after %d retries: %s", hospital.hospital_id,
-                            round_index, attempt, error)
-                counts[Metric.DROPPED.value] += 1
-            else:
-                straggler = draws[hospital.hospital_id][1] < faults.straggler_fraction
-                seconds = result.train_seconds * (faults.straggler_slowdown if straggler else 1.0)
-                if faults.deadline_s is not None and seconds > faults.deadline_s:
-                    counts[Metric.LATE.value] += 1
-                    ledger.bytes_down += result.bytes_down  # it received the model, but sent nothing in time
-                else:
-                    ledger.add(result)  # fold in, then drop the update
-            done_count += 1
+                if isinstance(error, RayActorError):
+                    self._replace_actor(group, actor)
+                retry_or_drop(group, hospital_ids, attempt, error)
+                continue
+            ledger.merge(part)
+            for hospital_id, payload in part.client_states:
+                self.client_store.put(hospital_id, round_index, payload)
+            if part.failed:
+                retry_or_drop(group, [hid for hid, _ in part.failed], attempt, dict(part.failed))
+            done_count += len(hospital_ids) - len(part.failed)
             self._update(clients_done=done_count, train_loss=ledger.train_loss)
-        return counts
+        return {**counts, Metric.LATE.value: len(ledger.account.late)}
 
     def _fault_draws(self, round_index: int, hospital: Hospital) -> tuple[float, float]:
         """(dropout draw, straggler draw) for one hospital and round, from (seed, round, hospital)."""
         rng = np.random.default_rng([self.config.seed, round_index, hospital.index, 0xFA])
         return float(rng.random()), float(rng.random())
 
-    def _replace_actor(self, hospital: Hospital) -> None:
-        """Start a fresh actor for the group of the dead actor that hosted `hospital` (once per death)."""
-        dead = self.actor_of[hospital.hospital_id]
-        number, group = next((i, hosted) for i, hosted in enumerate(self.groups) if hospital in hosted)
-        if any(self.actor_of[h.hospital_id] is not dead for h in group):
-            return  # already replaced for another hospital of the group
-        self.generations[number] = self.generations.get(number, 0) + 1
-        ray.kill(dead)  # unreachable but maybe alive: free its CPUs/GPU share for the replacement
-        [(actor, _)] = create_hospital_actors(self.config, [group], [number], self.generations[number])
+    def _replace_actor(self, group: int, dead) -> None:
+        """Start a fresh actor in the bundle of group `group`'s dead actor (once per death)."""
+        if self.actors[group] is not dead:
+            return  # already replaced
+        self.generations[group] = self.generations.get(group, 0) + 1
+        ray.kill(dead)  # unreachable but maybe alive: free its bundle for the replacement
+        actor = create_hospital_actor(self.config, self.plans[group], self.placement, group, self.generations[group])
         ray.get(actor.hosted.remote())
-        for h in group:
-            self.actor_of[h.hospital_id] = actor
-        log.warning("hospital actor of %s died; replaced it", ", ".join(h.hospital_id for h in group))
+        self.actors[group] = actor
+        log.warning("hospital actor of %s died; replaced it", ", ".join(h.hospital_id for h in self.plans[group].hospitals))
 
     def _log_missing_rounds(self, tracker: MlflowTracker, files: RunFiles) -> int:
         """On resume: log the checkpointed rounds MLflow had not received; return the last round it has.
@@ -376,12 +404,11 @@ class Driver:
         per organ. Returns {organ: (teacher id, head, head count, payload)} and the bytes this costs: each teacher
         uploaded once, and downloaded by every hospital that lacks one of its organs.
         """
-        teacher_of = {}
-        for k, organ in enumerate(self.organs):
-            labelling = [h for h in self.hospitals if organ in h.organs]
-            teacher_of[k] = min(labelling, key=lambda h: (-h.num_cases, h.index))
+        teacher_of = self._organ_owners()
         teacher_hospitals = {h.hospital_id for h in teacher_of.values()}
-        refs = {hid: self.actor_of[hid].pretrain_teacher.remote(hid, steps) for hid in sorted(teacher_hospitals)}
+        refs = {
+            hid: self.actors[self.group_of[hid]].pretrain_teacher.remote(hid, steps) for hid in sorted(teacher_hospitals)
+        }
         payloads = {hid: ray.get(ref) for hid, ref in refs.items()}
         teachers = {}
         for k, hospital in teacher_of.items():
@@ -393,6 +420,29 @@ class Driver:
             needed = {teacher_of[k].hospital_id for k, o in enumerate(self.organs) if o not in hospital.organs}
             downloaded += sum(len(payloads[t]) for t in needed - {hospital.hospital_id})
         return teachers, uploaded + downloaded
+
+    def _organ_owners(self) -> dict[int, Hospital]:
+        """Per organ index, the hospital with the most cases among those labelling it (lowest index on ties)."""
+        return {
+            k: min((h for h in self.hospitals if organ in h.organs), key=lambda h: (-h.num_cases, h.index))
+            for k, organ in enumerate(self.organs)
+        }
+
+    def _evaluated(self, model: torch.nn.Module, round_index: int) -> torch.nn.Module:
+        """The model the study is judged by: the global model, or for local-only training, each organ
+        predicted by its own hospital's model (the owner of the organ, as for teachers)."""
+        if self.strategy.communicates:
+            return model
+        models, picks, column = [], [], {}
+        for k, hospital in self._organ_owners().items():
+            if hospital.hospital_id not in column:
+                payload = self.client_store.get(hospital.hospital_id, round_index + 1)
+                own = build_model(self.config.model, len(self.organs))
+                own.load_state_dict(model.state_dict() if payload is None else state_to_torch(decode_state(payload)))
+                column[hospital.hospital_id] = len(models)
+                models.append(own)
+            picks.append((column[hospital.hospital_id], k))
+        return OrganEnsemble(models, picks)
 
     def _sample(self, round_index: int) -> list[Hospital]:
         """This round's hospitals: all, or `clients_per_round` drawn with a (seed, round) RNG."""

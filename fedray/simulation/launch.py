@@ -15,6 +15,7 @@ from fedray.config import ResourcesConfig, StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
 from fedray.simulation.driver import Driver, Progress
+from fedray.simulation.placement import check_resource_overrides, release_placement
 
 
 def init_ray(resources: ResourcesConfig) -> bool:
@@ -47,6 +48,7 @@ def run_study(
 
     Ctrl-C stops it after the current round's checkpoint; the MLflow run ends KILLED.
     """
+    check_resource_overrides(config, hospitals)
     started = init_ray(config.resources)
     try:
         here = ray.get_runtime_context().get_node_id()
@@ -73,6 +75,7 @@ def run_study(
             raise
         finally:
             ray.kill(driver)  # and with it the hospital actors it owns
+            release_placement(config)  # in case the driver died before releasing it
     except RayTaskError as error:
         cause = error.cause
         while isinstance(cause, RayTaskError):  # driver actor -> hospital actor -> the real error

@@ -1,4 +1,4 @@
-"""One round's bookkeeping on the driver: validate each update, fold it in, count bytes and losses."""
+"""One round's bookkeeping: validate each update, fold it in, count bytes, losses and compute."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from fedray.messages import ClientResult, State, decode_state
+from fedray.messages import ClientResult, RoundAccount, RoundPart, State, decode_state, encode_state
 from fedray.strategies.aggregate import WeightedSum
 from fedray.strategies.base import Strategy
 
@@ -29,38 +29,71 @@ def update_problem(update: State, reference: State) -> str | None:
 class RoundLedger:
     """Folds hospital results into the strategy's aggregate as they arrive; rejects bad updates.
 
-    A rejected update (NaN/inf, wrong keys or shapes) is not aggregated, so one bad hospital cannot
-    poison the global model; its bytes are still counted, because they were sent.
+    Kept by the driver for the whole round, and by each hospital actor for the hospitals it ran
+    when the method's aggregation is a weighted sum (hierarchical aggregation: the actor returns one
+    partial sum, see `part`). A rejected update (NaN/inf, wrong keys or shapes) is not aggregated, so
+    one bad hospital cannot poison the global model; its bytes are still counted, because they were sent.
     """
 
     def __init__(self, strategy: Strategy, global_state: State) -> None:
         self.strategy = strategy
         self.global_state = global_state
         self.aggregate: WeightedSum = strategy.new_aggregate()
-        self.bytes_down = 0
-        self.bytes_up = 0
-        self.losses: list[float] = []
-        self.cases: list[int] = []
-        self.rejected: list[str] = []
+        self.account = RoundAccount()
 
     def add(self, result: ClientResult) -> None:
-        """Account for one hospital's result and aggregate its update if it is valid."""
-        self.bytes_down += result.bytes_down
-        self.bytes_up += result.bytes_up
+        """Account for one hospital's result and aggregate its update if it is valid and in time."""
+        account = self.account
+        account.bytes_down += result.bytes_down
+        account.compute_s[result.hospital_id] = result.train_seconds
+        if result.late:
+            account.late.append(result.hospital_id)  # it received the model, but sent nothing in time
+            return
+        account.bytes_up += result.bytes_up
+        if not self.strategy.communicates:  # local-only: nothing to fold in
+            account.accepted[result.hospital_id] = (result.train_loss, result.num_examples)
+            return
         update = decode_state(result.payload)
         problem = update_problem(update, self.global_state)
         if problem is not None:
             log.warning("rejected the update of %s in round %d: %s", result.hospital_id, result.round, problem)
-            self.rejected.append(result.hospital_id)
+            account.rejected.append(result.hospital_id)
             return
         self.aggregate.add(update, self.strategy.client_weight(result.num_examples))
-        self.losses.append(result.train_loss)
-        self.cases.append(result.num_examples)
+        account.accepted[result.hospital_id] = (result.train_loss, result.num_examples)
+
+    def merge(self, part: RoundPart) -> None:
+        """Fold in a hospital actor's share of the round (its partial sum, or its updates one by one)."""
+        for result in part.results:
+            self.add(result)
+        if part.aggregate is not None:
+            self.account.merge(part.account)
+            if part.count:
+                self.aggregate.merge(decode_state(part.aggregate), part.weight, part.count)
+
+    def part(self, round_index: int, **extra) -> RoundPart:
+        """This (actor-side) ledger as one partial aggregate for the driver."""
+        total = self.aggregate.total
+        return RoundPart(
+            round=round_index,
+            account=self.account,
+            aggregate=encode_state(total) if total is not None else b"",
+            weight=self.aggregate.weight,
+            count=self.aggregate.count,
+            **extra,
+        )
+
+    @property
+    def rejected(self) -> list[str]:
+        return self.account.rejected
 
     @property
     def train_loss(self) -> float:
-        """Mean local loss of the accepted updates, weighted by training cases."""
-        return float(np.average(self.losses, weights=self.cases)) if self.losses else float("nan")
+        """Mean local loss of the accepted updates, weighted by training cases (in hospital order)."""
+        if not self.account.accepted:
+            return float("nan")
+        losses, cases = zip(*(self.account.accepted[h] for h in sorted(self.account.accepted)))
+        return float(np.average(losses, weights=cases))
 
     def new_global_state(self) -> State:
         """The strategy's server update; the global model stays as it was if nothing was accepted."""

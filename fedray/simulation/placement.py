@@ -1,16 +1,44 @@
-"""Place hospitals on hospital actors: how many actors fit, which hospitals each hosts, their resources."""
+"""Place hospitals on hospital actors: which hospitals each hosts, its resources, and where Ray puts it."""
 
 from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass
 
 import ray
+from ray.exceptions import GetTimeoutError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
-from fedray.errors import FedrayError
+from fedray.errors import ConfigError, FedrayError, did_you_mean
 from fedray.simulation.worker import HospitalWorker
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """One hospital actor: the hospitals it hosts for the whole study and its Ray resources."""
+
+    hospitals: tuple[Hospital, ...]
+    cpus: float
+    gpus: float
+
+    def bundle(self) -> dict[str, float]:
+        """Its placement-group bundle."""
+        return {"CPU": self.cpus, **({"GPU": self.gpus} if self.gpus else {})}
+
+
+def check_resource_overrides(config: StudyConfig, hospitals: list[Hospital]) -> None:
+    """Every `resources.hospitals` key must name a hospital of the study (did-you-mean otherwise)."""
+    ids = [h.hospital_id for h in hospitals]
+    for name in config.resources.hospitals:
+        if name not in ids:
+            raise ConfigError(
+                f"resources.hospitals: no hospital is named '{name}'.{did_you_mean(name, ids)} "
+                f"The study has {len(ids)} hospitals ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})."
+            )
 
 
 def actor_count(config: StudyConfig, n_hospitals: int, available: dict[str, float]) -> int:
@@ -23,30 +51,81 @@ def actor_count(config: StudyConfig, n_hospitals: int, available: dict[str, floa
     if fit < 1 or wanted > fit:
         raise FedrayError(
             f"{max(wanted, 1)} hospital actors with {res.cpus_per_actor:g} CPUs and {res.gpus_per_actor:g} GPUs "
-            f"each do not fit the Ray cluster ({available.get('CPU', 0):g} CPUs, {available.get('GPU', 0):g} GPUs): "
-            "lower resources.actors, cpus_per_actor or gpus_per_actor (0 trains on CPUs)."
+            f"each do not fit the Ray cluster ({available.get('CPU', 0):g} CPUs, {available.get('GPU', 0):g} GPUs "
+            "left for them): lower resources.actors, cpus_per_actor or gpus_per_actor (0 trains on CPUs), "
+            "or the per-hospital overrides in resources.hospitals."
         )
     return wanted
 
 
-def assign_hospitals(
-    config: StudyConfig, hospitals: list[Hospital], available: dict[str, float]
-) -> list[list[Hospital]]:
-    """Spread hospitals over actors by expected cost, largest first onto the least-loaded actor.
+def plan_actors(config: StudyConfig, hospitals: list[Hospital], available: dict[str, float]) -> list[ActorPlan]:
+    """Hospitals with a resources override get an actor each; the rest share actors balanced by cost.
 
-    A hospital's round costs `train.local_steps` steps whatever its size, so actors are balanced by
-    the local steps they run per round, then by cases (data held in memory). Ties go to the lower
-    actor index, so the plan is deterministic.
+    A hospital's round costs `train.local_steps` steps whatever its size, so shared actors are balanced
+    by the local steps they run per round, then by cases (data held in memory): largest first onto the
+    least-loaded actor, ties to the lower index, so the plan is deterministic.
     """
-    n_actors = actor_count(config, len(hospitals), available)
+    res = config.resources
+    dedicated = [
+        ActorPlan((h,), res.hospitals[h.hospital_id].cpus, res.hospitals[h.hospital_id].gpus)
+        for h in hospitals
+        if h.hospital_id in res.hospitals
+    ]
+    shared = [h for h in hospitals if h.hospital_id not in res.hospitals]
+    if not shared:
+        return dedicated
+    left = {
+        "CPU": available.get("CPU", 0) - sum(p.cpus for p in dedicated),
+        "GPU": available.get("GPU", 0) - sum(p.gpus for p in dedicated),
+    }
+    n_actors = actor_count(config, len(shared), left)
     steps = config.train.local_steps
     loads = [(0, 0, i) for i in range(n_actors)]
-    plan: list[list[Hospital]] = [[] for _ in range(n_actors)]
-    for hospital in sorted(hospitals, key=lambda h: (-h.num_cases, h.index)):
+    groups: list[list[Hospital]] = [[] for _ in range(n_actors)]
+    for hospital in sorted(shared, key=lambda h: (-h.num_cases, h.index)):
         step_load, case_load, i = heapq.heappop(loads)
-        plan[i].append(hospital)
+        groups[i].append(hospital)
         heapq.heappush(loads, (step_load + steps, case_load + hospital.num_cases, i))
-    return [hosted for hosted in plan if hosted]
+    return [ActorPlan(tuple(g), res.cpus_per_actor, res.gpus_per_actor) for g in groups if g] + dedicated
+
+
+def placement_name(config: StudyConfig) -> str:
+    """Ray name of a study's placement group."""
+    return f"{config.run_name}/placement"
+
+
+def reserve_placement(config: StudyConfig, plans: list[ActorPlan]) -> PlacementGroup:
+    """One placement group with a bundle per hospital actor, placed by `resources.placement`.
+
+    Reserving every bundle at once means a study starts with all its actors or not at all (two studies
+    sharing a cluster never deadlock holding half their actors each).
+
+    Raises:
+        FedrayError: the cluster did not hold the bundles within `resources.placement_timeout_s`.
+    """
+    res = config.resources
+    group = placement_group([p.bundle() for p in plans], strategy=res.placement, name=placement_name(config))
+    try:
+        ray.get(group.ready(), timeout=res.placement_timeout_s)
+    except GetTimeoutError:
+        remove_placement_group(group)
+        cpus = sum(p.cpus for p in plans)
+        gpus = sum(p.gpus for p in plans)
+        raise FedrayError(
+            f"The Ray cluster could not place {len(plans)} hospital actors ({cpus:g} CPUs, {gpus:g} GPUs in all, "
+            f"strategy {res.placement}) within {res.placement_timeout_s:g} s; it has "
+            f"{ray.available_resources().get('CPU', 0):g} CPUs and {ray.available_resources().get('GPU', 0):g} "
+            "GPUs free. Free the cluster, ask for less (resources.*), or use PACK/SPREAD instead of STRICT_*."
+        ) from None
+    return group
+
+
+def release_placement(config: StudyConfig) -> None:
+    """Remove the study's placement group if it exists (idempotent; frees its bundles)."""
+    try:
+        remove_placement_group(ray.util.get_placement_group(placement_name(config)))
+    except ValueError:
+        pass  # none by that name: never reserved, or already released
 
 
 def actor_name(config: StudyConfig, group: int, generation: int = 0) -> str:
@@ -57,22 +136,17 @@ def actor_name(config: StudyConfig, group: int, generation: int = 0) -> str:
     return f"{config.run_name}/hospitals-{group}" + (f"-r{generation}" if generation else "")
 
 
-def create_hospital_actors(
-    config: StudyConfig, plan: list[list[Hospital]], groups: list[int] | None = None, generation: int = 0
-) -> list[tuple[object, list[Hospital]]]:
-    """Start one named HospitalWorker actor per group, with the configured CPUs and (fractional) GPUs.
-
-    `groups` gives the group numbers of `plan` (default 0..n-1); `generation` counts replacements.
-    """
-    res = config.resources
-    remote = ray.remote(HospitalWorker)
-    threads = max(1, int(res.cpus_per_actor))
-    return [
-        (
-            remote.options(
-                num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, name=actor_name(config, group, generation)
-            ).remote(config, hosted, threads, res.gpus_per_actor),
-            hosted,
+def create_hospital_actor(
+    config: StudyConfig, plan: ActorPlan, placement: PlacementGroup, group: int, generation: int = 0
+):
+    """Start the named HospitalWorker actor of `group` in its bundle, with the plan's CPUs and (fractional) GPUs."""
+    return (
+        ray.remote(HospitalWorker)
+        .options(
+            num_cpus=plan.cpus,
+            num_gpus=plan.gpus,
+            name=actor_name(config, group, generation),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=group),
         )
-        for group, hosted in zip(groups or range(len(plan)), plan)
-    ]
+        .remote(config, list(plan.hospitals), max(1, int(plan.cpus)), plan.gpus)
+    )

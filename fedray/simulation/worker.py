@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 import numpy as np
+import ray
 import torch
 
 from fedray.config import StudyConfig
 from fedray.data.datasets import PatchSampler, load_folder
 from fedray.data.federation import Hospital
-from fedray.messages import ClientResult, decode_state, encode_state
+from fedray.errors import FedrayError
+from fedray.messages import ClientResult, RoundAccount, RoundPart, decode_state, encode_state
 from fedray.models.factory import build_model
+from fedray.simulation.ledger import RoundLedger
 from fedray.strategies import build_strategy
 from fedray.strategies.base import ClientContext, state_to_torch
 from fedray.strategies.fedkd import TeacherHooks
 from fedray.training.local import make_optimizer, train_locally
+
+log = logging.getLogger(__name__)
 
 
 def task_seed(seed: int, round_index: int, hospital_index: int) -> int:
@@ -60,6 +66,10 @@ class HospitalWorker:
         """Process id of this actor (fault-injection tests kill it)."""
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (placement tests check the spread)."""
+        return ray.get_runtime_context().get_node_id()
+
     def hosted(self) -> list[str]:
         """Ids of the hospitals on this actor (returns once their data is loaded)."""
         return list(self.hospitals)
@@ -80,19 +90,70 @@ class HospitalWorker:
         train_locally(teacher, self.samplers[hospital_id].batches(seed), steps, optimizer, hooks, self.device)
         return encode_state(hooks.payload(teacher))
 
-    def train(
-        self, hospital_id: str, round_index: int, global_payload: bytes, teachers: dict | None = None
-    ) -> ClientResult:
-        """One round of local training for `hospital_id`, starting from the global weights.
+    def train_round(
+        self,
+        round_index: int,
+        hospital_ids: list[str],
+        global_payload: bytes,
+        teachers: dict | None = None,
+        client_states: dict[str, bytes] | None = None,
+        slowdown: dict[str, float] | None = None,
+        deadline_s: float | None = None,
+    ) -> RoundPart:
+        """One round of local training for each of `hospital_ids`, each starting from the global weights.
 
-        `teachers` maps organ index -> (teacher id, head, head count, payload) for methods that distil from
-        organ-specific teachers; decoded teachers are cached on the actor by teacher id.
+        Methods whose aggregation is a weighted sum get one partial sum of this actor's updates (the
+        driver then holds one model per actor); others get every update. A hospital whose training
+        raises is reported in `failed` for the driver to retry; a configuration error propagates.
+        `slowdown` (simulated stragglers) scales a hospital's measured time before the deadline check.
+        `teachers` maps organ index -> (teacher id, head, head count, payload); decoded teachers are
+        cached on the actor by teacher id.
         """
-        start = time.perf_counter()
+        global_state = decode_state(global_payload)
+        ledger = RoundLedger(self.strategy, global_state) if self.strategy.partial_aggregation else None
+        bytes_down = len(global_payload) if self.strategy.communicates else 0
+        results, failed, states = [], [], []
+        for hospital_id in hospital_ids:
+            try:
+                update, loss, seconds, state = self._train_hospital(
+                    hospital_id, round_index, global_state, teachers or {}, (client_states or {}).get(hospital_id)
+                )
+            except FedrayError:
+                raise
+            except Exception as error:  # noqa: BLE001 - reported, retried by the driver, then dropped
+                log.warning("local training of %s failed in round %d: %r", hospital_id, round_index, error)
+                failed.append((hospital_id, repr(error)))
+                continue
+            late = deadline_s is not None and seconds * (slowdown or {}).get(hospital_id, 1.0) > deadline_s
+            result = ClientResult(
+                hospital_id=hospital_id,
+                round=round_index,
+                payload=encode_state(update) if self.strategy.communicates else b"",
+                num_examples=self.hospitals[hospital_id].num_cases,
+                train_loss=loss,
+                train_seconds=seconds,
+                bytes_down=bytes_down,
+                late=late,
+            )
+            if ledger is not None:
+                ledger.add(result)
+            else:
+                results.append(result)
+            if state is not None:
+                states.append((hospital_id, encode_state(state)))
+        extra = {"failed": tuple(failed), "client_states": tuple(states)}
+        if ledger is not None:
+            return ledger.part(round_index, **extra)
+        return RoundPart(round=round_index, account=RoundAccount(), results=tuple(results), **extra)
+
+    def _train_hospital(
+        self, hospital_id: str, round_index: int, global_state: dict, teachers: dict, client_state: bytes | None
+    ) -> tuple[dict, float, float, dict | None]:
+        """Local training of one hospital: (update, mean loss, seconds of the bare update, state to keep)."""
         hospital = self.hospitals[hospital_id]
         cfg = self.config
-        global_state = {k: v.to(self.device) for k, v in state_to_torch(decode_state(global_payload)).items()}
-        self.model.load_state_dict(global_state)
+        weights = {k: v.to(self.device) for k, v in state_to_torch(global_state).items()}
+        self.model.load_state_dict(weights)
         seed = task_seed(cfg.seed, round_index, hospital.index)
         torch.manual_seed(seed)
         hooks = self.strategy.client_hooks(
@@ -103,12 +164,17 @@ class HospitalWorker:
                 output=cfg.model.output,
                 teachers={
                     organ: (self._teacher(teacher_id, n_heads, payload), head)
-                    for organ, (teacher_id, head, n_heads, payload) in (teachers or {}).items()
+                    for organ, (teacher_id, head, n_heads, payload) in teachers.items()
                     if cfg.data.organs[organ] not in hospital.organs
                 },
+                client_state=(
+                    {k: v.to(self.device) for k, v in state_to_torch(decode_state(client_state)).items()}
+                    if client_state is not None
+                    else None
+                ),
             )
         )
-        hooks.on_train_start(self.model, global_state)
+        hooks.on_train_start(self.model, weights)
         optimizer = make_optimizer(
             self.model,
             cfg.train.optimizer,
@@ -116,18 +182,12 @@ class HospitalWorker:
             cfg.train.momentum,
             cfg.train.weight_decay,
         )
+        start = time.perf_counter()
         local = train_locally(
             self.model, self.samplers[hospital_id].batches(seed), cfg.train.local_steps, optimizer, hooks, self.device
         )
-        return ClientResult(
-            hospital_id=hospital_id,
-            round=round_index,
-            payload=encode_state(hooks.payload(self.model)),
-            num_examples=hospital.num_cases,
-            train_loss=local.mean_loss,
-            train_seconds=time.perf_counter() - start,
-            bytes_down=len(global_payload),
-        )
+        seconds = time.perf_counter() - start
+        return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)
 
     def _teacher(self, teacher_id: str, n_heads: int, payload: bytes) -> torch.nn.Module:
         """A frozen teacher, decoded once per actor (teachers never change after pre-training)."""

@@ -9,6 +9,7 @@ from fedray.strategies.condist import ConDist
 from fedray.strategies.fedavg import FedAvg
 from fedray.strategies.fedkd import FedKD
 from fedray.strategies.fedprox import FedProx
+from fedray.strategies.local import LocalOnly
 from fedray.strategies.marginal import Marginal
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -17,6 +18,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "marginal": Marginal,
     "condist": ConDist,
     "fedkd": FedKD,
+    "local": LocalOnly,
 }
 
 

@@ -38,6 +38,18 @@ class WeightedSum:
         self.weight += weight
         self.count += 1
 
+    def merge(self, total: State, weight: float, count: int) -> None:
+        """Fold in another accumulator's float64 `total` (a hospital actor's partial sum)."""
+        if self.total is None:
+            self.total = {k: np.array(v, dtype=np.float64) for k, v in total.items()}
+        else:
+            if total.keys() != self.total.keys():
+                raise ValueError("partial aggregate keys differ from the first update's keys")
+            for key, value in total.items():
+                self.total[key] += value
+        self.weight += weight
+        self.count += count
+
     def mean(self, like: State) -> State:
         """Weighted mean, cast to the dtypes of `like` (the current global state)."""
         if self.total is None:

@@ -44,6 +44,7 @@ class ClientContext:
     labelled: tuple[bool, ...]
     output: Literal["softmax", "sigmoid"]
     teachers: dict[int, tuple[nn.Module, int]] = field(default_factory=dict)  # organ -> (frozen model, head)
+    client_state: dict[str, Tensor] | None = None  # this hospital's persistent state (stateful methods)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class ClientHooks:
         """What the hospital sends back: by default its full weights."""
         return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
+    def client_state(self, model: nn.Module) -> State | None:
+        """What this hospital keeps for its next round (stateful methods); None keeps nothing."""
+        return None
+
 
 class Strategy:
     """Server half of a method: how updates are weighted, folded together and applied.
@@ -86,6 +91,11 @@ class Strategy:
     Params: ClassVar[type] = NoParams
     client_hooks_class: ClassVar[type[ClientHooks]] = ClientHooks
     required_output: ClassVar[Literal["softmax", "sigmoid"] | None] = None  # checked at config load
+    # A weighted sum lets each hospital actor pre-sum its hospitals' updates (hierarchical aggregation);
+    # a method whose aggregation is not linear sets this False and gets every update one by one.
+    partial_aggregation: ClassVar[bool] = True
+    communicates: ClassVar[bool] = True  # False: hospitals never exchange weights (local-only training)
+    stateful: ClassVar[bool] = False  # True: hospitals keep state between rounds (see ClientStateStore)
 
     def __init__(self, params: object, server: ServerOptimizerConfig | None = None) -> None:
         self.params = params

@@ -47,9 +47,16 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     arrays.update({f"{_BLOB}{k}": np.frombuffer(v, dtype=np.uint8) for k, v in checkpoint.blobs.items()})
     meta = {**checkpoint.meta, "round": checkpoint.round}
     arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    temporary = path.with_suffix(".tmp")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync, then rename, so readers see the old file or the new one."""
+    temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
