@@ -30,6 +30,12 @@ class Metric(StrEnum):
     COMPUTE_SUM_S = "time/compute_sum_s"
 
 
+# Measured durations: they differ between otherwise identical runs, so exact comparisons skip them.
+TIMING_METRICS = frozenset(
+    {Metric.ROUND_S.value, Metric.INFER_S_PER_VOLUME.value, Metric.COMPUTE_MAX_S.value, Metric.COMPUTE_SUM_S.value}
+)
+
+
 def dice_metric(organ: str) -> str:
     """Metric name of one organ's Dice."""
     return f"dice/{organ}"

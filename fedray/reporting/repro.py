@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fedray.messages import Metric
+from fedray.messages import TIMING_METRICS, Metric
 
-# Wall-clock metrics differ between any two runs; everything else must match exactly on CPU.
-TIMING = (Metric.ROUND_S.value, Metric.INFER_S_PER_VOLUME.value)
+# Wall-clock metrics (TIMING_METRICS) differ between any two runs; everything else must match exactly on CPU.
 
 
 def compare_rounds(original: pd.DataFrame, rerun: pd.DataFrame) -> pd.DataFrame:
@@ -28,7 +27,7 @@ def compare_rounds(original: pd.DataFrame, rerun: pd.DataFrame) -> pd.DataFrame:
                 "metric": metric,
                 "rounds": n,
                 "max_abs_diff": float(diff),
-                "match": "timing (not compared)" if metric in TIMING else ("yes" if same else "NO"),
+                "match": "timing (not compared)" if metric in TIMING_METRICS else ("yes" if same else "NO"),
             }
         )
     return pd.DataFrame(rows)

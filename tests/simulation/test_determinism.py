@@ -1,4 +1,4 @@
-"""Same seed, same final weights, whether the hospitals share one actor or have one each."""
+"""Same seed, same final weights, on 1, 2 or 4 hospital actors (each pre-summing its own hospitals)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ pytestmark = pytest.mark.ray
 
 def final_weights(tmp_path, actors: int) -> dict:
     data = tiny_study(tmp_path, rounds=2)
+    data["federation"]["hospitals"].append({"name": "d", "organs": ["spleen", "stomach"], "cases": 1})
     data["resources"] = {"cpus_per_actor": 0.5, "actors": actors}
     data["tracking"] = {**data["tracking"], "run_name": f"actors{actors}"}
     config = with_absolute_paths(config_from_data(data))
@@ -25,5 +26,5 @@ def final_weights(tmp_path, actors: int) -> dict:
 
 
 def test_final_weights_do_not_depend_on_the_number_of_actors(tmp_path, ray_local):
-    one, three = final_weights(tmp_path, 1), final_weights(tmp_path, 3)
-    assert all(np.array_equal(one[k], three[k]) for k in one)  # bit-identical on CPU
+    one, two, four = (final_weights(tmp_path, n) for n in (1, 2, 4))
+    assert all(np.array_equal(one[k], two[k]) and np.array_equal(one[k], four[k]) for k in one)  # bit-identical

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from fedray.config import config_from_data, load_config, with_absolute_paths
 from fedray.data.federation import prepare_hospitals
-from fedray.messages import Metric
+from fedray.messages import TIMING_METRICS, Metric
 from fedray.simulation.launch import run_study
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 from tests.conftest import tiny_study
@@ -66,7 +66,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
     for key, value in final_ref.global_state.items():
         assert np.array_equal(value, final_resumed.global_state[key]), key  # bit-identical on CPU
 
-    timing = [Metric.ROUND_S.value, Metric.INFER_S_PER_VOLUME.value]
+    timing = sorted(TIMING_METRICS)
     ref_rows = pd.read_csv(reference.run_dir / "rounds.csv").drop(columns=timing)
     resumed_rows = pd.read_csv(killed_dir / "rounds.csv").drop(columns=timing)
     pd.testing.assert_frame_equal(ref_rows, resumed_rows)
