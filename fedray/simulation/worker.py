@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.datasets import PatchSampler, load_folder
+from fedray.data.datasets import PatchSampler, load_hospital_cases
 from fedray.data.federation import Hospital
 from fedray.messages import ClientResult, decode_state, encode_state
 from fedray.models.factory import build_model
@@ -48,7 +48,7 @@ class HospitalWorker:
         self._teachers: dict[str, torch.nn.Module] = {}
         self.samplers = {
             h.hospital_id: PatchSampler(
-                [case for folder in h.folders for case in load_folder(folder, organs, config.data.hu_window)],
+                load_hospital_cases(h, config.data),
                 config.data.patch_size,
                 config.data.foreground_ratio,
                 config.train.batch_size,
