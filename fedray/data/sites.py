@@ -84,7 +84,7 @@ def read_site_cases(site: SiteConfig, require_files: bool = False) -> Site:
             f"it (label map: {names}). Add the value to the site's labels, or remove the organ from organs."
         )
     label_map = LabelMap(
-        names=tuple(sorted(names.items())),
+        names=tuple(sorted((v, o) for v, o in names.items() if o in organs)),  # undeclared: background
         values=tuple(sorted({0, *file_values, *(site.labels or {})})),
         organs=organs,
     )
@@ -108,6 +108,8 @@ def split_cases(cases: tuple[SiteCase, ...], k: int) -> list[tuple[SiteCase, ...
             f"Site '{site}' has {len(cases)} usable case(s), too few to split into {k} hospitals. "
             "Lower the site's split, or add cases."
         )
+    if k == 1:
+        return [cases]  # one hospital keeps the listing order
     ordered = sorted(cases, key=lambda c: (hashlib.sha256(c.case_id.encode()).hexdigest(), c.case_id))
     return [tuple(ordered[j::k]) for j in range(k)]
 

@@ -33,8 +33,8 @@ class BadCase:
         return asdict(self)
 
     def message(self) -> str:
-        """One sentence naming the file first."""
-        return f"'{self.file}' {self.reason} (site '{self.site}', case '{self.case}')"
+        """One sentence naming the case, its site and the file."""
+        return f"case '{self.case}' of site '{self.site}': '{self.file}' {self.reason}"
 
 
 def check_cases(
@@ -58,7 +58,7 @@ def check_cases(
                 good.append(case)
             elif on_bad_case == "fail":
                 raise DataError(
-                    f"Bad case: {problem.message()}. Fix or remove the case, or set data.on_bad_case=skip "
+                    f"Bad {problem.message()}. Fix or remove the case, or set data.on_bad_case=skip "
                     "to leave bad cases out of the study (they are then listed with the run)."
                 )
             else:
@@ -89,7 +89,7 @@ def case_problem(case: SiteCase, organs: Sequence[str]) -> BadCase | None:
                                "(both must be the same 3-D grid)")
     if not np.allclose(image.affine, label.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
         return bad(case.label, f"has a different affine (orientation, spacing or origin) than its image "
-                               f"'{case.image}':\n{label.affine.round(4)}\nvs\n{image.affine.round(4)}")
+                               f"'{case.image}' ({_rows(label.affine)} vs {_rows(image.affine)})")
     try:
         labels = np.asanyarray(label.dataobj)
     except Exception as error:  # truncated or corrupt compressed data
@@ -150,3 +150,8 @@ def _grid(shape: tuple[int, ...]) -> tuple[int, ...]:
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     return shape
+
+
+def _rows(affine: np.ndarray) -> str:
+    """The affine's top three rows on one line, for a one-paragraph message."""
+    return str(np.round(affine[:3], 3).tolist())
