@@ -123,7 +123,9 @@ class DataConfig:
         require(0.0 <= self.foreground_ratio <= 1.0, "data.foreground_ratio must be in [0, 1].")
         require(all(p >= 8 for p in self.patch_size), "data.patch_size: every size must be >= 8.")
         if self.source == "msd":
-            require(len(self.sites) > 0, "data.sites must list at least one site (MSD folder or CSV file) when source is msd.")
+            require(
+                len(self.sites) > 0, "data.sites must list at least one site (MSD folder or CSV file) when source is msd."
+            )
             require(self.test_set is not None, "data.test_set must name a fully-labelled MSD folder.")
 
 

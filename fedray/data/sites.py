@@ -91,7 +91,9 @@ def read_site_cases(site: SiteConfig, require_files: bool = False) -> Site:
     ids = [case_id for case_id, _, _ in pairs]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
-        raise DataError(f"'{source}' lists case {', '.join(repeated)} more than once; each case must be listed once.")
+        raise DataError(
+            f"'{source}' lists case {', '.join(repeated)} more than once; list each case once."
+        )
     cases = tuple(SiteCase(name, source, case_id, image, label, label_map) for case_id, image, label in pairs)
     return Site(name=name, source=source, cases=cases, label_map=label_map)
 
@@ -119,9 +121,10 @@ def _read_csv(path: Path) -> list[tuple[str, Path, Path]]:
     if not path.is_file():
         raise DataError(f"Site CSV file '{path}' does not exist.")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"'{path}' is not a readable CSV file ({type(error).__name__}: {error}).") from None
+    table.columns = [str(c).strip() for c in table.columns]  # "image, label" is a common way to write it
     missing = [c for c in ("image", "label") if c not in table.columns]
     if missing:
         raise DataError(

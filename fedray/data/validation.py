@@ -84,9 +84,9 @@ def case_problem(case: SiteCase, organs: Sequence[str]) -> BadCase | None:
         except Exception as error:  # nibabel raises many types (ImageFileError, OSError, EOFError, ...)
             return bad(path, f"cannot be read as NIfTI ({type(error).__name__}: {error})")
     image, label = headers[case.image], headers[case.label]
-    if _grid(image.shape) != _grid(label.shape) or len(_grid(image.shape)) != 3:
+    if _grid(image.shape) != _grid(label.shape) or len(_grid(image.shape)) != 3 or 0 in image.shape:
         return bad(case.label, f"has shape {label.shape}, but its image '{case.image}' has {image.shape} "
-                               "(both must be the same 3-D grid)")
+                               "(both must be the same non-empty 3-D grid)")
     if not np.allclose(image.affine, label.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
         return bad(case.label, f"has a different affine (orientation, spacing or origin) than its image "
                                f"'{case.image}' ({_rows(label.affine)} vs {_rows(image.affine)})")

@@ -298,6 +298,10 @@ def test_bad_csv_layout(tmp_path, test_set):
     csv.write_text("img,label\na,b\n")
     with pytest.raises(DataError, match="has no column image"):
         prepare_hospitals(study([{"path": str(csv), "labels": {1: "liver"}}], test_set))
+    twice = write_csv(tmp_path / "d" / "twice.csv", {"a": blocks(l=1)})
+    twice.write_text(twice.read_text().replace(",", ", ") + twice.read_text().splitlines()[1] + "\n")
+    with pytest.raises(DataError, match="lists case images/a more than once"):  # "image, label" header is fine
+        prepare_hospitals(study([{"path": str(twice), "labels": {1: "liver"}}], test_set))
     with pytest.raises(DataError, match="Site CSV file .* does not exist"):
         prepare_hospitals(study([{"path": str(tmp_path / "nope.csv"), "labels": {1: "liver"}}], test_set))
 
@@ -333,8 +337,8 @@ def test_phantom_hospitals_carry_their_cases(tmp_path):
     config = config_from_data(
         {
             "name": "p",
-            "data": {"cache_dir": str(tmp_path), "organs": ["liver"], "phantom": {"shape": [16, 16, 16], "test_cases": 1},
-                     "patch_size": [16, 16, 16]},
+            "data": {"cache_dir": str(tmp_path), "organs": ["liver"], "patch_size": [16, 16, 16],
+                     "phantom": {"shape": [16, 16, 16], "test_cases": 1}},
             "federation": {"hospitals": [{"name": "x", "organs": ["liver"], "cases": 2}]},
             "eval": {"roi_size": [16, 16, 16]},
         }
