@@ -30,13 +30,80 @@ class PhantomConfig:
 
 
 @dataclass(frozen=True)
+class SiteConfig:
+    """One real data site: an MSD folder or a CSV of image,label paths, its label map, and its split.
+
+    Attributes:
+        path: an MSD folder (with dataset.json) or a .csv file with columns image,label (paths
+            relative to the CSV file).
+        format: msd or csv; inferred from the path (a .csv suffix means csv).
+        name: hospital id (default: the folder name, or the CSV file's stem).
+        labels: the site's label value -> global organ name, or null for a value that is not
+            trained on. Replaces dataset.json's names; values it leaves out are not trained on.
+        organs: global organs the site annotates (default: every organ `labels` names).
+        split: deal the site's cases into this many hospitals `<name>-<j>` (deterministic).
+    """
+
+    path: str
+    format: Literal["msd", "csv"] | None = None
+    name: str | None = None
+    labels: dict[int, str | None] | None = None
+    organs: tuple[str, ...] | None = None
+    split: int = 1
+
+    def __post_init__(self) -> None:
+        if self.format is None:
+            object.__setattr__(self, "format", "csv" if self.path.lower().endswith(".csv") else "msd")
+        require(self.split >= 1, f"site '{self.path}': split must be >= 1, got {self.split}.")
+        require(self.name is None or bool(self.name.strip()), f"site '{self.path}': name must not be empty.")
+        if self.labels is not None:
+            labels = {}
+            for value, organ in self.labels.items():
+                try:
+                    number = int(value)
+                except (TypeError, ValueError):
+                    number = -1
+                require(
+                    number >= 0 and str(number) == str(value).strip(),
+                    f"site '{self.path}': label value {value!r} must be a whole number >= 0.",
+                )
+                require(
+                    organ is None or (isinstance(organ, str) and organ in ORGANS),
+                    f"site '{self.path}': labels maps {number} to unknown organ {organ!r}."
+                    f"{did_you_mean(str(organ), ORGANS)} Use a global organ name ({', '.join(ORGANS)}) "
+                    "or null for a value that is not trained on.",
+                )
+                labels[number] = organ
+            object.__setattr__(self, "labels", labels)
+        if self.organs is not None:
+            for organ in self.organs:
+                require(
+                    organ in ORGANS,
+                    f"site '{self.path}': organs lists unknown organ '{organ}'.{did_you_mean(organ, ORGANS)}",
+                )
+            require(len(set(self.organs)) == len(self.organs), f"site '{self.path}': organs lists an organ twice.")
+            if self.labels is not None:
+                unmapped = [o for o in self.organs if o not in self.labels.values()]
+                require(
+                    not unmapped,
+                    f"site '{self.path}': organs declares {', '.join(unmapped)}, but labels maps no value to "
+                    "it. Add the value to labels, or remove the organ from organs.",
+                )
+        require(
+            self.format == "msd" or self.labels is not None,
+            f"site '{self.path}': a CSV site needs a labels map (value: organ), since it has no dataset.json.",
+        )
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and how training patches are drawn."""
 
     source: Literal["phantom", "msd"] = "phantom"
     cache_dir: str = "results/data"
-    sites: tuple[str, ...] = ()
+    sites: tuple[str | SiteConfig, ...] = ()  # a string is shorthand for {path: <folder>}
     test_set: str | None = None
+    on_bad_case: Literal["fail", "skip"] = "fail"  # skip: leave bad cases out, and report them
     organs: tuple[str, ...] = ORGANS
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     hu_window: tuple[float, float] = (-325.0, 325.0)
@@ -44,6 +111,10 @@ class DataConfig:
     foreground_ratio: float = 0.8
 
     def __post_init__(self) -> None:
+        # One form downstream: every site becomes a SiteConfig.
+        object.__setattr__(
+            self, "sites", tuple(SiteConfig(path=s) if isinstance(s, str) else s for s in self.sites)
+        )
         require(len(self.organs) > 0, "data.organs must list at least one organ.")
         for organ in self.organs:
             require(organ in ORGANS, f"data.organs: unknown organ '{organ}'.{did_you_mean(organ, ORGANS)}")
@@ -52,7 +123,9 @@ class DataConfig:
         require(0.0 <= self.foreground_ratio <= 1.0, "data.foreground_ratio must be in [0, 1].")
         require(all(p >= 8 for p in self.patch_size), "data.patch_size: every size must be >= 8.")
         if self.source == "msd":
-            require(len(self.sites) > 0, "data.sites must list at least one MSD folder when source is msd.")
+            require(
+                len(self.sites) > 0, "data.sites must list at least one site (MSD folder or CSV file) when source is msd."
+            )
             require(self.test_set is not None, "data.test_set must name a fully-labelled MSD folder.")
 
 
@@ -367,7 +440,7 @@ def with_absolute_paths(config: StudyConfig) -> StudyConfig:
         data=replace(
             data,
             cache_dir=str(Path(data.cache_dir).resolve()),
-            sites=tuple(str(Path(s).resolve()) for s in data.sites),
+            sites=tuple(replace(s, path=str(Path(s.path).resolve())) for s in data.sites),
             test_set=str(Path(data.test_set).resolve()) if data.test_set else None,
         ),
         tracking=replace(config.tracking, results_dir=str(Path(config.tracking.results_dir).resolve())),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,9 +21,13 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from fedray.data.msd import read_site
+from fedray.config import DataConfig, SiteConfig
+from fedray.data.sites import LabelMap, SiteCase, read_site_cases
 from fedray.errors import DataError
 from fedray.strategies.base import Batch
+
+if TYPE_CHECKING:
+    from fedray.data.federation import Hospital
 
 
 def label_lookup(label_names: dict[int, str], organs: Sequence[str]) -> np.ndarray:
@@ -56,22 +61,43 @@ def preprocessing(table: np.ndarray, hu_window: tuple[float, float]) -> Compose:
     )
 
 
+def load_hospital_cases(hospital: Hospital, data: DataConfig) -> list[dict]:
+    """Load and preprocess a hospital's cases once, each through its own site's label map (the actor's loader)."""
+    return load_cases(hospital.cases, data.organs, data.hu_window)
+
+
 def load_folder(folder: Path, organs: Sequence[str], hu_window: tuple[float, float]) -> list[dict]:
-    """Load and preprocess every case of an MSD folder once (MONAI CacheDataset)."""
-    site = read_site(folder)
-    items = [{"image": str(c.image), "label": str(c.label), "case_id": c.case_id} for c in site.cases]
-    table = label_lookup(site.label_names, list(organs))
-    try:
-        dataset = CacheDataset(items, preprocessing(table, hu_window), progress=False, num_workers=0)
-    except RuntimeError as error:  # MONAI wraps errors raised inside transforms
-        cause = error.__cause__
-        while cause is not None and not isinstance(cause, DataError):
-            cause = cause.__cause__
-        if cause is None:
-            raise
-        raise DataError(f"{folder}: {cause}") from None
-    labelled = torch.tensor([organ in site.organs for organ in organs], dtype=torch.bool)
-    return [{**dataset[i], "labelled": labelled} for i in range(len(dataset))]
+    """Load and preprocess every case of an MSD folder once (the test set)."""
+    return load_cases(read_site_cases(SiteConfig(path=str(folder)), require_files=True).cases, organs, hu_window)
+
+
+def load_cases(cases: Sequence[SiteCase], organs: Sequence[str], hu_window: tuple[float, float]) -> list[dict]:
+    """Load cases (MONAI CacheDataset, one per label map), in the given order, with their `labelled` masks."""
+    organs = list(organs)
+    loaded: list[dict | None] = [None] * len(cases)
+    by_map: dict[LabelMap, list[int]] = {}
+    for i, case in enumerate(cases):
+        by_map.setdefault(case.label_map, []).append(i)
+    for label_map, indices in by_map.items():
+        items = [
+            {"image": str(cases[i].image), "label": str(cases[i].label), "case_id": cases[i].case_id}
+            for i in indices
+        ]
+        # Values the site knows but does not train on map to background, like unlabelled organs.
+        table = label_lookup({**dict.fromkeys(label_map.values, ""), **dict(label_map.names)}, organs)
+        try:
+            dataset = CacheDataset(items, preprocessing(table, hu_window), progress=False, num_workers=0)
+        except RuntimeError as error:  # MONAI wraps errors raised inside transforms
+            cause = error.__cause__
+            while cause is not None and not isinstance(cause, DataError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise DataError(f"site '{cases[indices[0]].site}' ({cases[indices[0]].source}): {cause}") from None
+        labelled = torch.tensor([organ in label_map.organs for organ in organs], dtype=torch.bool)
+        for position, i in enumerate(indices):
+            loaded[i] = {**dataset[position], "labelled": labelled}
+    return loaded
 
 
 class PatchSampler:

@@ -4,24 +4,56 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedray.config import StudyConfig
-from fedray.data.msd import MsdSite, read_site
-from fedray.errors import ConfigError
+from fedray.config import SiteConfig, StudyConfig
+from fedray.data.sites import SiteCase, read_site_cases, split_cases
+from fedray.data.validation import BadCase, check_cases
+from fedray.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
 class Hospital:
-    """One federated client: folders of cases (one, unless pooled) and the organs it labels."""
+    """One federated client: its cases (each with its own site's label map) and the study organs it labels."""
 
     hospital_id: str
     index: int
     organs: tuple[str, ...]
-    folders: tuple[Path, ...]
-    num_cases: int
+    cases: tuple[SiteCase, ...]
+
+    @property
+    def num_cases(self) -> int:
+        """How many cases the hospital trains on."""
+        return len(self.cases)
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        """Where the cases come from: each site's folder (MSD) or CSV file, in order."""
+        return tuple(dict.fromkeys(c.source.parent if c.source.name == "dataset.json" else c.source
+                                   for c in self.cases))
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the hospital's data depends on (site manifests, then images and labels), for checksums."""
+        manifests = dict.fromkeys(c.source for c in self.cases)
+        return (*manifests, *(path for c in self.cases for path in (c.image, c.label)))
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The study's hospitals, its fully-labelled test folder, and the cases left out as bad.
+
+    Unpacks as `hospitals, test_dir = prepare_hospitals(config)`, as before `skipped` existed.
+    """
+
+    hospitals: list[Hospital]
+    test_dir: Path
+    skipped: tuple[BadCase, ...] = ()  # data.on_bad_case: skip; each has .as_dict() -> {site, case, file, reason}
+
+    def __iter__(self) -> Iterator:
+        return iter((self.hospitals, self.test_dir))
 
 
 @dataclass(frozen=True)
@@ -56,23 +88,27 @@ def plan_hospitals(config: StudyConfig) -> list[HospitalPlan]:
 
 def prepare_hospitals(
     config: StudyConfig, progress: Callable[[int, int], None] | None = None
-) -> tuple[list[Hospital], Path]:
+) -> PreparedData:
     """Return the hospitals and the fully-labelled test folder, writing phantom data on first use.
 
+    Real sites are read, split, and every case checked in full here, before any Ray work starts:
+    bad cases stop the study (data.on_bad_case: fail) or are left out and listed in `skipped`.
+
     Raises:
-        ConfigError: a study organ no hospital labels.
-        DataError: a data folder that cannot be read.
+        ConfigError: a study organ no hospital labels, or repeated hospital names.
+        DataError: a site or case that cannot be used (the message names the file).
     """
     if config.data.source == "phantom":
         hospitals, test_dir = _phantom_hospitals(config, progress)
+        skipped: list[BadCase] = []
     else:
-        hospitals, test_dir = _msd_hospitals(config)
+        hospitals, test_dir, skipped = _site_hospitals(config)
     names = [h.hospital_id for h in hospitals]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(
             f"Hospital names must be unique; {', '.join(repeated)} appear more than once "
-            "(give explicit names, or sites in folders with different names)."
+            "(give sites explicit names, or put them in folders with different names)."
         )
     if config.federation.pooled:
         hospitals = [pool(hospitals)]
@@ -83,15 +119,13 @@ def prepare_hospitals(
             f"No hospital labels {', '.join(missing)}: every study organ (data.organs) must be "
             "labelled by at least one hospital. Remove it from data.organs or add a hospital that labels it."
         )
-    return hospitals, test_dir
+    return PreparedData(hospitals, test_dir, tuple(skipped))
 
 
 def pool(hospitals: list[Hospital]) -> Hospital:
     """One client holding every hospital's cases; each case keeps its own site's partial labels."""
     organs = tuple(dict.fromkeys(o for h in hospitals for o in h.organs))
-    return Hospital(
-        "pooled", 0, organs, tuple(f for h in hospitals for f in h.folders), sum(h.num_cases for h in hospitals)
-    )
+    return Hospital("pooled", 0, organs, tuple(c for h in hospitals for c in h.cases))
 
 
 def _phantom_hospitals(
@@ -109,7 +143,9 @@ def _phantom_hospitals(
         folder = root / f"{plan.name}-{key}"
         if not (folder / "dataset.json").is_file():  # written last, so its presence means complete
             write_site(folder, plan.organs, plan.cases, seed=phantom.seed, site_index=index, spec=spec, name=plan.name)
-        hospitals.append(Hospital(plan.name, index, plan.organs, (folder,), plan.cases))
+        # fedray wrote these files itself, so they are listed but not re-read to check them.
+        site = read_site_cases(SiteConfig(path=str(folder), name=plan.name))
+        hospitals.append(Hospital(plan.name, index, plan.organs, site.cases))
         if progress is not None:
             progress(index + 1, len(plans) + 1)
     test_dir = root / f"test-{_fingerprint(spec, phantom.seed, -1, (), phantom.test_cases)}"
@@ -120,14 +156,29 @@ def _phantom_hospitals(
     return hospitals, test_dir
 
 
-def _msd_hospitals(config: StudyConfig) -> tuple[list[Hospital], Path]:
-    hospitals = []
-    for index, folder in enumerate(config.data.sites):
-        site: MsdSite = read_site(folder)
-        organs = tuple(o for o in site.organs if o in config.data.organs)
-        hospitals.append(Hospital(Path(folder).name, index, organs, (Path(folder),), len(site.cases)))
-    read_site(config.data.test_set)  # fail early if the test set is unreadable
-    return hospitals, Path(config.data.test_set)
+def _site_hospitals(config: StudyConfig) -> tuple[list[Hospital], Path, list[BadCase]]:
+    """Hospitals from real sites: read every site, check every case, split sites into hospitals."""
+    data = config.data
+    sites = [(site_config, read_site_cases(site_config)) for site_config in data.sites]
+    test = read_site_cases(SiteConfig(path=data.test_set, name="test"))  # fail early on an unreadable test set
+    hospitals, skipped = [], []
+    for site_config, site in sites:
+        good, bad = check_cases(site.cases, data.organs, data.on_bad_case)
+        skipped += bad
+        if not good:
+            raise DataError(
+                f"Site '{site.name}' ({site.source}) has no usable cases: all {len(bad)} were left out as bad, "
+                f"e.g. {bad[0].message()}. Fix its files or remove the site from data.sites."
+            )
+        organs = tuple(o for o in site.label_map.organs if o in data.organs)
+        groups = split_cases(tuple(good), site_config.split)
+        width = len(str(len(groups) - 1))
+        for j, cases in enumerate(groups):
+            name = site.name if len(groups) == 1 else f"{site.name}-{j:0{width}d}"
+            hospitals.append(Hospital(name, len(hospitals), organs, cases))
+    # The test set is the benchmark: a bad test case always stops the study, never shrinks the set.
+    check_cases(test.cases, data.organs, "fail")
+    return hospitals, Path(data.test_set), skipped
 
 
 def _fingerprint(spec: object, seed: int, index: int, organs: tuple[str, ...], cases: int) -> str:

@@ -27,6 +27,7 @@ class MsdSite:
     folder: Path
     cases: tuple[Case, ...]
     label_names: dict[int, str]
+    label_values: frozenset[int] = frozenset()  # every value dataset.json's labels map lists
 
     @property
     def organs(self) -> tuple[str, ...]:
@@ -35,8 +36,8 @@ class MsdSite:
         return tuple(o for o in ORGANS if o in named)
 
 
-def read_site(folder: str | Path) -> MsdSite:
-    """Read `folder/dataset.json` and check that every listed file exists.
+def read_site(folder: str | Path, require_files: bool = True) -> MsdSite:
+    """Read `folder/dataset.json` and (unless `require_files` is false) check that every listed file exists.
 
     The organs come from `fedray.organs` when present (fedray-written folders), else from the
     `labels` map's names that are global organ names.
@@ -56,6 +57,7 @@ def read_site(folder: str | Path) -> MsdSite:
     try:
         meta = json.loads(manifest.read_text())
         labels = {int(value): str(name) for value, name in meta.get("labels", {}).items()}
+        values = frozenset(labels)
         entries = [(e["image"], e["label"]) for e in meta["training"]]
         declared = meta.get("fedray", {}).get("organs")
     except (json.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
@@ -65,13 +67,13 @@ def read_site(folder: str | Path) -> MsdSite:
     cases = []
     for image_name, label_name in entries:
         image, label = folder / image_name, folder / label_name
-        for path in (image, label):
+        for path in (image, label) if require_files else ():
             if not path.is_file():
                 raise DataError(f"'{manifest}' lists '{path}', which does not exist.")
         cases.append(Case(case_id=image.name.split(".")[0], image=image, label=label))
     if not cases:
         raise DataError(f"'{manifest}' lists no training cases.")
-    return MsdSite(folder=folder, cases=tuple(cases), label_names=labels)
+    return MsdSite(folder=folder, cases=tuple(cases), label_names=labels, label_values=values)
 
 
 def manifest_sha256(folder: str | Path) -> str:

@@ -161,7 +161,7 @@ class Driver:
         checkpoint = load_checkpoint(checkpoint_path(cfg.run_dir)) if self.resume else None
         if checkpoint is None:
             files.write_config(cfg)
-            manifest = data_manifest({h.hospital_id: h.folders for h in self.hospitals}, self.test_dir)
+            manifest = data_manifest({h.hospital_id: h.files for h in self.hospitals}, self.test_dir)
             files.write_json("data_manifest.json", manifest)
             tags = {**self._tags(), "data_manifest_sha256": manifest["study"]}
             tracker.start(cfg.run_name, flatten(to_data(cfg)), tags)

@@ -11,7 +11,7 @@ import ray
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.datasets import PatchSampler, load_folder
+from fedray.data.datasets import PatchSampler, load_hospital_cases
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
 from fedray.messages import ClientResult, RoundAccount, RoundPart, decode_state, encode_state
@@ -54,7 +54,7 @@ class HospitalWorker:
         self._teachers: dict[str, torch.nn.Module] = {}
         self.samplers = {
             h.hospital_id: PatchSampler(
-                [case for folder in h.folders for case in load_folder(folder, organs, config.data.hu_window)],
+                load_hospital_cases(h, config.data),
                 config.data.patch_size,
                 config.data.foreground_ratio,
                 config.train.batch_size,

@@ -5,17 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedray.data.msd import manifest_sha256
 
 
-def data_manifest(hospital_folders: dict[str, tuple[Path, ...]], test_dir: Path) -> dict:
-    """Checksums of every hospital's and the test set's files, and one for the whole study."""
-    folders = {hid: [manifest_sha256(f) for f in paths] for hid, paths in hospital_folders.items()}
-    folders["test"] = [manifest_sha256(test_dir)]
-    study = hashlib.sha256(json.dumps(folders, sort_keys=True).encode()).hexdigest()
-    return {"study": study, "folders": folders}
+def data_manifest(hospital_files: dict[str, Sequence[Path]], test_dir: Path) -> dict:
+    """Checksums of each hospital's files (`Hospital.files`) and of the test set, and one for the whole study."""
+    hospitals = {hid: files_sha256(files) for hid, files in hospital_files.items()}
+    test = manifest_sha256(test_dir)
+    study = hashlib.sha256(json.dumps({"hospitals": hospitals, "test": test}, sort_keys=True).encode()).hexdigest()
+    return {"study": study, "hospitals": hospitals, "test": test}
+
+
+def files_sha256(paths: Sequence[Path]) -> str:
+    """SHA-256 over the contents of `paths` in order (so a changed voxel or label map changes it)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def git_commit() -> str:

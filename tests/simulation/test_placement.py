@@ -8,11 +8,14 @@ import pytest
 
 from fedray.config import config_from_data
 from fedray.data.federation import Hospital
+from fedray.data.sites import LabelMap, SiteCase
 from fedray.simulation.placement import plan_actors
 
 
 def hospitals(cases: list[int]) -> list[Hospital]:
-    return [Hospital(f"h{i}", i, ("liver",), (Path("."),), n) for i, n in enumerate(cases)]
+    label_map = LabelMap(names=((1, "liver"),), values=(0, 1), organs=("liver",))
+    case = SiteCase("s", Path("dataset.json"), "c", Path("c.nii.gz"), Path("c.nii.gz"), label_map)
+    return [Hospital(f"h{i}", i, ("liver",), (case,) * n) for i, n in enumerate(cases)]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ def test_run_records_provenance_and_repro_matches(tmp_path, ray_local):
     run_dir = tmp_path / "results" / "tiny"
 
     manifest = json.loads((run_dir / "data_manifest.json").read_text())
-    assert set(manifest["folders"]) == {"a", "b", "c", "test"}
+    assert set(manifest["hospitals"]) == {"a", "b", "c"} and manifest["test"]
     client = MlflowClient(study["tracking"]["uri"])
     [run] = client.search_runs([client.get_experiment_by_name("fedray").experiment_id])
     tags = run.data.tags
@@ -35,6 +35,9 @@ def test_run_records_provenance_and_repro_matches(tmp_path, ray_local):
     # a changed data file changes the checksum the rerun logs
     label = next((tmp_path / "data" / "phantom").glob("a-*/labelsTr/*.nii.gz"))
     label.write_bytes(label.read_bytes()[:-1] + bytes([label.read_bytes()[-1] ^ 1]))
-    from fedray.data.msd import manifest_sha256
+    from fedray.config import config_from_data
+    from fedray.data.federation import prepare_hospitals
+    from fedray.tracking.provenance import files_sha256
 
-    assert manifest_sha256(label.parent.parent) != manifest["folders"]["a"][0]
+    [hospital_a] = [h for h in prepare_hospitals(config_from_data(study)).hospitals if h.hospital_id == "a"]
+    assert files_sha256(hospital_a.files) != manifest["hospitals"]["a"]

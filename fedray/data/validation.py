@@ -1,0 +1,157 @@
+"""Check real cases before a study starts: files present, readable, on one grid, finite, labels in the map."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+
+from fedray.data.sites import SiteCase
+from fedray.errors import DataError
+
+# Affines of an image and its label may differ by float rounding in the writer; 1e-3 mm is far
+# below any voxel size, yet catches a shifted or flipped label.
+_AFFINE_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class BadCase:
+    """A case left out of a study (data.on_bad_case: skip), and why."""
+
+    site: str
+    case: str
+    file: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        """{site, case, file, reason}, for summary.json and MLflow."""
+        return asdict(self)
+
+    def message(self) -> str:
+        """One sentence naming the case, its site and the file."""
+        return f"case '{self.case}' of site '{self.site}': '{self.file}' {self.reason}"
+
+
+def check_cases(
+    cases: Sequence[SiteCase], organs: Sequence[str], on_bad_case: Literal["fail", "skip"]
+) -> tuple[list[SiteCase], list[BadCase]]:
+    """Split `cases` into good ones and bad ones, reading every file in full (a few threads).
+
+    An organ a site declares (and the study trains) with no voxels in a case makes that case bad:
+    the case would teach that the organ is absent. Judged per case, so one case without a
+    gallbladder does not cost the whole site; a wrong label map still empties every case.
+
+    Raises:
+        DataError: with on_bad_case 'fail', the first bad case in listing order.
+    """
+    good, bad = [], []
+    workers = max(1, min(4, os.cpu_count() or 1, len(cases)))
+    pool = ThreadPoolExecutor(max_workers=workers)  # zlib and numpy release the GIL while reading
+    try:
+        for case, problem in zip(cases, pool.map(lambda c: case_problem(c, organs), cases)):
+            if problem is None:
+                good.append(case)
+            elif on_bad_case == "fail":
+                raise DataError(
+                    f"Bad {problem.message()}. Fix or remove the case, or set data.on_bad_case=skip "
+                    "to leave bad cases out of the study (they are then listed with the run)."
+                )
+            else:
+                bad.append(problem)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return good, bad
+
+
+def case_problem(case: SiteCase, organs: Sequence[str]) -> BadCase | None:
+    """What is wrong with one case, or None: headers first, then the label and image voxels."""
+
+    def bad(path: object, reason: str) -> BadCase:
+        return BadCase(case.site, case.case_id, str(path), reason)
+
+    for path in (case.image, case.label):
+        if not path.is_file():
+            return bad(path, f"does not exist (listed in '{case.source}')")
+    headers = {}
+    for path in (case.image, case.label):
+        try:
+            headers[path] = nib.load(path)
+        except Exception as error:  # nibabel raises many types (ImageFileError, OSError, EOFError, ...)
+            return bad(path, f"cannot be read as NIfTI ({type(error).__name__}: {error})")
+    image, label = headers[case.image], headers[case.label]
+    if _grid(image.shape) != _grid(label.shape) or len(_grid(image.shape)) != 3 or 0 in image.shape:
+        return bad(case.label, f"has shape {label.shape}, but its image '{case.image}' has {image.shape} "
+                               "(both must be the same non-empty 3-D grid)")
+    if not np.allclose(image.affine, label.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
+        return bad(case.label, f"has a different affine (orientation, spacing or origin) than its image "
+                               f"'{case.image}' ({_rows(label.affine)} vs {_rows(image.affine)})")
+    try:
+        labels = np.asanyarray(label.dataobj)
+    except Exception as error:  # truncated or corrupt compressed data
+        return bad(case.label, f"cannot be read in full ({type(error).__name__}: {error})")
+    problem = _label_problem(labels, case, organs)
+    if problem:
+        return bad(case.label, problem)
+    del labels
+    try:
+        voxels = np.asanyarray(image.dataobj)
+    except Exception as error:
+        return bad(case.image, f"cannot be read in full ({type(error).__name__}: {error})")
+    if voxels.dtype.kind == "f":
+        nonfinite = voxels.size - int(np.count_nonzero(np.isfinite(voxels)))
+        if nonfinite:
+            return bad(case.image, f"has {nonfinite} NaN or infinite voxel(s)")
+    return None
+
+
+def _label_problem(labels: np.ndarray, case: SiteCase, organs: Sequence[str]) -> str | None:
+    """Why a label volume cannot be trained on: non-integer values, values outside the map, empty organs."""
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            return "has NaN or infinite voxels (a label map holds whole numbers)"
+        if not np.array_equal(labels, np.round(labels)):
+            return "holds fractional values (a label map holds whole numbers)"
+    values = labels.astype(np.int64, copy=False).ravel()
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and high < 2**20:
+        counts = np.bincount(values, minlength=high + 1)  # linear time, unlike np.unique's sort
+        present = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    else:
+        found, counts = np.unique(values, return_counts=True)
+        present = {int(v): int(n) for v, n in zip(found, counts)}
+    label_map = case.label_map
+    unknown = sorted(set(present) - set(label_map.values))
+    if unknown:
+        return (
+            f"holds label value(s) {', '.join(map(str, unknown))} that are not in the label map of site '{case.site}' "
+            f"(known values: {', '.join(map(str, label_map.values))}). Map them in the site's labels "
+            "(null for values not to train on)"
+        )
+    empty = [
+        organ for organ in label_map.organs
+        if organ in organs and not any(present.get(v, 0) for v in label_map.values_of(organ))
+    ]
+    if empty:
+        return (
+            f"has no {', '.join(empty)} voxels, but site '{case.site}' declares it annotates "
+            f"{', '.join(empty)} (a wrong label map, or an organ missing from this case)"
+        )
+    return None
+
+
+def _grid(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The spatial shape: trailing singleton axes (some writers add them) dropped."""
+    shape = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _rows(affine: np.ndarray) -> str:
+    """The affine's top three rows on one line, for a one-paragraph message."""
+    return str(np.round(affine[:3], 3).tolist())
