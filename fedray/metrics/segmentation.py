@@ -1,7 +1,8 @@
-"""Per-organ overlap and distance: TP/FP/FN counts, Dice from summed counts, HD95 in mm (NaN where undefined)."""
+"""Per-organ TP/FP/FN counts, Dice from summed counts, and HD95 in mm; NaN where a score is undefined."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,7 +45,9 @@ def mean_dice(dice: np.ndarray) -> float:
     return float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
 
 
-def hd95_mm(prediction: Tensor, truth: Tensor, n_organs: int, spacing: Sequence[float]) -> np.ndarray:
+def hd95_mm(
+    prediction: Tensor, truth: Tensor, n_organs: int, spacing: Sequence[float]
+) -> np.ndarray:
     """Per-organ 95th-percentile symmetric Hausdorff distance in mm of two (X, Y, Z) label maps.
 
     Distances are between the organs' surface voxels (MONAI compute_hausdorff_distance, percentile 95)
@@ -60,10 +63,11 @@ def hd95_mm(prediction: Tensor, truth: Tensor, n_organs: int, spacing: Sequence[
     for k in range(n_organs):
         pred, true = prediction == k + 1, truth == k + 1
         if pred.any() and true.any():
-            distances[k] = float(
-                compute_hausdorff_distance(
+            with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal call
+                warnings.filterwarnings("ignore", ".*always_return_as_numpy", FutureWarning)
+                distance = compute_hausdorff_distance(
                     pred[None, None], true[None, None], include_background=True, percentile=95,
                     spacing=[float(s) for s in spacing],
                 )
-            )
+            distances[k] = float(distance)
     return distances
