@@ -1,4 +1,4 @@
-"""Evaluate a model on fully-labelled volumes: sliding-window inference, scored in the original image space."""
+"""Evaluate a model on fully-labelled volumes: sliding-window inference, scored on the original grid."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def evaluate(
         counts += confusion_counts(labels, truth, n_organs)
         distances[index] = hd95_mm(labels, truth, n_organs, spacing)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # organs with no defined HD95: NaN is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)  # an organ with no defined HD95: NaN is right
         mean_distances = np.nanmean(distances, axis=0)
     return Evaluation(counts=counts, seconds_per_volume=seconds / len(cases), hd95_mm=mean_distances)
 
