@@ -117,6 +117,7 @@ def load_folder(
     folder: Path,
     organs: Sequence[str],
     hu_window: tuple[float, float],
+    *,
     preprocess: PreprocessConfig | None = None,
 ) -> list[dict]:
     """Load and preprocess every case of an MSD folder once (MONAI CacheDataset)."""

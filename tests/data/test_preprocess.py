@@ -51,7 +51,7 @@ def test_resampling_to_a_target_spacing(tmp_path):
     image, label = body_with_organs(shape=(8, 10, 8))
     folder = write_case(tmp_path / "s", image, label, np.diag([2.0, 2.0, 3.0, 1.0]))
     config = PreprocessConfig(spacing=(1.0, 2.0, 1.5))
-    [case] = load_folder(folder, ["liver", "spleen"], (-325.0, 325.0), config)
+    [case] = load_folder(folder, ["liver", "spleen"], (-325.0, 325.0), preprocess=config)
     assert case["image"].shape == case["label"].shape == (1, 15, 10, 15)
     assert case["affine"].diagonal().tolist() == [1.0, 2.0, 1.5, 1.0]
     assert case["original_label"].shape == (1, 8, 10, 8)  # the file's grid, kept for evaluation
@@ -61,7 +61,7 @@ def test_resampling_to_a_target_spacing(tmp_path):
 def test_foreground_crop_keeps_the_body(tmp_path):
     image, label = body_with_organs()
     folder = write_case(tmp_path / "s", image, label, np.diag([2.0, 2.0, 3.0, 1.0]))
-    [case] = load_folder(folder, ["liver", "spleen"], (-325.0, 325.0), PreprocessConfig(crop_foreground=True))
+    [case] = load_folder(folder, ["liver", "spleen"], (-325.0, 325.0), preprocess=PreprocessConfig(crop_foreground=True))
     assert case["image"].shape == (1, 8, 7, 6)  # the 0 HU box at [2:10, 2:9, 1:7]
     assert float(case["image"].min()) == 0.0  # no air left
     assert torch.equal(case["label"][0], torch.as_tensor(label[2:10, 2:9, 1:7]))

@@ -63,7 +63,7 @@ def non_ras_folder(tmp_path):
     ids=["defaults", "resampled-and-cropped"],
 )
 def test_perfect_model_scores_perfectly_in_the_original_space(non_ras_folder, preprocess):
-    cases = load_folder(non_ras_folder, ORGANS, (-325.0, 325.0), preprocess)
+    cases = load_folder(non_ras_folder, ORGANS, (-325.0, 325.0), preprocess=preprocess)
     result = evaluate(ReadsLabelsFromIntensity(), cases, "softmax", EVAL, len(ORGANS))
     liver_voxels = 2 * 5 * 3 * 3  # two volumes
     spleen_voxels = 3 * 3 * 3
