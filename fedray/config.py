@@ -96,6 +96,54 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes to sampled training patches; every probability 0 (the default) means none."""
+
+    flip_prob: float = 0.0  # per axis: each of x, y, z is flipped with this probability
+    intensity_prob: float = 0.0  # probability of each of the scale and the shift below
+    intensity_scale: float = 0.1  # image * (1 + U(-s, s))
+    intensity_shift: float = 0.1  # image + U(-s, s), in windowed units (the window spans [-1, 1])
+    affine_prob: float = 0.0  # probability of a random rotation and zoom (MONAI RandAffined)
+    rotate_deg: float = 15.0  # rotation about each axis drawn from U(-r, r) degrees
+    zoom: float = 0.1  # scale factor per axis drawn from 1 + U(-z, z)
+
+    def __post_init__(self) -> None:
+        for name in ("flip_prob", "intensity_prob", "affine_prob"):
+            require(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1].")
+        for name in ("intensity_scale", "intensity_shift", "rotate_deg", "zoom"):
+            require(getattr(self, name) >= 0.0, f"{name} must be >= 0.")
+        require(self.zoom < 1.0, "zoom must be < 1 (a scale factor must stay positive).")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any augmentation can happen."""
+        return max(self.flip_prob, self.intensity_prob, self.affine_prob) > 0.0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """CT preprocessing beyond the HU window; the defaults (none of it) keep the original voxel grid.
+
+    Attributes:
+        spacing: resample to these voxel sizes in mm (x, y, z after reorientation to RAS); image
+            bilinear, label nearest. null keeps each volume's own spacing.
+        crop_foreground: crop each volume to the bounding box of the body (voxels above the HU
+            window's low end), so patches and sliding windows skip the air around the patient.
+        augment: random changes applied to training patches after they are sampled.
+    """
+
+    spacing: tuple[float, float, float] | None = None
+    crop_foreground: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            self.spacing is None or all(s > 0 for s in self.spacing),
+            "spacing: every value must be > 0 mm.",
+        )
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images come from and how training patches are drawn."""
 
@@ -107,6 +155,7 @@ class DataConfig:
     organs: tuple[str, ...] = ORGANS
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     hu_window: tuple[float, float] = (-325.0, 325.0)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     patch_size: tuple[int, int, int] = (32, 32, 32)
     foreground_ratio: float = 0.8
 

@@ -41,6 +41,11 @@ def dice_metric(organ: str) -> str:
     return f"dice/{organ}"
 
 
+def hd95_metric(organ: str) -> str:
+    """Metric name of one organ's HD95 in mm."""
+    return f"hd95/{organ}"
+
+
 def encode_state(state: State) -> bytes:
     """Serialize a weight dict to the exact bytes that are sent (uncompressed .npz, no pickle)."""
     buffer = io.BytesIO()

@@ -21,6 +21,8 @@ def test_defaults_fill_in():
     config = config_from_data(MINIMAL)
     assert config.rounds == 10 and config.method.params.weighted is True
     assert config.run_name == "t"
+    preprocess = config.data.preprocess  # none of it: today's voxel grid, no augmentation
+    assert preprocess.spacing is None and preprocess.crop_foreground is False and not preprocess.augment.enabled
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,9 @@ def test_defaults_fill_in():
         (with_(data={"patch_size": [30, 32, 32], "organs": ["liver"]}), "multiples of 8"),
         (with_(federation={"hospitals": [{"organs": ["spleen"]}]}), "organ 'spleen' is not a study organ"),
         (with_(federation={}), "needs 'hospitals' or 'rule'"),
+        (with_(data={"organs": ["liver"], "preprocess": {"spacing": [1.5, 1.5, 0]}}), "data.preprocess: spacing: every value must be > 0 mm."),
+        (with_(data={"organs": ["liver"], "preprocess": {"crop_foregrund": True}}), "Did you mean 'crop_foreground'?"),
+        (with_(data={"organs": ["liver"], "preprocess": {"augment": {"flip_prob": 1.5}}}), "data.preprocess.augment: flip_prob must be in [0, 1]."),
     ],
 )
 def test_bad_values_name_the_key(data, expected):

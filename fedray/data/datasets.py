@@ -8,20 +8,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from monai.data import CacheDataset
+from monai.data import CacheDataset, MetaTensor
 from monai.transforms import (
     Compose,
+    CopyItemsd,
+    CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
     Lambdad,
     LoadImaged,
     Orientationd,
+    RandAffined,
     RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
     ScaleIntensityRanged,
     SpatialPadd,
+    SpatialResample,
+    Spacingd,
 )
 
-from fedray.config import DataConfig, SiteConfig
+from fedray.config import AugmentConfig, DataConfig, PreprocessConfig, SiteConfig
 from fedray.data.sites import LabelMap, SiteCase, read_site_cases
 from fedray.errors import DataError
 from fedray.strategies.base import Batch
@@ -39,8 +47,16 @@ def label_lookup(label_names: dict[int, str], organs: Sequence[str]) -> np.ndarr
     return table
 
 
-def preprocessing(table: np.ndarray, hu_window: tuple[float, float]) -> Compose:
-    """Deterministic chain, cached per case: load, RAS, HU window to [-1, 1], study labels."""
+def preprocessing(
+    table: np.ndarray, hu_window: tuple[float, float], preprocess: PreprocessConfig | None = None
+) -> Compose:
+    """Deterministic chain, cached per case: load, RAS, [spacing], HU window, [body crop], study labels.
+
+    The HU window is scaled to [-1, 1]; spacing and crop are optional (`preprocess`). Each case also
+    keeps its study label map on the file's own grid (`original_label`) and the affines of both grids
+    (`affine`, `original_affine`), so evaluation can score in the original image space.
+    """
+    preprocess = PreprocessConfig() if preprocess is None else preprocess
 
     def to_study_labels(label: torch.Tensor) -> torch.Tensor:
         values = label.long()
@@ -48,30 +64,82 @@ def preprocessing(table: np.ndarray, hu_window: tuple[float, float]) -> Compose:
             raise DataError(f"label value {int(values.max())} is not in the site's label map")
         return torch.as_tensor(table)[values].to(torch.uint8)  # 7 organs fit; 8x less memory
 
+    def keep_geometry(data: dict) -> dict:
+        # Read before EnsureTyped drops the metadata; float64 so a round trip of the grid is exact.
+        data["affine"] = data["image"].affine.to(torch.float64).clone()
+        data["original_affine"] = data["original_label"].affine.to(torch.float64).clone()
+        return data
+
+    keys = ["image", "label"]
     low, high = hu_window
-    return Compose(
-        [
-            LoadImaged(keys=["image", "label"], image_only=True),
-            EnsureChannelFirstd(keys=["image", "label"]),
-            Orientationd(keys=["image", "label"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-            ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=-1.0, b_max=1.0, clip=True),
-            Lambdad(keys="label", func=to_study_labels),
-            EnsureTyped(keys=["image", "label"], track_meta=False),
-        ]
-    )
+    steps = [
+        LoadImaged(keys=keys, image_only=True),
+        EnsureChannelFirstd(keys=keys),
+        CopyItemsd(keys="label", names="original_label"),  # before any spatial change
+        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if preprocess.spacing is not None:
+        steps.append(Spacingd(keys=keys, pixdim=preprocess.spacing, mode=("bilinear", "nearest")))
+    steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=-1.0, b_max=1.0, clip=True))
+    if preprocess.crop_foreground:
+        body = CropForegroundd(keys=keys, source_key="image", select_fn=above_window, allow_smaller=True)
+        steps.append(body)
+    steps += [
+        Lambdad(keys=["label", "original_label"], func=to_study_labels),
+        keep_geometry,
+        EnsureTyped(keys=[*keys, "original_label"], track_meta=False),
+    ]
+    return Compose(steps)
+
+
+def above_window(image: torch.Tensor) -> torch.Tensor:
+    """The body: voxels above the HU window's low end (-1 after scaling), i.e. not air."""
+    return image > -1.0
+
+
+def to_original_space(labels: torch.Tensor, case: dict) -> torch.Tensor:
+    """Map an (X, Y, Z) label map on the preprocessed grid of `case` back to the file's original grid.
+
+    Nearest-neighbour resampling from the preprocessed grid's affine to the original one: this undoes
+    the reorientation exactly, resamples a changed spacing back, and fills what a foreground crop
+    removed with background, the same as MONAI's Invertd on the deterministic chain. A case without
+    geometry (hand-made tensors) is returned as it is.
+    """
+    if "original_affine" not in case:
+        return labels
+    affine, original = case["affine"], case["original_affine"]
+    shape = tuple(case["original_label"].shape[1:])
+    if tuple(labels.shape) == shape and torch.allclose(affine, original):
+        return labels
+    resample = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float64)
+    source = MetaTensor(labels[None].double(), affine=affine)
+    moved = resample(source, dst_affine=original, spatial_size=shape)
+    return torch.as_tensor(moved)[0].round().to(labels.dtype)
 
 
 def load_hospital_cases(hospital: Hospital, data: DataConfig) -> list[dict]:
     """Load and preprocess a hospital's cases once, each through its own site's label map (the actor's loader)."""
-    return load_cases(hospital.cases, data.organs, data.hu_window)
+    return load_cases(hospital.cases, data.organs, data.hu_window, data.preprocess)
 
 
-def load_folder(folder: Path, organs: Sequence[str], hu_window: tuple[float, float]) -> list[dict]:
+def load_folder(
+    folder: Path,
+    organs: Sequence[str],
+    hu_window: tuple[float, float],
+    *,
+    preprocess: PreprocessConfig | None = None,
+) -> list[dict]:
     """Load and preprocess every case of an MSD folder once (the test set)."""
-    return load_cases(read_site_cases(SiteConfig(path=str(folder)), require_files=True).cases, organs, hu_window)
+    cases = read_site_cases(SiteConfig(path=str(folder)), require_files=True).cases
+    return load_cases(cases, organs, hu_window, preprocess)
 
 
-def load_cases(cases: Sequence[SiteCase], organs: Sequence[str], hu_window: tuple[float, float]) -> list[dict]:
+def load_cases(
+    cases: Sequence[SiteCase],
+    organs: Sequence[str],
+    hu_window: tuple[float, float],
+    preprocess: PreprocessConfig | None = None,
+) -> list[dict]:
     """Load cases (MONAI CacheDataset, one per label map), in the given order, with their `labelled` masks."""
     organs = list(organs)
     loaded: list[dict | None] = [None] * len(cases)
@@ -86,7 +154,7 @@ def load_cases(cases: Sequence[SiteCase], organs: Sequence[str], hu_window: tupl
         # Values the site knows but does not train on map to background, like unlabelled organs.
         table = label_lookup({**dict.fromkeys(label_map.values, ""), **dict(label_map.names)}, organs)
         try:
-            dataset = CacheDataset(items, preprocessing(table, hu_window), progress=False, num_workers=0)
+            dataset = CacheDataset(items, preprocessing(table, hu_window, preprocess), progress=False, num_workers=0)
         except RuntimeError as error:  # MONAI wraps errors raised inside transforms
             cause = error.__cause__
             while cause is not None and not isinstance(cause, DataError):
@@ -106,6 +174,8 @@ class PatchSampler:
     A fraction `foreground_ratio` of patches is centred on a labelled voxel (MONAI
     RandCropByPosNegLabeld), the rest anywhere in the volume. Each case carries its own
     `labelled` organ mask, so a client may pool cases from sites with different label sets.
+    Optional augmentation changes each patch after sampling, from its own random stream, so it
+    never changes which patches are drawn.
     """
 
     def __init__(
@@ -114,10 +184,12 @@ class PatchSampler:
         patch_size: tuple[int, int, int],
         foreground_ratio: float,
         batch_size: int,
+        augment: AugmentConfig | None = None,
     ) -> None:
         if not cases:
             raise DataError("a hospital has no cases")
-        self.cases = cases
+        # Only what training reads: the original-grid labels (for evaluation) need not stay in memory.
+        self.cases = [{key: case[key] for key in ("image", "label", "labelled")} for case in cases]
         self.batch_size = batch_size
         self.crop = Compose(
             [
@@ -133,16 +205,46 @@ class PatchSampler:
                 ),
             ]
         )
+        self.augment = augmentation(augment) if augment is not None and augment.enabled else None
 
     def batches(self, seed: int) -> Iterator[Batch]:
-        """Endless batches; the same seed gives the same cases and patches."""
+        """Endless batches; the same seed gives the same cases, patches and augmentations."""
         rng = np.random.default_rng(seed)
         self.crop.set_random_state(seed=int(rng.integers(2**31)))
+        if self.augment is not None:
+            # A stream apart from `rng`: turning augmentation on leaves the cases and patches as they were.
+            stream = np.random.default_rng([seed, 1])
+            self.augment.set_random_state(seed=int(stream.integers(2**31)))
         while True:
             picks = rng.integers(len(self.cases), size=self.batch_size)
             patches = [self.crop({"image": self.cases[i]["image"], "label": self.cases[i]["label"]})[0] for i in picks]
+            if self.augment is not None:
+                patches = [self.augment(p) for p in patches]
             yield Batch(
                 image=torch.stack([torch.as_tensor(p["image"]) for p in patches]).float(),
                 label=torch.stack([torch.as_tensor(p["label"]) for p in patches]).long(),
                 labelled=torch.stack([self.cases[i]["labelled"] for i in picks]),
             )
+
+
+def augmentation(cfg: AugmentConfig) -> Compose:
+    """Random flips, intensity scale and shift, rotation and zoom of an image/label patch."""
+    keys = ["image", "label"]
+    steps: list = [RandFlipd(keys=keys, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(3)]
+    steps += [
+        RandScaleIntensityd(keys="image", factors=cfg.intensity_scale, prob=cfg.intensity_prob),
+        RandShiftIntensityd(keys="image", offsets=cfg.intensity_shift, prob=cfg.intensity_prob),
+    ]
+    if cfg.affine_prob > 0:
+        angle = float(np.deg2rad(cfg.rotate_deg))
+        steps.append(
+            RandAffined(
+                keys=keys,
+                prob=cfg.affine_prob,
+                rotate_range=(angle, angle, angle),
+                scale_range=(cfg.zoom, cfg.zoom, cfg.zoom),
+                mode=("bilinear", "nearest"),
+                padding_mode=("border", "zeros"),  # image edges continue; labels outside are background
+            )
+        )
+    return Compose(steps)

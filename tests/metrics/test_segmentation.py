@@ -1,4 +1,4 @@
-"""Dice from summed TP/FP/FN counts, NaN for absent organs."""
+"""Dice from summed TP/FP/FN counts and HD95 in mm, NaN for absent organs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from fedray.metrics.segmentation import confusion_counts, dice_from_counts, mean_dice
+from fedray.metrics.segmentation import confusion_counts, dice_from_counts, hd95_mm, mean_dice
 
 
 def test_counts_by_hand():
@@ -33,3 +33,18 @@ def test_summed_counts_differ_from_mean_of_per_case_dice():
 
 def test_all_absent_gives_nan_mean():
     assert math.isnan(mean_dice(np.array([np.nan, np.nan])))
+
+
+def test_hd95_of_a_shifted_slab_by_hand():
+    # A 4x4x2 slab (every voxel on its surface) and the same slab 4 voxels further along z: half of
+    # each one's surface voxels are 3 z-steps from the other's, half 4, so the 95th percentile is
+    # 4 steps = 4 * 2.5 mm. Anisotropic voxels: only the z size matters here.
+    truth = torch.zeros(12, 12, 14, dtype=torch.long)
+    prediction = truth.clone()
+    truth[2:6, 2:6, 2:4] = 1
+    prediction[2:6, 2:6, 6:8] = 1
+    prediction[8:10, 8:10, 8:10] = 3  # organ 3 only predicted
+    distances = hd95_mm(prediction, truth, n_organs=3, spacing=(2.0, 1.0, 2.5))
+    assert distances[0] == 10.0
+    assert np.isnan(distances[1]) and np.isnan(distances[2])  # absent from both; from the truth
+    assert hd95_mm(truth, truth, 1, (2.0, 1.0, 2.5)).tolist() == [0.0]
