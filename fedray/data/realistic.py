@@ -268,7 +268,8 @@ def _displacement(rng: np.random.Generator, spec: CohortSpec) -> np.ndarray:
     if spec.deform_mm == 0:
         return np.zeros((3, *spec.shape))
     sigma = [spec.smoothness_mm / d for d in spec.spacing]
-    field = np.stack([gaussian_filter(rng.standard_normal(spec.shape), sigma, mode="reflect") for _ in range(3)])
+    noise = rng.standard_normal((3, *spec.shape))
+    field = np.stack([gaussian_filter(n, sigma, mode="reflect") for n in noise])
     peak = np.abs(field).max()
     return field * (spec.deform_mm * rng.uniform(0.5, 1.0) / peak) if peak > 0 else field
 

@@ -72,7 +72,9 @@ class ExampleCT:
     missing: tuple[str, ...]  # study organs absent from it (dropped from the cohort)
 
 
-def fetch_example(cache_dir: str | Path, progress: Callable[[int, int], None] | None = None) -> dict[str, Path]:
+def fetch_example(
+    cache_dir: str | Path, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Path]:
     """Return the cached, verified example files, downloading TotalSegmentator's sdist once.
 
     Args:

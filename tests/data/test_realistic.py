@@ -1,4 +1,4 @@
-"""The realistic cohort: deformation, site plans and MSD output on a synthetic volume; the real CT when PyPI answers."""
+"""The realistic cohort: deformation, plans and MSD output on a synthetic volume; the real CT via PyPI."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def test_site_labels_keep_only_the_sites_organs():
 
 def test_scanner_is_applied_and_clipped_to_12_bit():
     image = np.array([-2000.0, 0.0, 100.0, 5000.0])
-    out = apply_scanner(np.random.default_rng(0), image, ScannerProfile(hu_scale=1.1, hu_offset=10.0, noise_sigma=0.0))
+    scanner = ScannerProfile(hu_scale=1.1, hu_offset=10.0, noise_sigma=0.0)
+    out = apply_scanner(np.random.default_rng(0), image, scanner)
     assert out.dtype == np.int16 and out.tolist() == [-1024, 10, 120, 3071]
 
 
@@ -158,12 +159,12 @@ def test_unreachable_pypi_is_a_clear_download_error(tmp_path, monkeypatch, capsy
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(totalseg.urllib.request, "urlopen", offline)
-    monkeypatch.setattr(
-        totalseg, "_pip_download", lambda folder: subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution")
-    )
+    failed = subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution")
+    monkeypatch.setattr(totalseg, "_pip_download", lambda folder: failed)
     with pytest.raises(DownloadError, match="Could not download totalsegmentator==2.18.0"):
         totalseg.fetch_example(tmp_path / "cache")
-    assert main(["data", "realistic", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    argv = ["data", "realistic", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 2
     error = " ".join(capsys.readouterr().err.split())  # rich wraps the paragraph
     assert "error: Could not download" in error and "No matching distribution" in error
 
