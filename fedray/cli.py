@@ -91,6 +91,21 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--spacing", type=float, nargs=3, default=(6.0, 5.0, 5.0), metavar=("SX", "SY", "SZ"))
     phantom.add_argument("--seed", type=int, default=0)
     phantom.set_defaults(handler=_data_phantom)
+    realistic = data_commands.add_parser(
+        "realistic", help="deform TotalSegmentator's example CT into partially labelled sites (MSD layout)"
+    )
+    realistic.add_argument("--out", required=True, type=Path, help="output folder (site_*/ and test/)")
+    realistic.add_argument("--cache-dir", type=Path, default=Path("results/data/totalsegmentator"),
+                           help="where the downloaded example CT is kept (default results/data/totalsegmentator)")
+    realistic.add_argument("--sites", type=int, default=7, help="partially labelled sites (default 7)")
+    realistic.add_argument("--max-organs-per-site", type=int, default=2,
+                           help="each site labels 1 to this many organs (default 2)")
+    realistic.add_argument("--cases", type=int, default=4, help="cases per site (default 4)")
+    realistic.add_argument("--test-cases", type=int, default=4, help="fully-labelled held-out cases (default 4)")
+    realistic.add_argument("--shape", type=int, nargs=3, default=(88, 72, 32), metavar=("X", "Y", "Z"))
+    realistic.add_argument("--spacing", type=float, nargs=3, default=(4.0, 4.0, 3.0), metavar=("SX", "SY", "SZ"))
+    realistic.add_argument("--seed", type=int, default=0)
+    realistic.set_defaults(handler=_data_realistic)
     return parser
 
 
@@ -329,6 +344,35 @@ def _data_phantom(args: argparse.Namespace) -> int:
     for hospital in hospitals:
         print(f"{hospital.folders[0]}  organs={','.join(hospital.organs)}  cases={hospital.num_cases}")
     print(f"{test_dir}  (fully labelled test set)")
+    return 0
+
+
+def _data_realistic(args: argparse.Namespace) -> int:
+    from fedray.data.realistic import CohortSpec, build_cohort, copy_licence
+    from fedray.data.totalseg import CREDIT, SDIST_SHA256, SDIST_URL, load_example
+
+    spec = CohortSpec(
+        shape=tuple(args.shape), spacing=tuple(args.spacing), sites=args.sites, cases_per_site=args.cases,
+        test_cases=args.test_cases, max_organs_per_site=args.max_organs_per_site, seed=args.seed,
+    )
+    with _progress_bar() as bar:
+        task = bar.add_task("TotalSegmentator example CT", total=None)
+        source = load_example(args.cache_dir, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        bar.update(task, total=1, completed=1)
+        if source.missing:
+            console.print(f"[yellow]warning:[/] the example has no {', '.join(source.missing)}; left out of the cohort.")
+        task = bar.add_task("writing cases", total=spec.sites * spec.cases_per_site + spec.test_cases)
+        provenance = {"sdist": SDIST_URL, "sdist_sha256": SDIST_SHA256, "credit": CREDIT}
+        sites, test_dir = build_cohort(
+            args.out, source.image, source.label, source.spacing, spec, organs=source.organs,
+            provenance=provenance, progress=lambda done, total: bar.update(task, completed=done),
+        )
+    copy_licence(args.cache_dir / "LICENSE", args.out)
+    for folder, plan in sites:
+        numbering = ", ".join(f"{organ}={value}" for organ, value in plan.label_values.items())
+        print(f"{folder}  labels: {numbering}  cases={spec.cases_per_site}")
+    print(f"{test_dir}  (fully labelled test set, {spec.test_cases} cases)")
+    console.print(f"Source: {CREDIT}", highlight=False)
     return 0
 
 

@@ -18,6 +18,10 @@ class DataError(FedrayError):
     """A dataset on disk is missing, malformed or inconsistent."""
 
 
+class DownloadError(DataError):
+    """A dataset could not be downloaded (no network, or no package index that has it)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
