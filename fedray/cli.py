@@ -181,9 +181,12 @@ def _study_with_progress(config, resume: bool) -> dict:
     from fedray.simulation.launch import run_study
 
     with console.status("Preparing data...") as status:
-        hospitals, test_dir = prepare_hospitals(
+        prepared = prepare_hospitals(
             config, progress=lambda done, total: status.update(f"Preparing data: {done}/{total} folders")
         )
+    hospitals, test_dir = prepared
+    for bad in prepared.skipped:
+        console.print(f"[yellow]skipped[/] {bad.file}: {bad.reason}")
     console.print(
         f"{'Resuming' if resume else 'Study'} [bold]{config.run_name}[/]: {len(hospitals)} hospitals, "
         f"method {config.method.name}, {config.rounds} rounds, seed {config.seed}"
@@ -195,7 +198,10 @@ def _study_with_progress(config, resume: bool) -> dict:
             done = p.round - 1 + (p.clients_done / p.clients if p.clients else 0)
             bar.update(task, completed=max(done, 0), description=_progress_text(p))
 
-        summary = run_study(config, hospitals, test_dir, on_progress=show, resume=resume)
+        summary = run_study(
+            config, hospitals, test_dir, on_progress=show, resume=resume,
+            skipped=tuple(bad.as_dict() for bad in prepared.skipped),
+        )
         bar.update(task, completed=config.rounds)
     return summary
 
@@ -257,7 +263,8 @@ def _bench_inference(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     study = config_from_data({"name": "bench", "federation": {"rule": {"count": 7, "cases": 1}}})
     _, test_dir = prepare_hospitals(study)
-    volumes = [case["image"][None] for case in load_folder(test_dir, study.data.organs, study.data.hu_window)]
+    test_cases = load_folder(test_dir, study.data.organs, study.data.hu_window, preprocess=study.data.preprocess)
+    volumes = [case["image"][None] for case in test_cases]
     settings = [
         # the benchmark width, over the whole 4-volume phantom test set
         (ModelConfig(name="multihead_unet", output="sigmoid", channels=(8, 16, 32, 64), blocks=(1, 1, 1, 1)),

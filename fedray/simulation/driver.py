@@ -22,7 +22,7 @@ from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import Metric, State, decode_state, dice_metric, encode_state
+from fedray.messages import Metric, State, decode_state, dice_metric, encode_state, hd95_metric
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.ensemble import OrganEnsemble
 from fedray.models.factory import build_model, count_parameters
@@ -99,6 +99,7 @@ class StudyState:
             "untrained_dice": self.untrained_dice,
             "last_counts": self.last_eval.counts.tolist(),
             "last_seconds": self.last_eval.seconds_per_volume,
+            "last_hd95_mm": [None if math.isnan(h) else h for h in hd95(self)],
             "teachers": {str(k): [hid, head, n] for k, (hid, head, n, _) in self.teachers.items()},
             "bytes_teachers": self.bytes_teachers,
             "bytes_total": self.bytes_total,
@@ -113,7 +114,13 @@ class StudyState:
             round=checkpoint.round,
             global_state=checkpoint.global_state,
             untrained_dice=meta["untrained_dice"],
-            last_eval=Evaluation(np.array(meta["last_counts"], dtype=np.int64), meta["last_seconds"]),
+            last_eval=Evaluation(
+                np.array(meta["last_counts"], dtype=np.int64),
+                meta["last_seconds"],
+                np.array([math.nan if h is None else h for h in meta["last_hd95_mm"]], dtype=np.float64)
+                if "last_hd95_mm" in meta
+                else None,
+            ),
             teachers={
                 int(k): (hid, head, n, blobs[f"teacher/{hid}"]) for k, (hid, head, n) in meta["teachers"].items()
             },
@@ -127,8 +134,16 @@ class StudyState:
 class Driver:
     """Runs one study. Created as a Ray actor by `launch.run_study`, or in-process by tests."""
 
-    def __init__(self, config: StudyConfig, hospitals: list[Hospital], test_dir: Path, resume: bool = False) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        hospitals: list[Hospital],
+        test_dir: Path,
+        resume: bool = False,
+        skipped: tuple[dict, ...] = (),
+    ) -> None:
         self.config = config
+        self.skipped = list(skipped)
         self.hospitals = hospitals
         self.test_dir = test_dir
         self.resume = resume
@@ -163,7 +178,9 @@ class Driver:
             files.write_config(cfg)
             manifest = data_manifest({h.hospital_id: h.files for h in self.hospitals}, self.test_dir)
             files.write_json("data_manifest.json", manifest)
-            tags = {**self._tags(), "data_manifest_sha256": manifest["study"]}
+            tags = {**self._tags(), "data_manifest_sha256": manifest["study"], **_skipped_tags(self.skipped)}
+            if self.skipped:
+                files.write_json("skipped_cases.json", self.skipped)
             tracker.start(cfg.run_name, flatten(to_data(cfg)), tags)
             tracker.log_artifact(files.run_dir / "data_manifest.json")
         else:
@@ -190,11 +207,17 @@ class Driver:
         session_start = time.perf_counter()
         torch.manual_seed(cfg.seed)  # same initial weights for every method run with this seed
         model = build_model(cfg.model, len(self.organs))
-        test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window)
+        test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window, preprocess=cfg.data.preprocess)
         self.plans = plan_actors(cfg, self.hospitals, ray.cluster_resources())
         self.placement = reserve_placement(cfg, self.plans)
         self.actors = [create_hospital_actor(cfg, plan, self.placement, g) for g, plan in enumerate(self.plans)]
         ray.get([actor.hosted.remote() for actor in self.actors])  # data loaded before round 1
+        nodes = ray.get([actor.node_id.remote() for actor in self.actors])
+        self.placed = [
+            {"actor": g, "node_id": node, "cpus": plan.cpus, "gpus": plan.gpus,
+             "hospitals": [h.hospital_id for h in plan.hospitals]}
+            for g, (plan, node) in enumerate(zip(self.plans, nodes))
+        ]
         self.group_of = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
         self.generations: dict[int, int] = {}  # group -> replacements so far
         self.client_store = ClientStateStore(cfg.run_dir / "client_state")
@@ -242,6 +265,7 @@ class Driver:
                 "round": round_index,
                 Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
                 **{dice_metric(o): float(d) for o, d in zip(self.organs, dice)},
+                **{hd95_metric(o): float(h) if evaluated else math.nan for o, h in zip(self.organs, hd95(state))},
                 Metric.INFER_S_PER_VOLUME.value: state.last_eval.seconds_per_volume if evaluated else math.nan,
                 Metric.BYTES_DOWN.value: ledger.account.bytes_down,
                 Metric.BYTES_UP.value: ledger.account.bytes_up,
@@ -281,6 +305,7 @@ class Driver:
         summary = {
             Metric.DICE_MEAN.value: mean_dice(final_dice),
             **{dice_metric(o): float(d) for o, d in zip(self.organs, final_dice)},
+            **{hd95_metric(o): float(h) for o, h in zip(self.organs, hd95(state))},
             Metric.INFER_S_PER_VOLUME.value: state.last_eval.seconds_per_volume,
             Metric.BYTES_TOTAL.value: state.bytes_total,
             Metric.TRAIN_LOSS.value: files.rows[-1][Metric.TRAIN_LOSS.value],
@@ -293,6 +318,8 @@ class Driver:
             "run_id": tracker.run_id,
             "run_dir": str(files.run_dir),
             "tracking_uri": tracker.uri,
+            "skipped_cases": self.skipped,
+            "actors": self.placed,
         }
         files.write_summary(summary)
         tracker.log_metrics(
@@ -476,6 +503,20 @@ class Driver:
         with self._lock:
             for key, value in values.items():
                 setattr(self._progress, key, value)
+
+
+def hd95(state: StudyState) -> np.ndarray:
+    """The last evaluation's HD95 per organ in mm (NaN where undefined or not measured)."""
+    n = len(state.last_eval.counts)
+    return np.full(n, np.nan) if state.last_eval.hd95_mm is None else np.asarray(state.last_eval.hd95_mm)
+
+
+def _skipped_tags(skipped: list[dict]) -> dict[str, str]:
+    """MLflow tags for the cases left out as bad input: their count and, within MLflow's limit, which."""
+    if not skipped:
+        return {"skipped_cases": "0"}
+    listing = "; ".join(f"{b['site']}/{b['case']}: {b['reason']}" for b in skipped)
+    return {"skipped_cases": str(len(skipped)), "skipped_cases_list": listing[:4000]}
 
 
 def _logged(row: dict) -> dict[str, float]:

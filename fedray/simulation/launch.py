@@ -43,10 +43,12 @@ def run_study(
     on_progress: Callable[[Progress], None] | None = None,
     poll_s: float = 0.5,
     resume: bool = False,
+    skipped: tuple[dict, ...] = (),
 ) -> dict:
     """Run (or resume from its last checkpoint) a study on Ray and return its summary.
 
-    Ctrl-C stops it after the current round's checkpoint; the MLflow run ends KILLED.
+    Ctrl-C stops it after the current round's checkpoint; the MLflow run ends KILLED. `skipped` lists
+    the cases left out as bad input ({site, case, file, reason}), recorded with the run.
     """
     check_resource_overrides(config, hospitals)
     started = init_ray(config.resources)
@@ -59,7 +61,7 @@ def run_study(
                 max_concurrency=2,  # so progress() and stop() answer while run() is busy
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
             )
-            .remote(config, hospitals, test_dir, resume)
+            .remote(config, hospitals, test_dir, resume, skipped)
         )
         result = driver.run.remote()
         try:

@@ -58,6 +58,7 @@ class HospitalWorker:
                 config.data.patch_size,
                 config.data.foreground_ratio,
                 config.train.batch_size,
+                augment=config.data.preprocess.augment,
             )
             for h in hospitals
         }

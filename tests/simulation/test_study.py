@@ -51,6 +51,7 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     rounds = pd.read_csv(run_dir / "rounds.csv")
     assert list(rounds["round"]) == [1, 2]
     assert set(ROUND_METRICS) <= set(rounds.columns)
+    assert {f"hd95/{o}" for o in ORGANS} <= set(rounds.columns) and rounds[Metric.COMPUTE_MAX_S.value].gt(0).all()
     saved = json.loads((run_dir / "summary.json").read_text())
     assert {"params_total", "wall_s", "dice/mean", "comm/bytes_total"} <= set(saved)
     assert load_config(run_dir / "config.resolved.yaml") == config
