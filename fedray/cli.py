@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     inference.add_argument("--repeats", type=int, default=3)
     inference.add_argument("--threads", type=int, default=2)
     inference.set_defaults(handler=_bench_inference)
+    scale = bench_commands.add_parser(
+        "scale", help="efficiency E, launch to first round and peak memory at 10-1000 hospitals"
+    )
+    scale.add_argument("--scenarios", nargs="+", default=None, metavar="TOTALxPER_ROUND",
+                       help="e.g. 100x50 (default: 10x10 100x10 100x50 100x100 1000x10 1000x50 1000x100)")
+    scale.add_argument("--rounds", type=int, default=3)
+    scale.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance (= hospital actors)")
+    scale.add_argument("--work-dir", type=Path, default=Path("results/bench_scale_work"))
+    scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"))
+    scale.set_defaults(handler=_bench_scale)
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
@@ -247,6 +257,52 @@ def _report(args: argparse.Namespace) -> int:
     histories = metric_histories(uri, list(runs["run_id"]), names)
     report = write_report(runs, histories, args.experiment, args.out or Path("results") / args.experiment, args.reference)
     console.print(f"{len(runs)} studies, {runs['variant'].nunique()} variants -> {report.markdown}")
+    return 0
+
+
+def _bench_scale(args: argparse.Namespace) -> int:
+    import json
+    import platform
+    import shutil
+
+    import ray
+
+    from fedray.benchmarks.scale import SCENARIOS, plot, run_scenario, summarise, workload
+    from fedray.data.datasets import load_hospital_cases
+    from fedray.data.federation import prepare_hospitals
+    from fedray.simulation.launch import run_study
+
+    try:
+        scenarios = [tuple(int(n) for n in s.lower().split("x")) for s in args.scenarios] if args.scenarios else SCENARIOS
+    except ValueError:
+        raise FedrayError(f"--scenarios takes TOTALxPER_ROUND values such as 100x50, got {args.scenarios}") from None
+    work_dir = args.work_dir.resolve()
+    results = []
+    for total, per_round in scenarios:
+        config = workload(total, per_round, args.rounds, work_dir, args.cpus)
+        with console.status(f"{total} hospitals: writing phantom data and the preprocessed cache (not timed)..."):
+            for hospital in prepare_hospitals(config).hospitals:  # cached after the first scenario of this size
+                load_hospital_cases(hospital, config.data)
+        shutil.rmtree(config.run_dir, ignore_errors=True)
+        with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
+            result = run_scenario(config, run_study, prepare_hospitals)
+        results.append(result)
+        console.print(
+            f"{total:>5} hospitals, {per_round:>3} per round: E = {result['efficiency']:.3f}, "
+            f"round {result['round_s_median']:.2f} s, first round after {result['launch_to_first_round_s']:.1f} s, "
+            f"peak {result['peak_pss_gb']:.2f} GB (PSS)"
+        )
+    record = {
+        "benchmark": "scale",
+        "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__},
+        "targets": summarise(results),
+        "scenarios": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    plot(results, args.out.with_suffix(".png"))
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 

@@ -144,6 +144,7 @@ class Driver:
     ) -> None:
         self.config = config
         self.skipped = list(skipped)
+        self.first_round_at: float | None = None
         self.hospitals = hospitals
         self.test_dir = test_dir
         self.resume = resume
@@ -166,6 +167,14 @@ class Driver:
     # -- the round loop ---------------------------------------------------------------------------
     def run(self) -> dict:
         """Run (or resume) every round and return the summary (also written to summary.json)."""
+        cfg = self.config
+        try:
+            self._start_actors()  # their processes start and load data while MLflow and the test set are set up
+            return self._tracked_run()
+        finally:
+            release_placement(cfg)  # the study's actors are done with their bundles
+
+    def _tracked_run(self) -> dict:
         cfg = self.config
         files = RunFiles(cfg.run_dir)
         tracker = MlflowTracker(
@@ -195,12 +204,30 @@ class Driver:
         except BaseException:
             tracker.end("FAILED")
             raise
-        finally:
-            release_placement(cfg)  # the study's actors are done with their bundles
         for path in (files.config_path, files.rounds_path, files.summary_path):
             tracker.log_artifact(path)
         tracker.end("FINISHED")
         return summary
+
+    def _start_actors(self) -> None:
+        """Reserve the placement group and start the hospital actors, without waiting for them."""
+        cfg = self.config
+        self.plans = plan_actors(cfg, self.hospitals, ray.cluster_resources())
+        self.placement = reserve_placement(cfg, self.plans)
+        self.actors = [create_hospital_actor(cfg, plan, self.placement, g) for g, plan in enumerate(self.plans)]
+        self.group_of = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
+        self.generations: dict[int, int] = {}  # group -> replacements so far
+        self.client_store = ClientStateStore(cfg.run_dir / "client_state")
+
+    def _await_actors(self) -> None:
+        """Wait until every hospital actor holds its data (a data error surfaces here); note where each runs."""
+        ray.get([actor.hosted.remote() for actor in self.actors])
+        nodes = ray.get([actor.node_id.remote() for actor in self.actors])
+        self.placed = [
+            {"actor": g, "node_id": node, "cpus": plan.cpus, "gpus": plan.gpus,
+             "hospitals": [h.hospital_id for h in plan.hospitals]}
+            for g, (plan, node) in enumerate(zip(self.plans, nodes))
+        ]
 
     def _rounds(self, tracker: MlflowTracker, files: RunFiles, checkpoint: Checkpoint | None) -> dict:
         cfg = self.config
@@ -208,20 +235,6 @@ class Driver:
         torch.manual_seed(cfg.seed)  # same initial weights for every method run with this seed
         model = build_model(cfg.model, len(self.organs))
         test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window, preprocess=cfg.data.preprocess)
-        self.plans = plan_actors(cfg, self.hospitals, ray.cluster_resources())
-        self.placement = reserve_placement(cfg, self.plans)
-        self.actors = [create_hospital_actor(cfg, plan, self.placement, g) for g, plan in enumerate(self.plans)]
-        ray.get([actor.hosted.remote() for actor in self.actors])  # data loaded before round 1
-        nodes = ray.get([actor.node_id.remote() for actor in self.actors])
-        self.placed = [
-            {"actor": g, "node_id": node, "cpus": plan.cpus, "gpus": plan.gpus,
-             "hospitals": [h.hospital_id for h in plan.hospitals]}
-            for g, (plan, node) in enumerate(zip(self.plans, nodes))
-        ]
-        self.group_of = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
-        self.generations: dict[int, int] = {}  # group -> replacements so far
-        self.client_store = ClientStateStore(cfg.run_dir / "client_state")
-
         logged_through = 0  # rounds MLflow already holds (a resumed run may redo some of them)
         if checkpoint is not None:
             state = StudyState.from_checkpoint(checkpoint)
@@ -236,10 +249,11 @@ class Driver:
                 untrained_dice=mean_dice(dice_from_counts(untrained.counts)),
                 last_eval=untrained,
             )
-            if self.strategy.teacher_steps() > 0:
-                self._update(phase="pre-training teachers")
-                state.teachers, state.bytes_teachers = self._pretrain_teachers(self.strategy.teacher_steps())
-                state.bytes_total = state.bytes_teachers
+        self._await_actors()
+        if checkpoint is None and self.strategy.teacher_steps() > 0:
+            self._update(phase="pre-training teachers")
+            state.teachers, state.bytes_teachers = self._pretrain_teachers(self.strategy.teacher_steps())
+            state.bytes_total = state.bytes_teachers
         teachers_ref = ray.put(state.teachers) if state.teachers else None
         wall_before = state.wall_s
 
@@ -249,8 +263,11 @@ class Driver:
             self._update(phase="training", round=round_index, clients_done=0, clients=len(chosen))
             payload_ref = ray.put(encode_state(state.global_state))  # one broadcast per round
             ledger = RoundLedger(self.strategy, state.global_state)
+            if self.first_round_at is None:
+                self.first_round_at = time.time()
             faults = self._train_round(round_index, chosen, payload_ref, teachers_ref, ledger)
             state.global_state = ledger.new_global_state()
+            train_s = time.perf_counter() - round_start
             state.bytes_total += ledger.account.bytes_down + ledger.account.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
@@ -271,6 +288,7 @@ class Driver:
                 Metric.BYTES_UP.value: ledger.account.bytes_up,
                 Metric.BYTES_TOTAL.value: state.bytes_total,
                 Metric.ROUND_S.value: time.perf_counter() - round_start,
+                Metric.TRAIN_S.value: train_s,
                 Metric.TRAIN_LOSS.value: ledger.train_loss,
                 Metric.REJECTED.value: len(ledger.rejected),
                 Metric.COMPUTE_MAX_S.value: max(ledger.account.compute_s.values(), default=0.0),
@@ -320,6 +338,7 @@ class Driver:
             "tracking_uri": tracker.uri,
             "skipped_cases": self.skipped,
             "actors": self.placed,
+            "first_round_at": self.first_round_at,  # Unix time this session's first round started
         }
         files.write_summary(summary)
         tracker.log_metrics(

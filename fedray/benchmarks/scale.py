@@ -1,0 +1,187 @@
+"""`fedray bench scale`: simulation efficiency, launch-to-first-round and peak memory, 10 to 1,000 hospitals.
+
+The workload is fixed by the scale issue: a MONAI U-Net with channels (8, 16, 32, 64) and strides
+(2, 2, 2) on 32^3 phantom volumes, 4 cases per hospital, batch 2, one local epoch (2 steps), FedAvg.
+
+Efficiency E = floor / wall. For each round, floor = max(slowest hospital's bare local update, total
+hospital compute / parallel slots), with every hospital's update timed in the same run (the
+`time/compute_*` round metrics); wall is the round from dispatch to new global weights (`time/train_s`,
+so the final evaluation is not counted). Slots = hospital actors (one CPU each).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+from fedray.config import StudyConfig, config_from_data, with_absolute_paths
+from fedray.messages import Metric
+
+# (total hospitals, hospitals per round): the issue's 10 / 100 / 1,000 with 10 / 50 / 100 per round.
+SCENARIOS: tuple[tuple[int, int], ...] = ((10, 10), (100, 10), (100, 50), (100, 100), (1000, 10), (1000, 50), (1000, 100))
+
+
+def workload(total: int, per_round: int, rounds: int, work_dir: Path, cpus: int) -> StudyConfig:
+    """The fixed scale workload as a study config (phantom data cached under `work_dir`)."""
+    return with_absolute_paths(
+        config_from_data(
+            {
+                "name": f"scale-{total}x{per_round}",
+                "rounds": rounds,
+                "data": {
+                    "cache_dir": str(work_dir / "data"),
+                    "phantom": {"shape": [32, 32, 32], "test_cases": 2},
+                    "patch_size": [32, 32, 32],
+                },
+                "federation": {
+                    "rule": {"count": total, "organs_per_hospital": 1, "cases": 4},
+                    "clients_per_round": per_round,
+                },
+                "model": {"name": "unet", "channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 0},
+                "method": {"name": "fedavg"},
+                "train": {"local_steps": 2, "batch_size": 2, "lr": 0.01},  # 4 cases / batch 2 = one epoch
+                "eval": {"every": rounds, "roi_size": [32, 32, 32]},
+                "resources": {"num_cpus": cpus, "cpus_per_actor": 1},
+                "tracking": {
+                    "results_dir": str(work_dir / "runs"),
+                    "uri": f"sqlite:///{work_dir}/runs/mlflow.db",
+                    "experiment": "bench_scale",
+                    "run_name": f"scale-{total}x{per_round}",
+                    "checkpoint_every": 0,
+                },
+            }
+        )
+    )
+
+
+class PeakMemory:
+    """Samples this process and all its descendants (Ray's GCS, raylet, workers, actors) in a thread.
+
+    Reports the peak of the summed PSS (proportional set size: shared pages split between the
+    processes that map them, so torch's libraries or Ray's object store are not counted once per
+    process) and of the summed RSS (which does count them repeatedly), in bytes.
+    """
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s = interval_s
+        self.peak_pss = 0
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> None:
+        """One sample of the whole process tree."""
+        me = psutil.Process()
+        pss = rss = 0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                info = process.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # a worker that just exited
+            pss += getattr(info, "pss", info.rss)
+            rss += info.rss
+        self.peak_pss = max(self.peak_pss, pss)
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+
+def efficiency(rounds: pd.DataFrame, slots: int) -> dict:
+    """E = sum of per-round floors / sum of per-round walls, from a study's rounds.csv."""
+    floor = rounds[[Metric.COMPUTE_MAX_S.value]].join(rounds[Metric.COMPUTE_SUM_S.value] / slots).max(axis=1)
+    wall = rounds[Metric.TRAIN_S.value]
+    return {
+        "efficiency": float(floor.sum() / wall.sum()),
+        "floor_s": float(floor.sum()),
+        "wall_s": float(wall.sum()),
+        "round_s_median": float(wall.median()),
+        "hospital_update_s_median": float((rounds[Metric.COMPUTE_SUM_S.value] / rounds["clients"]).median()),
+    }
+
+
+def run_scenario(config: StudyConfig, run: Callable[[StudyConfig], dict], prepare: Callable) -> dict:
+    """Run one study with memory sampling; returns its figures.
+
+    `prepare` builds the hospitals (data cached beforehand, so generation is not timed) and `run`
+    starts Ray, runs the study and shuts Ray down; launch = just before `prepare`.
+    """
+    with PeakMemory() as memory:
+        launched = time.time()
+        hospitals, test_dir = prepare(config)
+        summary = run(config, hospitals, test_dir)
+    rounds = pd.read_csv(config.run_dir / "rounds.csv")
+    slots = len(summary["actors"])
+    return {
+        "hospitals": config.federation.rule.count,
+        "per_round": config.federation.clients_per_round,
+        "rounds": config.rounds,
+        "actors": slots,
+        **efficiency(rounds, slots),
+        "launch_to_first_round_s": summary["first_round_at"] - launched,
+        "peak_pss_gb": memory.peak_pss / 1e9,
+        "peak_rss_gb": memory.peak_rss / 1e9,
+    }
+
+
+def summarise(results: list[dict]) -> dict:
+    """The issue's targets checked against the measured figures (None where a scenario was not run)."""
+
+    def pick(total: int, per_round: int) -> dict | None:
+        return next((r for r in results if r["hospitals"] == total and r["per_round"] == per_round), None)
+
+    def e_of(per_round: int) -> float | None:
+        values = [r["efficiency"] for r in results if r["per_round"] == per_round]
+        return statistics.median(values) if values else None
+
+    big = pick(1000, 100)
+    return {
+        "E_at_100_per_round (target >= 0.85)": e_of(100),
+        "E_at_10_per_round (target >= 0.7)": e_of(10),
+        "max_launch_to_first_round_s (target <= 10)": max((r["launch_to_first_round_s"] for r in results), default=None),
+        "peak_pss_gb_1000x100 (target <= 3)": big["peak_pss_gb"] if big else None,
+    }
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Round time against hospitals per round (one line per federation size), and E per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame(results)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for total, group in table.groupby("hospitals"):
+        group = group.sort_values("per_round")
+        left.plot(group["per_round"], group["round_s_median"], marker="o", label=f"{total} hospitals")
+    left.set(xlabel="hospitals per round", ylabel="median round time (s, training only)",
+             title="Round time: linear in hospitals per round, flat in total")
+    left.legend()
+    labels = [f"{r.hospitals}x{r.per_round}" for r in table.itertuples()]
+    right.bar(labels, table["efficiency"], color="tab:blue")
+    right.axhline(0.85, color="tab:green", linestyle="--", label="target 0.85 (100 per round)")
+    right.axhline(0.7, color="tab:orange", linestyle="--", label="target 0.7 (10 per round)")
+    right.set(ylim=(0, 1.05), xlabel="hospitals x per round", ylabel="E = floor / wall",
+              title="Simulation efficiency")
+    right.tick_params(axis="x", rotation=45)
+    right.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

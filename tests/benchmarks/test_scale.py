@@ -1,0 +1,56 @@
+"""The scale benchmark's arithmetic (E from hand-computed rounds) and its process-tree memory sampler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from fedray.benchmarks.scale import PeakMemory, efficiency, summarise
+from fedray.messages import Metric
+
+
+def test_efficiency_is_the_sum_of_floors_over_the_sum_of_walls():
+    rounds = pd.DataFrame(
+        {
+            Metric.COMPUTE_MAX_S.value: [1.0, 3.0],  # round 2: one straggler longer than the even share
+            Metric.COMPUTE_SUM_S.value: [4.0, 4.0],
+            Metric.TRAIN_S.value: [2.5, 4.0],
+            "clients": [4, 4],
+        }
+    )
+    # floors with 2 slots: max(1, 4/2) = 2 and max(3, 4/2) = 3 -> E = 5 / 6.5
+    got = efficiency(rounds, slots=2)
+    assert got["floor_s"] == 5.0 and got["wall_s"] == 6.5
+    assert got["efficiency"] == pytest.approx(5 / 6.5)
+    assert got["hospital_update_s_median"] == 1.0
+
+
+def test_targets_pick_their_scenarios():
+    results = [
+        {"hospitals": 10, "per_round": 10, "efficiency": 0.8, "launch_to_first_round_s": 7.0, "peak_pss_gb": 1.0},
+        {"hospitals": 1000, "per_round": 100, "efficiency": 0.9, "launch_to_first_round_s": 9.0, "peak_pss_gb": 2.5},
+    ]
+    targets = summarise(results)
+    assert targets["E_at_100_per_round (target >= 0.85)"] == 0.9
+    assert targets["E_at_10_per_round (target >= 0.7)"] == 0.8
+    assert targets["max_launch_to_first_round_s (target <= 10)"] == 9.0
+    assert targets["peak_pss_gb_1000x100 (target <= 3)"] == 2.5
+
+
+def test_peak_memory_counts_child_processes():
+    hold = "import time; x = bytearray(300 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); time.sleep(3)"
+    with PeakMemory(interval_s=0.1) as alone:
+        pass
+    child = subprocess.Popen([sys.executable, "-c", hold])
+    try:
+        with PeakMemory(interval_s=0.1) as memory:
+            import time
+
+            time.sleep(2.0)
+    finally:
+        child.wait()
+    assert memory.peak_pss - alone.peak_pss > 250e6  # the child's 300 MB, touched page by page
+    assert memory.peak_rss >= memory.peak_pss
