@@ -92,7 +92,8 @@ def convert(annotation: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' must be a mapping, got {_show(value)}.")
         if len(args) == 2:
-            return {convert(args[0], k, key): convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+            # Values are typed here; keys are left to the owner's checks (YAML may give 1 or "1").
+            return {k: convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if annotation is bool:
         if isinstance(value, bool):
