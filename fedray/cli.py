@@ -7,7 +7,9 @@ import logging
 import math
 import os
 import sys
+import threading
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -60,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run a grid of studies (variants x seeds x values)")
     sweep.add_argument("sweep", help="sweep YAML file, e.g. configs/bench/mots7_phantom.yaml")
+    sweep.add_argument("--parallel", type=int, default=None, metavar="N",
+                       help="run up to N cells at once, each on 1/N of the Ray cluster (default: the file's "
+                            "parallel, else 1)")
     sweep.set_defaults(handler=_sweep)
 
     report = commands.add_parser("report", help="compare the studies of an MLflow experiment across seeds")
@@ -185,7 +190,7 @@ def _run_config(config, resume: bool) -> int:
     return 0
 
 
-def _study_with_progress(config, resume: bool) -> dict:
+def _study_with_progress(config, resume: bool, stop: threading.Event | None = None) -> dict:
     """Prepare the data and run (or resume) one study with a progress bar; returns its summary."""
     from fedray.data.federation import prepare_hospitals
     from fedray.simulation.launch import run_study
@@ -205,27 +210,67 @@ def _study_with_progress(config, resume: bool) -> dict:
         task = bar.add_task("starting Ray", total=config.rounds)
 
         def show(p) -> None:
-            done = p.round - 1 + (p.clients_done / p.clients if p.clients else 0)
-            bar.update(task, completed=max(done, 0), description=_progress_text(p))
+            bar.update(task, completed=_rounds_done(p), description=_progress_text(p))
 
         summary = run_study(
             config, hospitals, test_dir, on_progress=show, resume=resume,
-            skipped=tuple(bad.as_dict() for bad in prepared.skipped),
+            skipped=tuple(bad.as_dict() for bad in prepared.skipped), stop=stop,
         )
         bar.update(task, completed=config.rounds)
     return summary
 
 
+def _cells_with_progress(bar: Progress):
+    """A sweep's run_cell for cells running at once: each running cell is one line of `bar`."""
+    from fedray.data.federation import prepare_hospitals
+    from fedray.simulation.launch import run_study
+
+    data_lock = threading.Lock()  # cells share the data cache: the first writes a phantom site, the rest reuse it
+
+    def run_cell(config, resume: bool, stop: threading.Event) -> dict:
+        name = config.run_name
+        task = bar.add_task(f"{name} · preparing data", total=config.rounds)
+        try:
+            with data_lock:
+                prepared = prepare_hospitals(config)
+            if stop.is_set():
+                raise KeyboardInterrupt  # Ctrl-C while this cell prepared its data: do not start it
+            for bad in prepared.skipped:
+                console.print(f"[yellow]skipped[/] {bad.file}: {bad.reason}")
+            bar.update(task, description=f"{name} · {'resuming' if resume else 'waiting for its actors'}")
+
+            def show(p) -> None:
+                bar.update(task, completed=_rounds_done(p), description=f"{name} · {_progress_text(p)}")
+
+            return run_study(
+                config, prepared.hospitals, prepared.test_dir, on_progress=show, resume=resume,
+                skipped=tuple(bad.as_dict() for bad in prepared.skipped), stop=stop,
+            )
+        finally:
+            bar.remove_task(task)  # the sweep prints the cell's outcome
+
+    return run_cell
+
+
+def _rounds_done(p) -> float:
+    return max(p.round - 1 + (p.clients_done / p.clients if p.clients else 0), 0)
+
+
 def _sweep(args: argparse.Namespace) -> int:
-    from fedray.experiments.sweep import load_sweep, plan_cells, run_sweep
+    import ray
+
+    from fedray.errors import ConfigError
+    from fedray.experiments.sweep import cell_share, load_sweep, plan_cells, run_sweep
     from fedray.simulation.launch import init_ray
     from fedray.tracking.mlflow import close_run, default_tracking_uri, open_parent_run
 
     sweep = load_sweep(args.sweep)
+    parallel = sweep.parallel if args.parallel is None else args.parallel
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, not {parallel}.")
     cells = plan_cells(sweep)
     first = cells[0].config
     uri = first.tracking.uri or default_tracking_uri(first.tracking.results_dir)
-    console.print(f"Sweep [bold]{sweep.name}[/]: {len(cells)} studies")
     parent = {}
 
     def open_parent(name: str) -> str:
@@ -236,9 +281,31 @@ def _sweep(args: argparse.Namespace) -> int:
         console.print(f"[{index + 1}/{len(cells)}] {cell.run_name}: {status}", highlight=False)
 
     init_ray(first.resources)  # once for the whole sweep
-    status = run_sweep(sweep, cells, _study_with_progress, open_parent, on_cell)
+    cluster = ray.cluster_resources()
+    cells = [replace(cell, config=cell_share(cell.config, cluster, parallel)) for cell in cells]
+    at_once = f", up to {parallel} at once on {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs"
+    console.print(f"Sweep [bold]{sweep.name}[/]: {len(cells)} studies{at_once if parallel > 1 else ''}")
+    try:
+        if parallel == 1:
+            status = run_sweep(sweep, cells, _study_with_progress, open_parent, on_cell)
+        else:
+            with _progress_bar() as bar:
+                status = run_sweep(sweep, cells, _cells_with_progress(bar), open_parent, on_cell, parallel)
+    except KeyboardInterrupt:
+        if "id" in parent:
+            close_run(uri, parent["id"], "KILLED")
+        console.print(f"[yellow]Sweep stopped; running studies stopped after a checkpoint. "
+                      f"Continue with: fedray sweep {args.sweep}[/]", highlight=False)
+        return 130
     failed = [name for name, s in status.items() if s.startswith("failed")]
     close_run(uri, parent["id"], "FAILED" if failed else "FINISHED")
+    table = Table(title=f"sweep {sweep.name}")
+    table.add_column("study")
+    table.add_column("status")
+    for name, outcome in status.items():
+        colour = "red" if outcome.startswith("failed") else "green" if outcome == "done" else "dim"
+        table.add_row(name, f"[{colour}]{outcome}[/]")
+    Console().print(table)
     console.print(
         f"{len(status) - len(failed)} of {len(status)} studies finished; report: fedray report --experiment {sweep.name}"
     )

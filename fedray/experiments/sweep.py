@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
+import threading
 import traceback
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,8 +40,10 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0,)
     overrides: tuple[str, ...] = ()
     grid: dict = field(default_factory=dict)  # "section.key" -> list of values
+    parallel: int = 1  # cells run at once on the one Ray cluster, each with 1/parallel of it
 
     def __post_init__(self) -> None:
+        require(self.parallel >= 1, "parallel must be >= 1 (1 runs the cells one after another).")
         labels = [v.label for v in self.variants]
         require(len(labels) > 0, "variants: list at least one variant.")
         require(len(set(labels)) == len(labels), "variants: labels must be unique.")
@@ -78,41 +83,105 @@ def plan_cells(sweep: SweepConfig, base_dir: Path = Path(".")) -> list[Cell]:
     return cells
 
 
+def cell_share(config: StudyConfig, cluster: dict[str, float], parallel: int) -> StudyConfig:
+    """The cell's config with `resources.actors` sized to 1/parallel of the cluster's CPUs (and GPUs).
+
+    Without it each of the cells running at once would ask for as many actors as the whole cluster
+    holds, and all but one would wait for the others' placement groups. Left alone when `parallel`
+    is 1 or the sweep sets `resources.actors` itself. Hospitals with their own `resources.hospitals`
+    actor keep it; the shared actors get the rest of the share, and at least one actor.
+    """
+    res = config.resources
+    if parallel == 1 or res.actors is not None:
+        return config
+    share_cpus = cluster.get("CPU", 0) / parallel - sum(h.cpus for h in res.hospitals.values())
+    fit = math.floor(share_cpus / res.cpus_per_actor + 1e-9)
+    if res.gpus_per_actor > 0:
+        share_gpus = cluster.get("GPU", 0) / parallel - sum(h.gpus for h in res.hospitals.values())
+        fit = min(fit, math.floor(share_gpus / res.gpus_per_actor + 1e-9))
+    if fit < 1:
+        log.warning(
+            "%s: 1/%d of the cluster (%g CPUs, %g GPUs) holds no actor of %g CPUs and %g GPUs; it gets one, "
+            "so cells may wait for each other's placement (resources.placement_timeout_s). Lower parallel.",
+            config.run_name, parallel, cluster.get("CPU", 0), cluster.get("GPU", 0), res.cpus_per_actor,
+            res.gpus_per_actor,
+        )
+    return replace(config, resources=replace(res, actors=max(fit, 1)))
+
+
 def run_sweep(
     sweep: SweepConfig,
     cells: list[Cell],
-    run_cell: Callable[[StudyConfig, bool], dict],
+    run_cell: Callable[[StudyConfig, bool, threading.Event], dict],
     open_parent: Callable[[str], str],
     on_cell: Callable[[int, Cell, str], None] | None = None,
+    parallel: int = 1,
 ) -> dict[str, str]:
-    """Run cells one after another; finished cells are skipped, interrupted ones resume from their
-    checkpoint, and a failing cell does not stop the rest.
+    """Run cells one after another, or up to `parallel` at once; finished cells are skipped,
+    interrupted ones resume from their checkpoint, and a failing cell does not stop the rest.
+
+    Ctrl-C (KeyboardInterrupt in the calling thread) stops every running cell after its current
+    round's checkpoint, starts no new one, and is raised again once they have stopped.
 
     Args:
-        run_cell: runs (resume=False) or resumes (True) one study config and returns its summary.
+        run_cell: runs (resume=False) or resumes (True) one study config and returns its summary; it
+            stops the study and raises KeyboardInterrupt once the event is set.
         open_parent: returns the sweep's MLflow parent run id (created once, found again on resume).
-        on_cell: called with (index, cell, status) as each cell starts and ends.
+        on_cell: called with (index, cell, status) as each cell starts and ends ("stopped" after
+            Ctrl-C), from the cell's thread.
+        parallel: cells run at once (threads of this process, each driving one study on Ray).
 
     Returns:
-        run name -> "done", "skipped (finished before)" or "failed: <reason>".
+        run name -> "done", "skipped (finished before)" or "failed: <reason>", in cell order.
     """
     parent_id = open_parent(sweep.name)
-    status = {}
+    stop = threading.Event()
+    status: dict[str, str] = {}
+    todo = []
     for index, cell in enumerate(cells):
         if (cell.config.run_dir / "summary.json").is_file():
             status[cell.run_name] = "skipped (finished before)"
-        else:
             if on_cell is not None:
-                on_cell(index, cell, "running")
-            config = replace(cell.config, tracking=replace(cell.config.tracking, parent_run_id=parent_id))
-            try:
-                run_cell(config, checkpoint_path(config.run_dir).is_file())
-                status[cell.run_name] = "done"
-            except FedrayError as error:
-                status[cell.run_name] = f"failed: {error}"
-            except Exception as error:  # noqa: BLE001 - one broken cell must not stop the sweep
-                log.error("cell %s failed:\n%s", cell.run_name, traceback.format_exc())
-                status[cell.run_name] = f"failed: {type(error).__name__}: {error}"
+                on_cell(index, cell, status[cell.run_name])
+        else:
+            todo.append((index, cell))
+
+    def run_one(index: int, cell: Cell) -> str:
         if on_cell is not None:
-            on_cell(index, cell, status[cell.run_name])
-    return status
+            on_cell(index, cell, "running")
+        config = replace(cell.config, tracking=replace(cell.config.tracking, parent_run_id=parent_id))
+        try:
+            run_cell(config, checkpoint_path(config.run_dir).is_file(), stop)
+            result = "done"
+        except KeyboardInterrupt:
+            if not stop.is_set():
+                raise  # Ctrl-C reached this thread itself: the caller stops the sweep
+            result = "stopped"
+        except FedrayError as error:
+            result = f"failed: {error}"
+        except Exception as error:  # noqa: BLE001 - one broken cell must not stop the sweep
+            log.error("cell %s failed:\n%s", cell.run_name, traceback.format_exc())
+            result = f"failed: {type(error).__name__}: {error}"
+        if on_cell is not None:
+            on_cell(index, cell, result)
+        return result
+
+    if parallel == 1:
+        for index, cell in todo:
+            status[cell.run_name] = run_one(index, cell)
+    else:
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="fedray-cell") as pool:
+            futures: dict[Future, Cell] = {pool.submit(run_one, index, cell): cell for index, cell in todo}
+            try:
+                pending = set(futures)
+                while pending:  # a timeout, so Ctrl-C reaches this thread while cells run
+                    _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                stop.set()  # running cells stop after their round's checkpoint
+                for future in futures:
+                    future.cancel()  # queued cells never start
+                wait([f for f in futures if not f.cancelled()])
+                raise
+        for future, cell in futures.items():
+            status[cell.run_name] = future.result()
+    return {cell.run_name: status[cell.run_name] for cell in cells}

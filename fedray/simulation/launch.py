@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,11 +44,13 @@ def run_study(
     poll_s: float = 0.5,
     resume: bool = False,
     skipped: tuple[dict, ...] = (),
+    stop: threading.Event | None = None,
 ) -> dict:
     """Run (or resume from its last checkpoint) a study on Ray and return its summary.
 
-    Ctrl-C stops it after the current round's checkpoint; the MLflow run ends KILLED. `skipped` lists
-    the cases left out as bad input ({site, case, file, reason}), recorded with the run.
+    Ctrl-C, or setting `stop` (how a parallel sweep stops the studies its threads run), stops it after
+    the current round's checkpoint and raises KeyboardInterrupt; the MLflow run ends KILLED. `skipped`
+    lists the cases left out as bad input ({site, case, file, reason}), recorded with the run.
     """
     check_resource_overrides(config, hospitals)
     started = init_ray(config.resources)
@@ -71,6 +73,8 @@ def run_study(
                     on_progress(ray.get(driver.progress.remote()))
                 if ready:
                     return ray.get(result)
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt  # only the main thread gets Ctrl-C; stop the same way
         except KeyboardInterrupt:
             driver.stop.remote()
             ray.wait([result])  # the driver finishes the round, checkpoints, marks the run KILLED

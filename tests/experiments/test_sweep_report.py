@@ -1,31 +1,37 @@
-"""A small sweep run inside the test (real Ray, MLflow, NIfTI), resumed, and the report checked against it."""
+"""A small sweep run inside the test (real Ray, MLflow, NIfTI), resumed, and the report checked
+against it; the same sweep run two cells at a time gives the same results."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from fedray.cli import main
+from fedray.messages import TIMING_METRICS
+from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 from tests.conftest import tiny_study
 
 pytestmark = pytest.mark.ray
 
 
-def test_sweep_runs_resumes_and_reports(tmp_path, ray_local):
+def write_sweep(tmp_path, name: str, **extra) -> tuple:
+    """The 2 variants x 2 seeds sweep on the tiny study; returns (sweep file, study dict)."""
     study = tiny_study(tmp_path, rounds=2)
     study_path = tmp_path / "study.yaml"
     study_path.write_text(yaml.safe_dump(study))
     unweighted = tmp_path / "unweighted.yaml"
     unweighted.write_text(yaml.safe_dump({"method": {"name": "fedavg", "params": {"weighted": False}}}))
-    sweep_path = tmp_path / "sweep.yaml"
+    sweep_path = tmp_path / f"{name}.yaml"
     sweep_path.write_text(
         yaml.safe_dump(
             {
-                "name": "mini",
+                "name": name,
                 "study": str(study_path),
                 "overrides": ["train.local_steps=1"],
                 "variants": [
@@ -33,10 +39,24 @@ def test_sweep_runs_resumes_and_reports(tmp_path, ray_local):
                     {"label": "unweighted", "fragments": [str(unweighted)]},
                 ],
                 "seeds": [0, 1],
+                **extra,
             }
         )
     )
-    assert main(["sweep", str(sweep_path)]) == 0
+    return sweep_path, study
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, ray_local):
+    """The sweep run one cell after another (shared by the tests below: it is the slow part)."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    sweep_path, study = write_sweep(tmp_path, "mini", parallel=2)
+    assert main(["sweep", str(sweep_path), "--parallel", "1"]) == 0  # the flag overrides the file
+    return tmp_path, sweep_path, study
+
+
+def test_sweep_runs_resumes_and_reports(sequential):
+    tmp_path, sweep_path, study = sequential
 
     uri = study["tracking"]["uri"]
     client = MlflowClient(uri)
@@ -67,3 +87,47 @@ def test_sweep_runs_resumes_and_reports(tmp_path, ray_local):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         assert f"({name}.png)" in text
+
+
+def test_parallel_sweep_runs_cells_at_once_with_the_same_results(sequential):
+    tmp_path, _, study = sequential
+    sweep_path, _ = write_sweep(tmp_path, "mini_par", parallel=2)
+    assert main(["sweep", str(sweep_path)]) == 0
+
+    client = MlflowClient(study["tracking"]["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("mini_par").experiment_id])
+    parent = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    cells = {r.info.run_name: r for r in runs if r.data.tags.get("role") == "study"}
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED" and len(cells) == 4
+    assert all(r.info.status == "FINISHED" for r in cells.values())
+    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in cells.values())
+
+    # cells really ran at once, two at a time at most
+    spans = sorted((r.info.start_time, r.info.end_time) for r in cells.values())
+    peak = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert peak == 2
+
+    # each got half of the 2-CPU cluster: 2 actors of 0.5 CPUs (alone, a cell takes 3, one per hospital)
+    results = tmp_path / "results"
+    for name in cells:
+        assert cells[name].data.params["resources.actors"] == "2"
+        assert len(json.loads((results / name / "summary.json").read_text())["actors"]) == 2
+    for variant, seed in itertools.product(("weighted", "unweighted"), (0, 1)):
+        alone = json.loads((results / f"mini__{variant}__s{seed}" / "summary.json").read_text())
+        assert len(alone["actors"]) == 3
+
+    # and running at once on fewer actors changed nothing: every metric of every round, final weights
+    alone_runs = client.search_runs([client.get_experiment_by_name("mini").experiment_id])
+    sequential_runs = {r.info.run_name: r for r in alone_runs}
+    for name, run in cells.items():
+        twin = sequential_runs[name.replace("mini_par__", "mini__")]
+        keys = set(run.data.metrics) - TIMING_METRICS
+        assert keys == set(twin.data.metrics) - TIMING_METRICS and "dice/mean" in keys
+        for key in keys:
+            ours = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+            theirs = [(m.step, m.value) for m in client.get_metric_history(twin.info.run_id, key)]
+            assert sorted(ours) == sorted(theirs), key
+        weights = load_checkpoint(checkpoint_path(results / name)).global_state
+        twin_weights = load_checkpoint(checkpoint_path(results / twin.info.run_name)).global_state
+        assert weights.keys() == twin_weights.keys()
+        assert all(np.array_equal(weights[k], twin_weights[k]) for k in weights)
