@@ -369,6 +369,10 @@ class ResourcesConfig:
         placement: Ray placement-group strategy for the actors' bundles (PACK fills nodes in turn,
             SPREAD spreads over nodes; STRICT_ variants fail rather than bend).
         placement_timeout_s: how long to wait for the cluster to hold every bundle before giving up.
+        scheduling: dynamic hands each idle actor the round's next hospital (its data, loaded once by
+            its home actor into Ray's object store, is read zero-copy on the same node and copied
+            across nodes); pinned always trains a hospital on its home actor, so data never moves.
+            Hospitals with an override always train on their own actor.
     """
 
     address: str | None = None
@@ -380,6 +384,7 @@ class ResourcesConfig:
     hospitals: dict[str, HospitalResources] = field(default_factory=dict)
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     placement_timeout_s: float = 120.0
+    scheduling: Literal["dynamic", "pinned"] = "dynamic"
     dashboard: bool = False
 
     def __post_init__(self) -> None:

@@ -90,6 +90,21 @@ class ClientResult:
         return len(self.payload)
 
 
+@dataclass(frozen=True)
+class TaskReport:
+    """A hospital actor's reply to one training task.
+
+    `result` carries the update for methods aggregated one update at a time; for weighted-sum methods
+    the update stays in the actor's partial sum and `result` is None. `failed` is the error of a
+    training that raised (the driver retries it); `client_state` is what a stateful method keeps.
+    """
+
+    hospital_id: str
+    result: ClientResult | None = None
+    failed: str | None = None
+    client_state: bytes | None = None
+
+
 @dataclass
 class RoundAccount:
     """A round's per-hospital bookkeeping; accounts kept on different actors merge into one."""
@@ -113,11 +128,11 @@ class RoundAccount:
 
 @dataclass(frozen=True)
 class RoundPart:
-    """One hospital actor's share of a round: its hospitals' updates, pre-summed when the method allows.
+    """One hospital actor's share of a round for methods whose aggregation is a weighted sum.
 
-    For methods whose aggregation is a weighted sum, `aggregate` is the float64 weighted sum of the
-    actor's accepted updates and `account` its bookkeeping, so the driver holds one model per actor,
-    not per hospital. Otherwise `results` carry each update for the driver to fold in itself.
+    `aggregate` is the float64 weighted sum of the updates the actor trained this round and `account`
+    their bookkeeping, so the driver holds one model per actor, not per hospital. (`results` lets a
+    part carry updates one by one; the driver folds those in itself.)
     """
 
     round: int
@@ -126,5 +141,3 @@ class RoundPart:
     weight: float = 0.0
     count: int = 0
     results: tuple[ClientResult, ...] = ()
-    failed: tuple[tuple[str, str], ...] = ()  # (hospital id, error) to retry
-    client_states: tuple[tuple[str, bytes], ...] = ()  # (hospital id, persistent state) after the round

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,7 +237,8 @@ class PatchSampler:
         if not cases:
             raise DataError("a hospital has no cases")
         # Only what training reads: the original-grid labels (for evaluation) need not stay in memory.
-        self.cases = [{key: case[key] for key in ("image", "label", "labelled")} for case in cases]
+        # Arrays may be read-only views into Ray's object store: nothing here writes to them.
+        self.cases = [{key: _tensor(case[key]) for key in ("image", "label", "labelled")} for case in cases]
         self.batch_size = batch_size
         self.crop = Compose(
             [
@@ -267,11 +269,28 @@ class PatchSampler:
             patches = [self.crop({"image": self.cases[i]["image"], "label": self.cases[i]["label"]})[0] for i in picks]
             if self.augment is not None:
                 patches = [self.augment(p) for p in patches]
-            yield Batch(
-                image=torch.stack([torch.as_tensor(p["image"]) for p in patches]).float(),
-                label=torch.stack([torch.as_tensor(p["label"]) for p in patches]).long(),
+            yield Batch(  # plain tensors: MetaTensor's per-op bookkeeping would slow every layer
+                image=_plain(torch.stack([torch.as_tensor(p["image"]) for p in patches]).float()),
+                label=_plain(torch.stack([torch.as_tensor(p["label"]) for p in patches]).long()),
                 labelled=torch.stack([self.cases[i]["labelled"] for i in picks]),
             )
+
+
+def training_arrays(cases: list[dict]) -> list[dict[str, np.ndarray]]:
+    """What training needs of each loaded case, as numpy arrays (Ray stores these zero-copy)."""
+    return [{key: np.asarray(case[key]) for key in ("image", "label", "labelled")} for case in cases]
+
+
+def _tensor(value) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        with warnings.catch_warnings():  # read-only object-store arrays: never written, so no copy
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(value)
+    return value
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
 
 
 def augmentation(cfg: AugmentConfig) -> Compose:

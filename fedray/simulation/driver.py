@@ -28,6 +28,7 @@ from fedray.models.ensemble import OrganEnsemble
 from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import (
+    ActorPlan,
     create_hospital_actor,
     plan_actors,
     release_placement,
@@ -51,8 +52,19 @@ from fedray.training.evaluate import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 
+PIPELINE = 2  # tasks queued per hospital actor: one running, one ready, so an actor never waits on the driver
+
 # organ index -> (teacher hospital id, head of that organ, the teacher's head count, payload)
 Teachers = dict[int, tuple[str, int, int, bytes]]
+
+
+@dataclass(frozen=True)
+class HospitalActors:
+    """Started hospital actors with their plans and placement group (actor i runs plans[i] in bundle i)."""
+
+    plans: list[ActorPlan]
+    placement: object  # ray.util.placement_group.PlacementGroup
+    actors: list
 
 
 class StudyStopped(Exception):
@@ -165,11 +177,18 @@ class Driver:
         self._stop.set()
 
     # -- the round loop ---------------------------------------------------------------------------
-    def run(self) -> dict:
-        """Run (or resume) every round and return the summary (also written to summary.json)."""
+    def run(self, started: HospitalActors | None = None) -> dict:
+        """Run (or resume) every round and return the summary (also written to summary.json).
+
+        `started`: hospital actors the launcher already started (they start while this actor does);
+        without it the driver starts its own.
+        """
         cfg = self.config
         try:
-            self._start_actors()  # their processes start and load data while MLflow and the test set are set up
+            self._adopt_actors(started or self._start_actors())
+            if not self.resume:  # round 1's data loads while MLflow and the test set are set up
+                for hospital in self._sample(1):
+                    self._data(hospital)
             return self._tracked_run()
         finally:
             release_placement(cfg)  # the study's actors are done with their bundles
@@ -209,25 +228,56 @@ class Driver:
         tracker.end("FINISHED")
         return summary
 
-    def _start_actors(self) -> None:
+    def _start_actors(self) -> HospitalActors:
         """Reserve the placement group and start the hospital actors, without waiting for them."""
         cfg = self.config
-        self.plans = plan_actors(cfg, self.hospitals, ray.cluster_resources())
-        self.placement = reserve_placement(cfg, self.plans)
-        self.actors = [create_hospital_actor(cfg, plan, self.placement, g) for g, plan in enumerate(self.plans)]
-        self.group_of = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
+        plans = plan_actors(cfg, self.hospitals, ray.cluster_resources())
+        placement = reserve_placement(cfg, plans)
+        return HospitalActors(plans, placement, [create_hospital_actor(cfg, p, placement, g) for g, p in enumerate(plans)])
+
+    def _adopt_actors(self, started: HospitalActors) -> None:
+        cfg = self.config
+        self.plans, self.placement, self.actors = started.plans, started.placement, list(started.actors)
+        self.home = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
+        self.dedicated = {g for g, plan in enumerate(self.plans) if plan.dedicated}
+        self.data: dict[str, ray.ObjectRef] = {}  # hospital -> its training arrays in the object store
         self.generations: dict[int, int] = {}  # group -> replacements so far
         self.client_store = ClientStateStore(cfg.run_dir / "client_state")
 
     def _await_actors(self) -> None:
-        """Wait until every hospital actor holds its data (a data error surfaces here); note where each runs."""
-        ray.get([actor.hosted.remote() for actor in self.actors])
+        """Wait until every hospital actor is up; note where each runs."""
+        ray.get([actor.ready.remote() for actor in self.actors])
         nodes = ray.get([actor.node_id.remote() for actor in self.actors])
         self.placed = [
             {"actor": g, "node_id": node, "cpus": plan.cpus, "gpus": plan.gpus,
              "hospitals": [h.hospital_id for h in plan.hospitals]}
             for g, (plan, node) in enumerate(zip(self.plans, nodes))
         ]
+
+    def _data(self, hospital: Hospital) -> ray.ObjectRef:
+        """The hospital's training arrays, loaded by its home actor on first use and kept by the driver.
+
+        The object is owned by the driver, so it outlives the actor that loaded it; a load that
+        failed with its actor is forgotten (`_forget_lost_data`) and done again.
+        """
+        ref = self.data.get(hospital.hospital_id)
+        if ref is None:
+            ref = self.actors[self.home[hospital.hospital_id]].load.remote(hospital)
+            self.data[hospital.hospital_id] = ref
+        return ref
+
+    def _forget_lost_data(self, hospital: Hospital) -> None:
+        ref = self.data.get(hospital.hospital_id)
+        if ref is None:
+            return
+        ready, _ = ray.wait([ref], timeout=0)
+        if not ready:
+            del self.data[hospital.hospital_id]  # pending on an actor that may be gone: load again
+            return
+        try:
+            ray.get(ref, timeout=0)
+        except (RayActorError, RayTaskError):
+            del self.data[hospital.hospital_id]
 
     def _rounds(self, tracker: MlflowTracker, files: RunFiles, checkpoint: Checkpoint | None) -> dict:
         cfg = self.config
@@ -350,68 +400,109 @@ class Driver:
     def _train_round(
         self, round_index: int, chosen: list[Hospital], payload_ref, teachers_ref, ledger: RoundLedger
     ) -> dict[str, int]:
-        """Dispatch the round's local updates, one call per hospital actor, and fold parts in as they arrive.
+        """Hand the round's hospitals to idle actors one by one, then collect each actor's partial sum.
 
-        Simulated dropouts are not dispatched; hospitals whose actor died or whose training raised are
-        retried (on a fresh actor if it died) up to faults.max_retries times, then dropped; with a
-        deadline, updates whose slowed local time exceeds it are discarded as late. Returns the counts.
+        Each actor has up to PIPELINE tasks queued, preferring hospitals whose data it loaded. Simulated
+        dropouts are not dispatched; a hospital whose training raised, or whose actor died (taking the
+        updates summed there this round with it), is retried up to faults.max_retries times, then
+        dropped; with a deadline, updates whose slowed local time exceeds it are discarded as late.
+        Returns the fault counts.
         """
         faults = self.config.faults
         counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
         draws = {h.hospital_id: self._fault_draws(round_index, h) for h in chosen}
-        slowdown = {hid: faults.straggler_slowdown for hid, (_, s) in draws.items() if s < faults.straggler_fraction}
-        by_group: dict[int, list[str]] = {}
+        queue: list[Hospital] = []
         for hospital in chosen:
             if draws[hospital.hospital_id][0] < faults.dropout:
                 counts[Metric.DROPOUT.value] += 1
             else:
-                by_group.setdefault(self.group_of[hospital.hospital_id], []).append(hospital.hospital_id)
+                queue.append(hospital)
+        attempts = {h.hospital_id: 0 for h in queue}
+        in_flight: dict = {}  # task -> (actor group, actor handle, hospital)
+        busy = [0] * len(self.actors)
+        summed_on: dict[int, list[Hospital]] = {}  # group -> hospitals in its partial sum this round
+        done = counts[Metric.DROPOUT.value]
+        pinned = self.config.resources.scheduling == "pinned"
 
-        pending = {}
+        def takes(group: int, hospital: Hospital) -> bool:
+            home = self.home[hospital.hospital_id]
+            return home == group or not (pinned or home in self.dedicated or group in self.dedicated)
 
-        def submit(group: int, hospital_ids: list[str], attempt: int) -> None:
-            states = None
-            if self.strategy.stateful:
-                stored = {hid: self.client_store.get(hid, round_index) for hid in hospital_ids}
-                states = {hid: payload for hid, payload in stored.items() if payload is not None}
-            actor = self.actors[group]
-            ref = actor.train_round.remote(
-                round_index, hospital_ids, payload_ref, teachers_ref, states,
-                {hid: slowdown[hid] for hid in hospital_ids if hid in slowdown}, faults.deadline_s,
-            )
-            pending[ref] = (group, actor, hospital_ids, attempt)
+        def fill(group: int) -> None:
+            while busy[group] < PIPELINE and queue:
+                mine = [i for i, h in enumerate(queue) if self.home[h.hospital_id] == group]
+                pick = mine[0] if mine else next((i for i, h in enumerate(queue) if takes(group, h)), None)
+                if pick is None:
+                    return
+                hospital = queue.pop(pick)
+                hid = hospital.hospital_id
+                state = self.client_store.get(hid, round_index) if self.strategy.stateful else None
+                slowdown = faults.straggler_slowdown if draws[hid][1] < faults.straggler_fraction else 1.0
+                actor = self.actors[group]
+                task = actor.train.remote(
+                    round_index, hospital, self._data(hospital), payload_ref, teachers_ref, state, slowdown,
+                    faults.deadline_s,
+                )
+                in_flight[task] = (group, actor, hospital)
+                busy[group] += 1
 
-        def retry_or_drop(group: int, hospital_ids: list[str], attempt: int, why: object) -> None:
-            if attempt < faults.max_retries:
-                counts[Metric.RETRIES.value] += len(hospital_ids)
-                submit(group, hospital_ids, attempt + 1)
+        def retry_or_drop(hospital: Hospital, why: object) -> None:
+            hid = hospital.hospital_id
+            if attempts[hid] < faults.max_retries:
+                attempts[hid] += 1
+                counts[Metric.RETRIES.value] += 1
+                queue.append(hospital)
             else:
-                log.warning("dropped %s from round %d after %d retries: %s", ", ".join(hospital_ids),
-                            round_index, attempt, why)
-                counts[Metric.DROPPED.value] += len(hospital_ids)
+                log.warning("dropped %s from round %d after %d retries: %s", hid, round_index, attempts[hid], why)
+                counts[Metric.DROPPED.value] += 1
 
-        for group, hospital_ids in sorted(by_group.items()):
-            submit(group, hospital_ids, 0)
-        done_count = counts[Metric.DROPOUT.value]
-        while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            group, actor, hospital_ids, attempt = pending.pop(ref)
-            try:
-                part = ray.get(ref)
-            except (RayActorError, RayTaskError) as error:
-                if isinstance(getattr(error, "cause", None), FedrayError):
-                    raise error.cause from None  # a configuration problem, not a failing hospital
-                if isinstance(error, RayActorError):
-                    self._replace_actor(group, actor)
-                retry_or_drop(group, hospital_ids, attempt, error)
-                continue
-            ledger.merge(part)
-            for hospital_id, payload in part.client_states:
-                self.client_store.put(hospital_id, round_index, payload)
-            if part.failed:
-                retry_or_drop(group, [hid for hid, _ in part.failed], attempt, dict(part.failed))
-            done_count += len(hospital_ids) - len(part.failed)
-            self._update(clients_done=done_count, train_loss=ledger.train_loss)
+        def actor_died(group: int, dead) -> None:
+            nonlocal done
+            self._replace_actor(group, dead)
+            lost = summed_on.pop(group, [])
+            done -= len(lost)
+            for hospital in lost:  # their updates were in the dead actor's partial sum
+                retry_or_drop(hospital, "its actor died before sending the round's sum")
+
+        while True:
+            for group in range(len(self.actors)):
+                fill(group)
+            while in_flight:
+                [task], _ = ray.wait(list(in_flight), num_returns=1)
+                group, actor, hospital = in_flight.pop(task)
+                busy[group] -= 1
+                try:
+                    report = ray.get(task)
+                except (RayActorError, RayTaskError) as error:
+                    if isinstance(getattr(error, "cause", None), FedrayError):
+                        raise error.cause from None  # a configuration problem, not a failing hospital
+                    if isinstance(error, RayActorError) and self.actors[group] is actor:
+                        actor_died(group, actor)
+                    self._forget_lost_data(hospital)
+                    retry_or_drop(hospital, error)
+                else:
+                    if report.failed is not None:
+                        retry_or_drop(hospital, report.failed)
+                    else:
+                        if report.result is not None:
+                            ledger.add(report.result)
+                        else:
+                            summed_on.setdefault(group, []).append(hospital)
+                        if report.client_state is not None:
+                            self.client_store.put(hospital.hospital_id, round_index, report.client_state)
+                        done += 1
+                        self._update(clients_done=done, train_loss=ledger.train_loss)
+                for g in range(len(self.actors)):
+                    fill(g)
+            flushes = {self.actors[g].flush.remote(round_index): (g, self.actors[g]) for g in summed_on}
+            for task, (group, actor) in flushes.items():
+                try:
+                    ledger.merge(ray.get(task))
+                    summed_on.pop(group, None)
+                except RayActorError:
+                    actor_died(group, actor)
+            if not queue:
+                break
         return {**counts, Metric.LATE.value: len(ledger.account.late)}
 
     def _fault_draws(self, round_index: int, hospital: Hospital) -> tuple[float, float]:
@@ -426,9 +517,9 @@ class Driver:
         self.generations[group] = self.generations.get(group, 0) + 1
         ray.kill(dead)  # unreachable but maybe alive: free its bundle for the replacement
         actor = create_hospital_actor(self.config, self.plans[group], self.placement, group, self.generations[group])
-        ray.get(actor.hosted.remote())
+        ray.get(actor.ready.remote())
         self.actors[group] = actor
-        log.warning("hospital actor of %s died; replaced it", ", ".join(h.hospital_id for h in self.plans[group].hospitals))
+        log.warning("hospital actor %d died; replaced it", group)
 
     def _log_missing_rounds(self, tracker: MlflowTracker, files: RunFiles) -> int:
         """On resume: log the checkpointed rounds MLflow had not received; return the last round it has.
@@ -452,8 +543,10 @@ class Driver:
         """
         teacher_of = self._organ_owners()
         teacher_hospitals = {h.hospital_id for h in teacher_of.values()}
+        by_id = {h.hospital_id: h for h in self.hospitals}
         refs = {
-            hid: self.actors[self.group_of[hid]].pretrain_teacher.remote(hid, steps) for hid in sorted(teacher_hospitals)
+            hid: self.actors[self.home[hid]].pretrain_teacher.remote(by_id[hid], self._data(by_id[hid]), steps)
+            for hid in sorted(teacher_hospitals)
         }
         payloads = {hid: ray.get(ref) for hid, ref in refs.items()}
         teachers = {}

@@ -14,8 +14,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from fedray.config import ResourcesConfig, StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.simulation.driver import Driver, Progress
-from fedray.simulation.placement import check_resource_overrides, release_placement
+from fedray.simulation.driver import Driver, HospitalActors, Progress
+from fedray.simulation.placement import (
+    check_resource_overrides,
+    create_hospital_actor,
+    plan_actors,
+    release_placement,
+    reserve_placement,
+)
 
 
 def init_ray(resources: ResourcesConfig) -> bool:
@@ -65,7 +71,12 @@ def run_study(
             )
             .remote(config, hospitals, test_dir, resume, skipped)
         )
-        result = driver.run.remote()
+        # Hospital actors start here, while the driver actor's process starts: both import torch and
+        # MONAI, so starting them one after the other would add seconds before the first round.
+        plans = plan_actors(config, hospitals, ray.cluster_resources())
+        placement = reserve_placement(config, plans)
+        actors = [create_hospital_actor(config, plan, placement, g) for g, plan in enumerate(plans)]
+        result = driver.run.remote(HospitalActors(plans, placement, actors))
         try:
             while True:
                 ready, _ = ray.wait([result], timeout=poll_s)
@@ -80,7 +91,9 @@ def run_study(
             ray.wait([result])  # the driver finishes the round, checkpoints, marks the run KILLED
             raise
         finally:
-            ray.kill(driver)  # and with it the hospital actors it owns
+            ray.kill(driver)  # and with it the replacement actors it started
+            for actor in actors:
+                ray.kill(actor)
             release_placement(config)  # in case the driver died before releasing it
     except RayTaskError as error:
         cause = error.cause

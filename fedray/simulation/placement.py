@@ -19,11 +19,12 @@ from fedray.simulation.worker import HospitalWorker
 
 @dataclass(frozen=True)
 class ActorPlan:
-    """One hospital actor: the hospitals it hosts for the whole study and its Ray resources."""
+    """One hospital actor: its home hospitals (whose data it loads) and its Ray resources."""
 
     hospitals: tuple[Hospital, ...]
     cpus: float
     gpus: float
+    dedicated: bool = False  # one hospital with a resources override: it trains only there, and only it
 
     def bundle(self) -> dict[str, float]:
         """Its placement-group bundle."""
@@ -67,7 +68,7 @@ def plan_actors(config: StudyConfig, hospitals: list[Hospital], available: dict[
     """
     res = config.resources
     dedicated = [
-        ActorPlan((h,), res.hospitals[h.hospital_id].cpus, res.hospitals[h.hospital_id].gpus)
+        ActorPlan((h,), res.hospitals[h.hospital_id].cpus, res.hospitals[h.hospital_id].gpus, dedicated=True)
         for h in hospitals
         if h.hospital_id in res.hospitals
     ]
@@ -148,5 +149,5 @@ def create_hospital_actor(
             name=actor_name(config, group, generation),
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=group),
         )
-        .remote(config, list(plan.hospitals), max(1, int(plan.cpus)), plan.gpus)
+        .remote(config, max(1, int(plan.cpus)), plan.gpus)
     )

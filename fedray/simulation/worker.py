@@ -1,4 +1,4 @@
-"""A hospital actor: hosts one or more hospitals, keeps their data and a model resident, trains on request."""
+"""A hospital actor: loads hospitals' data once into Ray's object store and trains any hospital on request."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import ray
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.datasets import PatchSampler, load_hospital_cases
+from fedray.data.datasets import PatchSampler, load_hospital_cases, training_arrays
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import ClientResult, RoundAccount, RoundPart, decode_state, encode_state
+from fedray.messages import ClientResult, RoundAccount, RoundPart, TaskReport, decode_state, encode_state
 from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
 from fedray.strategies import build_strategy
@@ -31,14 +31,15 @@ def task_seed(seed: int, round_index: int, hospital_index: int) -> int:
 
 
 class HospitalWorker:
-    """Runs local training for the hospitals it hosts; keeps their data, one model and a teacher cache.
+    """Trains hospitals on request: one model, a teacher cache and this round's partial sum.
 
+    A hospital's data is loaded once (`load`, on its home actor) into Ray's object store, from where
+    any actor can train it (zero-copy on the same node): the driver hands each idle actor the next
+    hospital of the round, so a round is not held up by an unlucky draw of hospitals on one actor.
     Nothing a result depends on survives a task: weights come with each task and RNG from the seed.
     """
 
-    def __init__(
-        self, config: StudyConfig, hospitals: list[Hospital], threads: int, gpu_memory_fraction: float = 0.0
-    ) -> None:
+    def __init__(self, config: StudyConfig, threads: int, gpu_memory_fraction: float = 0.0) -> None:
         torch.set_num_threads(max(1, threads))
         self.config = config
         # Ray narrows CUDA_VISIBLE_DEVICES to the actor's GPU, so it is always index 0 here.
@@ -47,21 +48,12 @@ class HospitalWorker:
         if self.device.type == "cuda":
             # Ray only books fractional GPUs; this makes the share a hard cap on the allocator.
             torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_fraction), self.device)
-        organs = list(config.data.organs)
         self.strategy = build_strategy(config.method)
-        self.model = build_model(config.model, len(organs)).to(self.device)
-        self.hospitals = {h.hospital_id: h for h in hospitals}
+        self.model = build_model(config.model, len(config.data.organs)).to(self.device)
         self._teachers: dict[str, torch.nn.Module] = {}
-        self.samplers = {
-            h.hospital_id: PatchSampler(
-                load_hospital_cases(h, config.data),
-                config.data.patch_size,
-                config.data.foreground_ratio,
-                config.train.batch_size,
-                augment=config.data.preprocess.augment,
-            )
-            for h in hospitals
-        }
+        self._global: tuple[int, dict] | None = None  # (round, decoded global weights)
+        self._sums: dict[int, RoundLedger] = {}  # round -> partial sum of the updates trained here
+        _warm_up(self.model, self.device, config.data.patch_size)
 
     def pid(self) -> int:
         """Process id of this actor (fault-injection tests kill it)."""
@@ -71,87 +63,108 @@ class HospitalWorker:
         """The Ray node this actor runs on (placement tests check the spread)."""
         return ray.get_runtime_context().get_node_id()
 
-    def hosted(self) -> list[str]:
-        """Ids of the hospitals on this actor (returns once their data is loaded)."""
-        return list(self.hospitals)
+    def ready(self) -> bool:
+        """True once the actor is constructed (its process started, libraries imported, warmed up)."""
+        return True
 
-    def pretrain_teacher(self, hospital_id: str, steps: int) -> bytes:
+    def load(self, hospital: Hospital) -> list[dict]:
+        """Preprocess one hospital's cases (persistent cache) into the arrays training reads.
+
+        The driver keeps the returned object: it lives in Ray's object store, owned by the driver,
+        so it outlives this actor.
+        """
+        return training_arrays(load_hospital_cases(hospital, self.config.data))
+
+    def pretrain_teacher(self, hospital: Hospital, data: list[dict], steps: int) -> bytes:
         """Train an organ-specific teacher on this hospital alone: one head per organ it labels.
 
         Uses the shared local loop with plain supervised hooks; round index 0 seeds it.
         """
         cfg = self.config
-        hospital = self.hospitals[hospital_id]
         seed = task_seed(cfg.seed, 0, hospital.index)
         torch.manual_seed(seed)
         own = [k for k, organ in enumerate(cfg.data.organs) if organ in hospital.organs]
         teacher = build_model(cfg.model, len(own)).to(self.device)
-        hooks = TeacherHooks(own, ClientContext(hospital_id, 0, tuple(True for _ in own), "sigmoid"))
+        hooks = TeacherHooks(own, ClientContext(hospital.hospital_id, 0, tuple(True for _ in own), "sigmoid"))
         optimizer = make_optimizer(teacher, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
-        train_locally(teacher, self.samplers[hospital_id].batches(seed), steps, optimizer, hooks, self.device)
+        train_locally(teacher, self._sampler(data).batches(seed), steps, optimizer, hooks, self.device)
         return encode_state(hooks.payload(teacher))
 
-    def train_round(
+    def train(
         self,
         round_index: int,
-        hospital_ids: list[str],
+        hospital: Hospital,
+        data: list[dict],
         global_payload: bytes,
         teachers: dict | None = None,
-        client_states: dict[str, bytes] | None = None,
-        slowdown: dict[str, float] | None = None,
+        client_state: bytes | None = None,
+        slowdown: float = 1.0,
         deadline_s: float | None = None,
-    ) -> RoundPart:
-        """One round of local training for each of `hospital_ids`, each starting from the global weights.
+    ) -> TaskReport:
+        """One round of local training for one hospital, starting from the global weights.
 
-        Methods whose aggregation is a weighted sum get one partial sum of this actor's updates (the
-        driver then holds one model per actor); others get every update. A hospital whose training
-        raises is reported in `failed` for the driver to retry; a configuration error propagates.
-        `slowdown` (simulated stragglers) scales a hospital's measured time before the deadline check.
-        `teachers` maps organ index -> (teacher id, head, head count, payload); decoded teachers are
-        cached on the actor by teacher id.
+        For methods whose aggregation is a weighted sum, the update is folded into this actor's
+        partial sum for the round (collected by `flush`) and only a report returns; otherwise the
+        report carries the update. Training that raises is reported as failed for the driver to
+        retry; a configuration error propagates. `slowdown` (a simulated straggler) scales the
+        measured time before the deadline check. `teachers` maps organ index -> (teacher id, head,
+        head count, payload); decoded teachers are cached on the actor by teacher id.
         """
-        global_state = decode_state(global_payload)
-        ledger = RoundLedger(self.strategy, global_state) if self.strategy.partial_aggregation else None
-        bytes_down = len(global_payload) if self.strategy.communicates else 0
-        results, failed, states = [], [], []
-        for hospital_id in hospital_ids:
-            try:
-                update, loss, seconds, state = self._train_hospital(
-                    hospital_id, round_index, global_state, teachers or {}, (client_states or {}).get(hospital_id)
-                )
-            except FedrayError:
-                raise
-            except Exception as error:  # noqa: BLE001 - reported, retried by the driver, then dropped
-                log.warning("local training of %s failed in round %d: %r", hospital_id, round_index, error)
-                failed.append((hospital_id, repr(error)))
-                continue
-            late = deadline_s is not None and seconds * (slowdown or {}).get(hospital_id, 1.0) > deadline_s
-            result = ClientResult(
-                hospital_id=hospital_id,
-                round=round_index,
-                payload=encode_state(update) if self.strategy.communicates else b"",
-                num_examples=self.hospitals[hospital_id].num_cases,
-                train_loss=loss,
-                train_seconds=seconds,
-                bytes_down=bytes_down,
-                late=late,
+        if self._global is None or self._global[0] != round_index:
+            self._global = (round_index, decode_state(global_payload))
+        global_state = self._global[1]
+        try:
+            update, loss, seconds, state = self._train_hospital(
+                hospital, data, round_index, global_state, teachers or {}, client_state
             )
-            if ledger is not None:
-                ledger.add(result)
-            else:
-                results.append(result)
-            if state is not None:
-                states.append((hospital_id, encode_state(state)))
-        extra = {"failed": tuple(failed), "client_states": tuple(states)}
-        if ledger is not None:
-            return ledger.part(round_index, **extra)
-        return RoundPart(round=round_index, account=RoundAccount(), results=tuple(results), **extra)
+        except FedrayError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported, retried by the driver, then dropped
+            log.warning("local training of %s failed in round %d: %r", hospital.hospital_id, round_index, error)
+            return TaskReport(hospital.hospital_id, failed=repr(error))
+        result = ClientResult(
+            hospital_id=hospital.hospital_id,
+            round=round_index,
+            payload=encode_state(update) if self.strategy.communicates else b"",
+            num_examples=hospital.num_cases,
+            train_loss=loss,
+            train_seconds=seconds,
+            bytes_down=len(global_payload) if self.strategy.communicates else 0,
+            late=deadline_s is not None and seconds * slowdown > deadline_s,
+        )
+        kept = encode_state(state) if state is not None else None
+        if not self.strategy.partial_aggregation:
+            return TaskReport(hospital.hospital_id, result=result, client_state=kept)
+        if round_index not in self._sums:
+            self._sums[round_index] = RoundLedger(self.strategy, global_state)
+        self._sums[round_index].add(result)
+        return TaskReport(hospital.hospital_id, client_state=kept)
+
+    def flush(self, round_index: int) -> RoundPart:
+        """This actor's partial sum and accounts for the round (then forgotten here)."""
+        ledger = self._sums.pop(round_index, None)
+        self._sums = {r: s for r, s in self._sums.items() if r > round_index}  # drop abandoned rounds
+        if ledger is None:
+            return RoundPart(round=round_index, account=RoundAccount(), aggregate=b"")
+        return ledger.part(round_index)
+
+    def _sampler(self, data: list[dict]) -> PatchSampler:
+        cfg = self.config.data
+        return PatchSampler(
+            data, cfg.patch_size, cfg.foreground_ratio, self.config.train.batch_size, augment=cfg.preprocess.augment
+        )
 
     def _train_hospital(
-        self, hospital_id: str, round_index: int, global_state: dict, teachers: dict, client_state: bytes | None
+        self,
+        hospital: Hospital,
+        data: list[dict],
+        round_index: int,
+        global_state: dict,
+        teachers: dict,
+        client_state: bytes | None,
     ) -> tuple[dict, float, float, dict | None]:
         """Local training of one hospital: (update, mean loss, seconds of the bare update, state to keep)."""
-        hospital = self.hospitals[hospital_id]
+        hospital_id = hospital.hospital_id
         cfg = self.config
         weights = {k: v.to(self.device) for k, v in state_to_torch(global_state).items()}
         self.model.load_state_dict(weights)
@@ -185,7 +198,7 @@ class HospitalWorker:
         )
         start = time.perf_counter()
         local = train_locally(
-            self.model, self.samplers[hospital_id].batches(seed), cfg.train.local_steps, optimizer, hooks, self.device
+            self.model, self._sampler(data).batches(seed), cfg.train.local_steps, optimizer, hooks, self.device
         )
         seconds = time.perf_counter() - start
         return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)
@@ -199,3 +212,14 @@ class HospitalWorker:
             self._teachers[teacher_id] = teacher.eval().requires_grad_(False)
         return self._teachers[teacher_id]
 
+
+
+def _warm_up(model: torch.nn.Module, device: torch.device, patch_size: tuple[int, int, int]) -> None:
+    """One throwaway forward/backward/step at construction, so no round pays for lazy initialisation
+    (kernel selection, allocator growth, the optimiser's first-step imports)."""
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    model(torch.zeros(1, 1, *patch_size, device=device)).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.load_state_dict(weights)

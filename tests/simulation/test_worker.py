@@ -1,4 +1,4 @@
-"""A hospital actor's round, run in-process: the partial sum it returns equals folding each update."""
+"""A hospital actor's round, run in-process: the partial sum it flushes equals folding each update."""
 
 from __future__ import annotations
 
@@ -17,25 +17,35 @@ from tests.conftest import tiny_study
 def test_partial_sum_equals_per_hospital_updates_and_failures_are_reported(tmp_path):
     config = with_absolute_paths(config_from_data(tiny_study(tmp_path)))
     hospitals, _ = prepare_hospitals(config)
-    worker = HospitalWorker(config, hospitals, threads=1)
+    worker = HospitalWorker(config, threads=1)
     torch.manual_seed(0)
     initial = {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()}
-    ids = [h.hospital_id for h in hospitals]
+    payload = encode_state(initial)
+    data = {h.hospital_id: worker.load(h) for h in hospitals}
+    assert data["a"][0]["image"].dtype == np.float32 and data["a"][0]["label"].dtype == np.uint8
 
-    summed = worker.train_round(1, ids, encode_state(initial), slowdown={"b": 1e9}, deadline_s=1e6)
+    reports = [
+        worker.train(1, h, data[h.hospital_id], payload, slowdown=1e9 if h.hospital_id == "b" else 1.0, deadline_s=1e6)
+        for h in hospitals
+    ]
+    summed = worker.flush(1)
+    assert all(r.result is None and r.failed is None for r in reports)  # updates stay in the partial sum
+    assert summed.count == 2 and summed.account.late == ["b"]  # b was slowed past the deadline
+    assert worker.flush(1).count == 0  # flushed once, then forgotten
+
     worker.strategy.partial_aggregation = False  # as a method with non-linear aggregation would
-    one_by_one = worker.train_round(1, [*ids, "no-such-hospital"], encode_state(initial))
+    one_by_one = [worker.train(1, h, data[h.hospital_id], payload) for h in hospitals]
+    garbled = [{**data["a"][0], "image": np.zeros((1, 3, 3), np.float32)}]  # a 2-D image: training raises
+    broken = worker.train(1, hospitals[0], garbled, payload)
+    assert broken.failed is not None and broken.result is None  # reported for retry, not raised
 
-    assert summed.results == () and summed.count == 2 and summed.account.late == ["b"]  # b: slowed past it
-    assert len(one_by_one.results) == 3 and one_by_one.aggregate is None
-    assert [hid for hid, _ in one_by_one.failed] == ["no-such-hospital"]  # reported for retry, not raised
     hierarchical, flat = RoundLedger(worker.strategy, initial), RoundLedger(worker.strategy, initial)
     hierarchical.merge(summed)
-    for result in one_by_one.results:
-        if result.hospital_id != "b":
-            flat.add(result)
+    for report in one_by_one:
+        if report.hospital_id != "b":
+            flat.add(report.result)
     new_h, new_f = hierarchical.new_global_state(), flat.new_global_state()
     assert all(np.array_equal(new_h[k], new_f[k]) for k in new_h)  # same RNG per (seed, round, hospital)
     assert not all(np.array_equal(new_h[k], initial[k]) for k in new_h)
-    assert hierarchical.account.bytes_down == 3 * len(encode_state(initial))
-    assert hierarchical.account.bytes_up == flat.account.bytes_up == 2 * len(encode_state(initial))
+    assert hierarchical.account.bytes_down == 3 * len(payload)
+    assert hierarchical.account.bytes_up == flat.account.bytes_up == 2 * len(payload)
