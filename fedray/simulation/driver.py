@@ -241,6 +241,7 @@ class Driver:
         self.home = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
         self.dedicated = {g for g, plan in enumerate(self.plans) if plan.dedicated}
         self.data: dict[str, ray.ObjectRef] = {}  # hospital -> its training arrays in the object store
+        self.tasks = [0] * len(self.actors)  # local updates each actor group ran (this session)
         self.generations: dict[int, int] = {}  # group -> replacements so far
         self.client_store = ClientStateStore(cfg.run_dir / "client_state")
 
@@ -387,7 +388,7 @@ class Driver:
             "run_dir": str(files.run_dir),
             "tracking_uri": tracker.uri,
             "skipped_cases": self.skipped,
-            "actors": self.placed,
+            "actors": [{**placed, "tasks": n} for placed, n in zip(self.placed, self.tasks)],
             "first_round_at": self.first_round_at,  # Unix time this session's first round started
         }
         files.write_summary(summary)
@@ -428,8 +429,8 @@ class Driver:
             home = self.home[hospital.hospital_id]
             return home == group or not (pinned or home in self.dedicated or group in self.dedicated)
 
-        def fill(group: int) -> None:
-            while busy[group] < PIPELINE and queue:
+        def fill(group: int, depth: int = PIPELINE) -> None:
+            while busy[group] < depth and queue:
                 mine = [i for i, h in enumerate(queue) if self.home[h.hospital_id] == group]
                 pick = mine[0] if mine else next((i for i, h in enumerate(queue) if takes(group, h)), None)
                 if pick is None:
@@ -465,8 +466,9 @@ class Driver:
                 retry_or_drop(hospital, "its actor died before sending the round's sum")
 
         while True:
-            for group in range(len(self.actors)):
-                fill(group)
+            for depth in range(1, PIPELINE + 1):  # one task each first, so small rounds spread out
+                for group in range(len(self.actors)):
+                    fill(group, depth)
             while in_flight:
                 [task], _ = ray.wait(list(in_flight), num_returns=1)
                 group, actor, hospital = in_flight.pop(task)
@@ -491,6 +493,7 @@ class Driver:
                         if report.client_state is not None:
                             self.client_store.put(hospital.hospital_id, round_index, report.client_state)
                         done += 1
+                        self.tasks[group] += 1
                         self._update(clients_done=done, train_loss=ledger.train_loss)
                 for g in range(len(self.actors)):
                     fill(g)
