@@ -172,7 +172,7 @@ def plot(results: list[dict], path: Path) -> None:
         group = group.sort_values("per_round")
         left.plot(group["per_round"], group["round_s_median"], marker="o", label=f"{total} hospitals")
     left.set(xlabel="hospitals per round", ylabel="median round time (s, training only)",
-             title="Round time: linear in hospitals per round, flat in total")
+             title="Round time against hospitals per round")
     left.legend()
     labels = [f"{r.hospitals}x{r.per_round}" for r in table.itertuples()]
     right.bar(labels, table["efficiency"], color="tab:blue")
