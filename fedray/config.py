@@ -11,7 +11,7 @@ import yaml
 
 from fedray.configtypes import build, require, to_data
 from fedray.errors import ConfigError, did_you_mean
-from fedray.organs import ORGANS
+from fedray.organs import ORGANS, STRUCTURES
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class SiteConfig:
             relative to the CSV file).
         format: msd or csv; inferred from the path (a .csv suffix means csv).
         name: hospital id (default: the folder name, or the CSV file's stem).
-        labels: the site's label value -> global organ name, or null for a value that is not
+        labels: the site's label value -> global organ or tumour name (`fedray.organs.STRUCTURES`,
+            e.g. {1: liver, 2: liver_tumour} for MSD Task03), or null for a value that is not
             trained on. Replaces dataset.json's names; values it leaves out are not trained on.
         organs: global organs the site annotates (default: every organ `labels` names).
         split: deal the site's cases into this many hospitals `<name>-<j>` (deterministic).
@@ -68,18 +69,18 @@ class SiteConfig:
                     f"site '{self.path}': label value {value!r} must be a whole number >= 0.",
                 )
                 require(
-                    organ is None or (isinstance(organ, str) and organ in ORGANS),
+                    organ is None or (isinstance(organ, str) and organ in STRUCTURES),
                     f"site '{self.path}': labels maps {number} to unknown organ {organ!r}."
-                    f"{did_you_mean(str(organ), ORGANS)} Use a global organ name ({', '.join(ORGANS)}) "
-                    "or null for a value that is not trained on.",
+                    f"{did_you_mean(str(organ), STRUCTURES)} Use a global organ or tumour name "
+                    f"({', '.join(STRUCTURES)}) or null for a value that is not trained on.",
                 )
                 labels[number] = organ
             object.__setattr__(self, "labels", labels)
         if self.organs is not None:
             for organ in self.organs:
                 require(
-                    organ in ORGANS,
-                    f"site '{self.path}': organs lists unknown organ '{organ}'.{did_you_mean(organ, ORGANS)}",
+                    organ in STRUCTURES,
+                    f"site '{self.path}': organs lists unknown organ '{organ}'.{did_you_mean(organ, STRUCTURES)}",
                 )
             require(len(set(self.organs)) == len(self.organs), f"site '{self.path}': organs lists an organ twice.")
             if self.labels is not None:
@@ -152,6 +153,7 @@ class DataConfig:
     sites: tuple[str | SiteConfig, ...] = ()  # a string is shorthand for {path: <folder>}
     test_set: str | None = None
     on_bad_case: Literal["fail", "skip"] = "fail"  # skip: leave bad cases out, and report them
+    # The study's structures: the 7 organs by default; tumours (fedray.organs.TUMOURS) may be added.
     organs: tuple[str, ...] = ORGANS
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     hu_window: tuple[float, float] = (-325.0, 325.0)
@@ -167,7 +169,11 @@ class DataConfig:
         )
         require(len(self.organs) > 0, "data.organs must list at least one organ.")
         for organ in self.organs:
-            require(organ in ORGANS, f"data.organs: unknown organ '{organ}'.{did_you_mean(organ, ORGANS)}")
+            require(
+                organ in STRUCTURES,
+                f"data.organs: unknown organ '{organ}'.{did_you_mean(organ, STRUCTURES)} "
+                f"Known: {', '.join(STRUCTURES)}.",
+            )
         require(len(set(self.organs)) == len(self.organs), "data.organs lists an organ twice.")
         require(self.hu_window[0] < self.hu_window[1], "data.hu_window must be [low, high] with low < high.")
         require(0.0 <= self.foreground_ratio <= 1.0, "data.foreground_ratio must be in [0, 1].")

@@ -128,3 +128,49 @@ def test_duplicate_hospital_names(tmp_path):
     data["eval"] = {"roi_size": [16, 16, 16]}
     with pytest.raises(ConfigError, match="x appear more than once"):
         prepare_hospitals(config_from_data(data))
+
+
+def test_tumour_names_are_study_structures():
+    from fedray.config import SiteConfig
+    from fedray.organs import ORGANS, TUMOURS
+
+    config = config_from_data(with_(
+        data={"organs": ["liver", "liver_tumour"]},
+        federation={"hospitals": [{"organs": ["liver", "liver_tumour"]}, {"organs": ["liver"]}]},
+    ))
+    assert config.data.organs == ("liver", "liver_tumour")
+    assert config_from_data({"name": "t", "federation": {"rule": {"count": 7}}}).data.organs == ORGANS  # default: 7 organs
+    site = SiteConfig(path="/data/Task03_Liver", labels={1: "liver", 2: "liver_tumour"})
+    assert site.labels == {1: "liver", 2: "liver_tumour"}
+    assert SiteConfig(path="/d", labels={1: "kidney_left", 2: "kidney_tumour"}, organs=("kidney_tumour",)).organs
+    for data, expected in [
+        (with_(data={"organs": ["liver", "liver_tumor"]}), "Did you mean 'liver_tumour'?"),
+        (with_(data={"organs": ["liver", "pancreatic_tumour"]}), "Did you mean 'pancreas_tumour'?"),
+        (with_(federation={"hospitals": [{"organs": ["liver", "liver_tumour"]}]}),
+         "organ 'liver_tumour' is not a study organ"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            config_from_data(data)
+        assert expected in str(error.value)
+    with pytest.raises(ConfigError, match="Did you mean 'kidney_tumour'"):
+        SiteConfig(path="/d", labels={2: "kidney_tumor"})
+    with pytest.raises(ConfigError, match="Did you mean 'liver_tumour'"):
+        SiteConfig(path="/d", organs=("liver_tumours",))
+    assert all(t not in ORGANS for t in TUMOURS)
+
+
+def test_paper_study_has_tumours_and_the_bench_sweep_stays_organ_only():
+    from fedray.experiments.sweep import load_sweep, plan_cells
+    from fedray.organs import ORGANS, TUMOURS
+
+    paper = load_config("configs/paper_mots7.yaml")
+    assert paper.data.organs == ORGANS + TUMOURS and paper.federation.rule is None
+    assert [h.organs for h in paper.federation.hospitals] == [
+        ("liver", "liver_tumour"), ("spleen",), ("kidney_left", "kidney_tumour"),
+        ("kidney_right", "kidney_tumour"), ("pancreas", "pancreas_tumour"), ("stomach",), ("gallbladder",),
+    ]
+    cells = plan_cells(load_sweep("configs/bench/mots7_phantom.yaml"))
+    for cell in cells:  # as measured: the 7 organs, hospital i labels organ i, 4 cases each
+        assert cell.config.data.organs == ORGANS and cell.config.federation.hospitals == ()
+        rule = cell.config.federation.rule
+        assert (rule.count, rule.organs_per_hospital, rule.cases) == (7, 1, 4)

@@ -69,7 +69,7 @@ def preprocessing(
         values = label.long()
         if int(values.max()) >= len(table) or int(values.min()) < 0:
             raise DataError(f"label value {int(values.max())} is not in the site's label map")
-        return torch.as_tensor(table)[values].to(torch.uint8)  # 7 organs fit; 8x less memory
+        return torch.as_tensor(table)[values].to(torch.uint8)  # up to 255 structures fit; 8x less memory
 
     def keep_geometry(data: dict) -> dict:
         # Read before EnsureTyped drops the metadata; float64 so a round trip of the grid is exact.

@@ -132,25 +132,29 @@ def _phantom_hospitals(
     config: StudyConfig, progress: Callable[[int, int], None] | None
 ) -> tuple[list[Hospital], Path]:
     from fedray.data.phantom import PhantomSpec, write_site, write_test_set
+    from fedray.organs import TUMOURS
 
     phantom = config.data.phantom
+    # Every hospital's images hold the study's tumours, whether or not it labels them.
+    tumours = tuple(t for t in TUMOURS if t in config.data.organs)
     spec = PhantomSpec(shape=phantom.shape, spacing=phantom.spacing)
     root = Path(config.data.cache_dir) / "phantom"
     plans = plan_hospitals(config)
     hospitals = []
     for index, plan in enumerate(plans):
-        key = _fingerprint(spec, phantom.seed, index, plan.organs, plan.cases)
+        key = _fingerprint(spec, phantom.seed, index, plan.organs, plan.cases, tumours)
         folder = root / f"{plan.name}-{key}"
         if not (folder / "dataset.json").is_file():  # written last, so its presence means complete
-            write_site(folder, plan.organs, plan.cases, seed=phantom.seed, site_index=index, spec=spec, name=plan.name)
+            write_site(folder, plan.organs, plan.cases, seed=phantom.seed, site_index=index, spec=spec,
+                       name=plan.name, tumours=tumours)
         # fedray wrote these files itself, so they are listed but not re-read to check them.
         site = read_site_cases(SiteConfig(path=str(folder), name=plan.name))
         hospitals.append(Hospital(plan.name, index, plan.organs, site.cases))
         if progress is not None:
             progress(index + 1, len(plans) + 1)
-    test_dir = root / f"test-{_fingerprint(spec, phantom.seed, -1, (), phantom.test_cases)}"
+    test_dir = root / f"test-{_fingerprint(spec, phantom.seed, -1, (), phantom.test_cases, tumours)}"
     if not (test_dir / "dataset.json").is_file():
-        write_test_set(test_dir, phantom.test_cases, seed=phantom.seed, spec=spec)
+        write_test_set(test_dir, phantom.test_cases, seed=phantom.seed, spec=spec, tumours=tumours)
     if progress is not None:
         progress(len(plans) + 1, len(plans) + 1)
     return hospitals, test_dir
@@ -181,6 +185,9 @@ def _site_hospitals(config: StudyConfig) -> tuple[list[Hospital], Path, list[Bad
     return hospitals, Path(data.test_set), skipped
 
 
-def _fingerprint(spec: object, seed: int, index: int, organs: tuple[str, ...], cases: int) -> str:
-    text = json.dumps([repr(spec), seed, index, list(organs), cases])
+def _fingerprint(
+    spec: object, seed: int, index: int, organs: tuple[str, ...], cases: int, tumours: tuple[str, ...] = ()
+) -> str:
+    # Tumours join the key only when there are some, so studies without them keep their cached data.
+    text = json.dumps([repr(spec), seed, index, list(organs), cases, *([list(tumours)] if tumours else [])])
     return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedray.errors import DataError
-from fedray.organs import ORGANS
+from fedray.organs import STRUCTURES
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,16 @@ class MsdSite:
 
     @property
     def organs(self) -> tuple[str, ...]:
-        """Global organs this site annotates, in the study's vocabulary order."""
+        """Global organs (and tumours) this site annotates, in the study's vocabulary order."""
         named = set(self.label_names.values())
-        return tuple(o for o in ORGANS if o in named)
+        return tuple(o for o in STRUCTURES if o in named)
 
 
 def read_site(folder: str | Path, require_files: bool = True) -> MsdSite:
     """Read `folder/dataset.json` and (unless `require_files` is false) check that every listed file exists.
 
     The organs come from `fedray.organs` when present (fedray-written folders), else from the
-    `labels` map's names that are global organ names.
+    `labels` map's names that are global organ or tumour names.
 
     Raises:
         DataError: no folder, no or malformed dataset.json, missing files, or no cases.

@@ -1,4 +1,13 @@
-"""Synthetic abdominal CT phantom, written as one Medical Segmentation Decathlon folder per site."""
+"""Synthetic abdominal CT phantom, written as one Medical Segmentation Decathlon folder per site.
+
+Optionally with tumours ("+ tumour where present", as in the MOTS datasets): when a study names
+tumours (`fedray.organs.TUMOURS`), each case holds each of them with probability
+`TUMOUR_PREVALENCE`, as a small hypodense ellipsoid that lies wholly inside its host organ. Label maps
+stay exclusive: a tumour voxel holds the tumour's value, so the host organ's label then means the
+organ without its tumour. A site that labels the host but not the tumour sees those voxels as the
+host organ (it has no tumour annotations); a site that labels neither sees background. Without
+tumours every case is exactly what it was before tumours existed.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from fedray.errors import ConfigError, did_you_mean
-from fedray.organs import ORGANS, organ_label
+from fedray.organs import ORGANS, STRUCTURES, TUMOUR_HOSTS, TUMOURS, organ_label
 
 # Hounsfield units of the tissues that are not study organs.
 _AIR_HU = -1000.0
@@ -36,6 +45,17 @@ _ANATOMY_KEY = 0
 _SCANNER_KEY = 1
 _TEST_ANATOMY_KEY = 2
 _TEST_SCANNER_KEY = 3
+
+# Tumours ("where present"): the fraction of cases that hold each one, its largest semi-axis (mm,
+# drawn uniformly from the range) and how much darker than its host it is (HU, drawn uniformly).
+TUMOUR_PREVALENCE = 0.65
+_TUMOUR_RADIUS_MM = {
+    "liver_tumour": (8.0, 22.0),
+    "kidney_tumour": (6.0, 14.0),
+    "pancreas_tumour": (5.0, 9.0),
+}
+_TUMOUR_DARKER_HU = (40.0, 60.0)
+_TUMOUR_TEXTURE_HU = 6.0  # tissue heterogeneity inside the tumour, before the scanner's noise
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,9 @@ _ANATOMY: tuple[_OrganShape, ...] = (
 )
 
 
+_ANATOMY_HU = {shape.organ: shape.hu for shape in _ANATOMY}
+
+
 def scanner_for_site(seed: int, site_index: int) -> ScannerProfile:
     """The scanner of hospital `site_index`: deterministic in (seed, site_index), varied by site.
 
@@ -146,19 +169,35 @@ def scanner_for_site(seed: int, site_index: int) -> ScannerProfile:
 
 
 def generate_case(
-    rng: np.random.Generator, spec: PhantomSpec, scanner: ScannerProfile
+    rng: np.random.Generator,
+    spec: PhantomSpec,
+    scanner: ScannerProfile,
+    tumours: Sequence[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Synthesise one abdominal CT volume and its full organ label map.
+    """Synthesise one abdominal CT volume and its full label map.
 
     Args:
-        rng: source of the case's anatomy jitter and image noise.
+        rng: source of the case's anatomy jitter, tumours and image noise.
         spec: voxel grid.
         scanner: calibration error and noise applied to the true HU.
+        tumours: tumours (from `fedray.organs.TUMOURS`) this case may hold, each with probability
+            `TUMOUR_PREVALENCE`, inside its host organ. Without tumours (the default) the case is
+            the same, voxel for voxel, as before tumours existed; with them, everything but the
+            tumours' own voxels is too.
 
     Returns:
         (image, label), both of shape `spec.shape`: image int16 HU clipped to [-1024, 3071]; label
-        uint8 with value `organ_label(o)` on every voxel of organ `o` and 0 elsewhere.
+        uint8 with value `organ_label(o)` on every voxel of organ or tumour `o` and 0 elsewhere
+        (a tumour's voxels hold the tumour's value, not its host's).
     """
+    image, label, _ = _generate_case(rng, spec, scanner, _check_tumours(tumours))
+    return image, label
+
+
+def _generate_case(
+    rng: np.random.Generator, spec: PhantomSpec, scanner: ScannerProfile, tumours: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """`generate_case`, plus each present tumour's host organ."""
     axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(spec.shape, spec.spacing)]
     image = np.full(spec.shape, _AIR_HU, dtype=np.float32)
     label = np.zeros(spec.shape, dtype=np.uint8)
@@ -176,7 +215,9 @@ def generate_case(
 
     image = image * scanner.hu_scale + scanner.hu_offset
     image += rng.normal(0.0, scanner.noise_sigma, spec.shape).astype(np.float32)
-    return np.clip(np.rint(image), *_HU_RANGE).astype(np.int16), label
+    # Tumours draw only after everything else, so they leave the rest of the case unchanged.
+    hosts = _paint_tumours(rng, tumours, spec, scanner, image, label) if tumours else {}
+    return np.clip(np.rint(image), *_HU_RANGE).astype(np.int16), label, hosts
 
 
 def write_site(
@@ -189,30 +230,44 @@ def write_site(
     spec: PhantomSpec = PhantomSpec(),
     scanner: ScannerProfile | None = None,
     name: str | None = None,
+    tumours: Sequence[str] | None = None,
 ) -> Path:
     """Write one hospital's MSD folder whose labels hold only the organs it annotates.
 
     Other organs are 0 in the label files, indistinguishable from background, as in real partially
-    labelled datasets. Case i depends only on (seed, site_index, i, spec), so a hospital's data does
-    not change with the number of other hospitals or its own organ list.
+    labelled datasets. Case i depends only on (seed, site_index, i, spec, tumours), so a hospital's
+    data does not change with the number of other hospitals or its own organ list.
+
+    Tumour voxels hold the tumour's value where the site labels the tumour; where it labels only
+    the host organ they hold the host's value (a hospital without tumour annotations); else 0.
 
     Args:
         out_dir: folder to create (or overwrite) with dataset.json, imagesTr/ and labelsTr/.
-        organs: organs this hospital labels, from `fedray.organs.ORGANS`.
+        organs: organs (and tumours) this hospital labels, from `fedray.organs.STRUCTURES`.
         n_cases: number of cases (>= 1).
         seed: the phantom's data seed (>= 0).
         site_index: the hospital's index (>= 0).
         spec: voxel grid.
         scanner: the site's scanner; defaults to `scanner_for_site(seed, site_index)`.
         name: dataset name and case-id prefix; defaults to `site_<site_index>`.
+        tumours: tumours the images hold (the study's tumours, whether or not this site labels
+            them); defaults to the tumours in `organs`. It must include every tumour in `organs`.
 
     Returns:
         `out_dir`.
 
     Raises:
-        ConfigError: unknown organ, no organs, n_cases < 1, or a negative seed or site index.
+        ConfigError: unknown organ or tumour, no organs, a labelled tumour the images lack,
+            n_cases < 1, or a negative seed or site index.
     """
     labelled = _check_organs(organs)
+    tumours = _check_tumours(tuple(o for o in labelled if o in TUMOURS) if tumours is None else tumours)
+    lacking = [o for o in labelled if o in TUMOURS and o not in tumours]
+    if lacking:
+        raise ConfigError(
+            f"Site {site_index} labels {', '.join(lacking)}, but its images hold no such tumour "
+            f"(tumours: {', '.join(tumours) or 'none'}). Add it to tumours."
+        )
     _check_seed(seed, site_index)
     _check_cases(n_cases)
     scanner = scanner if scanner is not None else scanner_for_site(seed, site_index)
@@ -226,7 +281,10 @@ def write_site(
         rng = np.random.default_rng(
             np.random.SeedSequence([seed, site_index], spawn_key=(_ANATOMY_KEY, i))
         )
-        image, label = generate_case(rng, spec, scanner)
+        image, label, hosts = _generate_case(rng, spec, scanner, tumours)
+        for tumour, host in hosts.items():
+            if tumour not in labelled and host in labelled:  # no tumour annotations: it is the organ
+                label[label == organ_label(tumour)] = organ_label(host)
         label[~keep[label]] = 0
         training.append(_write_case(out_dir, f"{name}_{i:03d}", image, label, spec))
 
@@ -244,15 +302,21 @@ def write_site(
             "scanner": asdict(scanner),
             "spacing": list(spec.spacing),
             "shape": list(spec.shape),
+            **({"tumours": list(tumours)} if tumours else {}),  # absent: as before tumours existed
         },
     )
     return out_dir
 
 
 def write_test_set(
-    out_dir: Path, n_cases: int, *, seed: int, spec: PhantomSpec = PhantomSpec()
+    out_dir: Path,
+    n_cases: int,
+    *,
+    seed: int,
+    spec: PhantomSpec = PhantomSpec(),
+    tumours: Sequence[str] = (),
 ) -> Path:
-    """Write the fully labelled held-out set (all study organs) in the MSD layout.
+    """Write the fully labelled held-out set (all 7 organs, and `tumours` where present) in the MSD layout.
 
     Each case has its own random scanner from a stream no hospital uses, so the test set mixes
     scanners instead of matching any one hospital.
@@ -262,13 +326,16 @@ def write_test_set(
         n_cases: number of cases (>= 1).
         seed: the phantom's data seed (>= 0).
         spec: voxel grid.
+        tumours: the study's tumours; each case holds each with probability `TUMOUR_PREVALENCE`.
 
     Returns:
         `out_dir`.
 
     Raises:
-        ConfigError: n_cases < 1 or a negative seed.
+        ConfigError: n_cases < 1, a negative seed, or an unknown tumour.
     """
+    tumours = _check_tumours(tumours)
+    structures = tuple(o for o in STRUCTURES if o in ORGANS or o in tumours)
     _check_seed(seed, site_index=0)
     _check_cases(n_cases)
     out_dir = Path(out_dir)
@@ -282,7 +349,7 @@ def write_test_set(
         rng = np.random.default_rng(
             np.random.SeedSequence([seed], spawn_key=(_TEST_ANATOMY_KEY, i))
         )
-        image, label = generate_case(rng, spec, scanner)
+        image, label, _ = _generate_case(rng, spec, scanner, tumours)
         training.append(_write_case(out_dir, case_id, image, label, spec))
         scanners[case_id] = asdict(scanner)
 
@@ -290,16 +357,17 @@ def write_test_set(
         out_dir,
         name="test",
         description="fedray synthetic abdominal CT phantom, fully labelled held-out test set",
-        organs=ORGANS,
+        organs=structures,
         training=training,
         fedray={
-            "organs": list(ORGANS),
+            "organs": list(structures),
             "generator": "phantom",
             "role": "test",
             "seed": seed,
             "scanners": scanners,
             "spacing": list(spec.spacing),
             "shape": list(spec.shape),
+            **({"tumours": list(tumours)} if tumours else {}),
         },
     )
     return out_dir
@@ -407,6 +475,57 @@ def _paint_organ(
         image[box][inside & (distance < 0.7 * surface)] = _STOMACH_CONTENT_HU
 
 
+def _paint_tumours(
+    rng: np.random.Generator,
+    tumours: tuple[str, ...],
+    spec: PhantomSpec,
+    scanner: ScannerProfile,
+    image: np.ndarray,
+    label: np.ndarray,
+) -> dict[str, str]:
+    """Paint each present tumour as an ellipsoid wholly inside its host; return tumour -> host.
+
+    `image` already carries the scanner's calibration and noise, so tumour voxels get both here.
+    Every tumour of the vocabulary takes one seed from `rng`, whether or not the study names it, so a
+    tumour's presence, host, size and place do not change with the study's other tumours.
+    """
+    from scipy.ndimage import distance_transform_edt  # only tumour studies need it
+
+    seeds = rng.integers(0, 2**63, size=len(TUMOURS))
+    hosts = {}
+    for tumour, seed in zip(TUMOURS, seeds):
+        if tumour not in tumours:
+            continue
+        t_rng = np.random.default_rng(int(seed))
+        if t_rng.random() >= TUMOUR_PREVALENCE:
+            continue
+        host = str(t_rng.choice(TUMOUR_HOSTS[tumour]))
+        radius = t_rng.uniform(*_TUMOUR_RADIUS_MM[tumour])
+        radii = radius * t_rng.uniform(0.7, 1.0, 3)
+        darker = t_rng.uniform(*_TUMOUR_DARKER_HU)
+        pick = t_rng.random()
+        organ = label == organ_label(host)
+        if not organ.any():
+            continue
+        # Distance (mm) from each host voxel to the nearest voxel that is not host: an ellipsoid
+        # whose semi-axes are all shorter than that distance at its centre holds only host voxels.
+        depth = distance_transform_edt(organ, sampling=spec.spacing)
+        radii = radii * min(1.0, 0.9 * float(depth.max()) / radii.max())  # shrunk to fit a thin host
+        centres = np.argwhere(depth > radii.max())
+        centre = centres[min(int(pick * len(centres)), len(centres) - 1)]
+        grid = np.ogrid[tuple(slice(0, n) for n in spec.shape)]
+        inside = sum(
+            ((g - c) * s / r) ** 2 for g, c, s, r in zip(grid, centre, spec.spacing, radii)
+        ) < 1.0
+        inside &= organ  # already true by construction; kept as a guarantee
+        hu = _ANATOMY_HU[host] - darker + t_rng.normal(0.0, _TUMOUR_TEXTURE_HU, int(inside.sum()))
+        noise = t_rng.normal(0.0, scanner.noise_sigma, hu.shape)
+        image[inside] = (hu * scanner.hu_scale + scanner.hu_offset + noise).astype(np.float32)
+        label[inside] = organ_label(tumour)
+        hosts[tumour] = host
+    return hosts
+
+
 def _rotation_z(angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -422,14 +541,27 @@ def _check_organs(organs: Sequence[str]) -> tuple[str, ...]:
     if isinstance(organs, str):
         organs = [organs]
     for organ in organs:
-        if organ not in ORGANS:
+        if organ not in STRUCTURES:
             raise ConfigError(
-                f"Unknown organ '{organ}'.{did_you_mean(organ, ORGANS)} "
-                f"Known organs: {', '.join(ORGANS)}."
+                f"Unknown organ '{organ}'.{did_you_mean(organ, STRUCTURES)} "
+                f"Known organs and tumours: {', '.join(STRUCTURES)}."
             )
     if not organs:
         raise ConfigError("A phantom site must label at least one organ.")
-    return tuple(o for o in ORGANS if o in organs)
+    return tuple(o for o in STRUCTURES if o in organs)
+
+
+def _check_tumours(tumours: Sequence[str]) -> tuple[str, ...]:
+    """Validate tumour names; return them deduplicated in vocabulary order."""
+    if isinstance(tumours, str):
+        tumours = [tumours]
+    for tumour in tumours:
+        if tumour not in TUMOURS:
+            raise ConfigError(
+                f"Unknown tumour '{tumour}'.{did_you_mean(tumour, TUMOURS)} "
+                f"Known tumours: {', '.join(TUMOURS)}."
+            )
+    return tuple(t for t in TUMOURS if t in tumours)
 
 
 def _check_seed(seed: int, site_index: int) -> None:

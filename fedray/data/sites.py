@@ -11,7 +11,7 @@ import pandas as pd
 from fedray.config import SiteConfig
 from fedray.data.msd import read_site
 from fedray.errors import DataError
-from fedray.organs import ORGANS
+from fedray.organs import STRUCTURES
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ def read_site_cases(site: SiteConfig, require_files: bool = False) -> Site:
     if site.labels is not None:  # replaces dataset.json's names: values it leaves out are not trained on
         names = {value: organ for value, organ in site.labels.items() if organ is not None}
     else:
-        names = {value: organ for value, organ in file_names.items() if organ in ORGANS}
+        names = {value: organ for value, organ in file_names.items() if organ in STRUCTURES}
     named = set(names.values())
-    organs = tuple(o for o in ORGANS if o in (site.organs if site.organs is not None else named))
+    organs = tuple(o for o in STRUCTURES if o in (site.organs if site.organs is not None else named))
     unmapped = [o for o in organs if o not in named]
     if unmapped:
         raise DataError(

@@ -13,6 +13,7 @@ import numpy as np
 
 from fedray.data.sites import SiteCase
 from fedray.errors import DataError
+from fedray.organs import TUMOURS
 
 # Affines of an image and its label may differ by float rounding in the writer; 1e-3 mm is far
 # below any voxel size, yet catches a shifted or flipped label.
@@ -44,7 +45,8 @@ def check_cases(
 
     An organ a site declares (and the study trains) with no voxels in a case makes that case bad:
     the case would teach that the organ is absent. Judged per case, so one case without a
-    gallbladder does not cost the whole site; a wrong label map still empties every case.
+    gallbladder does not cost the whole site; a wrong label map still empties every case. Tumours
+    (`fedray.organs.TUMOURS`) are labelled "where present", so a case without one is fine.
 
     Raises:
         DataError: with on_bad_case 'fail', the first bad case in listing order.
@@ -134,7 +136,8 @@ def _label_problem(labels: np.ndarray, case: SiteCase, organs: Sequence[str]) ->
         )
     empty = [
         organ for organ in label_map.organs
-        if organ in organs and not any(present.get(v, 0) for v in label_map.values_of(organ))
+        if organ in organs and organ not in TUMOURS  # a tumour is labelled where present
+        and not any(present.get(v, 0) for v in label_map.values_of(organ))
     ]
     if empty:
         return (

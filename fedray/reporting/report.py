@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from fedray.organs import ORGANS  # noqa: E402
+from fedray.organs import STRUCTURES  # noqa: E402
 
 PLATEAU_TOLERANCE = 0.01  # a run has plateaued once its Dice is within 1 point of its best
 
@@ -117,7 +117,7 @@ def write_report(
 ) -> Report:
     """Write report.md, summary.csv, paired.csv and PNG plots under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    organs = [o for o in ORGANS if f"dice/{o}" in runs.columns]
+    organs = [o for o in STRUCTURES if f"dice/{o}" in runs.columns]
     summary = summarise(runs, histories, organs)
     paired = paired_tests(runs, reference)
     summary_csv, paired_csv = out_dir / "summary.csv", out_dir / "paired.csv"
