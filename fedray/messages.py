@@ -130,14 +130,13 @@ class RoundAccount:
 class RoundPart:
     """One hospital actor's share of a round for methods whose aggregation is a weighted sum.
 
-    `aggregate` is the float64 weighted sum of the updates the actor trained this round and `account`
-    their bookkeeping, so the driver holds one model per actor, not per hospital. (`results` lets a
-    part carry updates one by one; the driver folds those in itself.)
+    `aggregate` is the float64 weighted sum of the updates the actor trained this round (encoded, or
+    empty when it accepted none) and `account` their bookkeeping, so the driver holds one model per
+    actor, not per hospital.
     """
 
     round: int
     account: RoundAccount
-    aggregate: bytes | None = None
+    aggregate: bytes = b""
     weight: float = 0.0
     count: int = 0
-    results: tuple[ClientResult, ...] = ()

@@ -163,7 +163,7 @@ def scanner_for_site(seed: int, site_index: int) -> ScannerProfile:
         ConfigError: a negative seed or site index.
     """
     _check_seed(seed, site_index)
-    return _random_scanner(
+    return random_scanner(
         np.random.default_rng(np.random.SeedSequence([seed, site_index], spawn_key=(_SCANNER_KEY,)))
     )
 
@@ -288,11 +288,11 @@ def write_site(
         label[~keep[label]] = 0
         training.append(_write_case(out_dir, f"{name}_{i:03d}", image, label, spec))
 
-    _write_manifest(
+    write_msd_manifest(
         out_dir,
         name=name,
         description=f"fedray CT phantom, site {site_index}, labels: {', '.join(labelled)}",
-        organs=labelled,
+        labels={str(organ_label(o)): o for o in labelled},
         training=training,
         fedray={
             "organs": list(labelled),
@@ -343,7 +343,7 @@ def write_test_set(
     training, scanners = [], {}
     for i in range(n_cases):
         case_id = f"test_{i:03d}"
-        scanner = _random_scanner(
+        scanner = random_scanner(
             np.random.default_rng(np.random.SeedSequence([seed], spawn_key=(_TEST_SCANNER_KEY, i)))
         )
         rng = np.random.default_rng(
@@ -353,11 +353,11 @@ def write_test_set(
         training.append(_write_case(out_dir, case_id, image, label, spec))
         scanners[case_id] = asdict(scanner)
 
-    _write_manifest(
+    write_msd_manifest(
         out_dir,
         name="test",
         description="fedray synthetic abdominal CT phantom, fully labelled held-out test set",
-        organs=structures,
+        labels={str(organ_label(o)): o for o in structures},
         training=training,
         fedray={
             "organs": list(structures),
@@ -373,12 +373,13 @@ def write_test_set(
     return out_dir
 
 
-def _random_scanner(rng: np.random.Generator) -> ScannerProfile:
+def random_scanner(rng: np.random.Generator, noise_sigma: tuple[float, float] = (8.0, 30.0)) -> ScannerProfile:
+    """A scanner's gain (0.9-1.1), offset (+-20 HU) and noise sigma (HU, drawn from `noise_sigma`)."""
     # Rounded so the profile reads cleanly in dataset.json and round-trips exactly.
     return ScannerProfile(
         hu_scale=round(float(rng.uniform(0.9, 1.1)), 4),
         hu_offset=round(float(rng.uniform(-20.0, 20.0)), 2),
-        noise_sigma=round(float(rng.uniform(8.0, 30.0)), 2),
+        noise_sigma=round(float(rng.uniform(*noise_sigma)), 2),
     )
 
 
@@ -536,32 +537,29 @@ def _rotation_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _check_organs(organs: Sequence[str]) -> tuple[str, ...]:
-    """Validate organ names; return them deduplicated in study-vocabulary order."""
-    if isinstance(organs, str):
-        organs = [organs]
-    for organ in organs:
-        if organ not in STRUCTURES:
+def _check_names(names: Sequence[str], vocabulary: Sequence[str], what: str) -> tuple[str, ...]:
+    """Validate names against `vocabulary`; return them deduplicated in vocabulary order."""
+    if isinstance(names, str):
+        names = [names]
+    for name in names:
+        if name not in vocabulary:
             raise ConfigError(
-                f"Unknown organ '{organ}'.{did_you_mean(organ, STRUCTURES)} "
-                f"Known organs and tumours: {', '.join(STRUCTURES)}."
+                f"Unknown {what} '{name}'.{did_you_mean(name, vocabulary)} Known: {', '.join(vocabulary)}."
             )
-    if not organs:
+    return tuple(v for v in vocabulary if v in names)
+
+
+def _check_organs(organs: Sequence[str]) -> tuple[str, ...]:
+    """Validate a site's organ (and tumour) names; a site labels at least one."""
+    checked = _check_names(organs, STRUCTURES, "organ")
+    if not checked:
         raise ConfigError("A phantom site must label at least one organ.")
-    return tuple(o for o in STRUCTURES if o in organs)
+    return checked
 
 
 def _check_tumours(tumours: Sequence[str]) -> tuple[str, ...]:
-    """Validate tumour names; return them deduplicated in vocabulary order."""
-    if isinstance(tumours, str):
-        tumours = [tumours]
-    for tumour in tumours:
-        if tumour not in TUMOURS:
-            raise ConfigError(
-                f"Unknown tumour '{tumour}'.{did_you_mean(tumour, TUMOURS)} "
-                f"Known tumours: {', '.join(TUMOURS)}."
-            )
-    return tuple(t for t in TUMOURS if t in tumours)
+    """Validate tumour names."""
+    return _check_names(tumours, TUMOURS, "tumour")
 
 
 def _check_seed(seed: int, site_index: int) -> None:
@@ -600,22 +598,23 @@ def _write_case(
     return entry
 
 
-def _write_manifest(
+def write_msd_manifest(
     out_dir: Path,
     *,
     name: str,
     description: str,
-    organs: Sequence[str],
+    labels: dict[str, str],
     training: list[dict[str, str]],
     fedray: dict[str, object],
 ) -> None:
-    """Write dataset.json last and atomically: its presence marks the folder complete."""
+    """Write an MSD dataset.json (`labels`: value -> name, background added) last and atomically:
+    its presence marks the folder complete."""
     manifest = {
         "name": name,
         "description": description,
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
-        "labels": {"0": "background", **{str(organ_label(o)): o for o in organs}},
+        "labels": {"0": "background", **labels},
         "numTraining": len(training),
         "numTest": 0,
         "training": training,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -14,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from fedray.data.phantom import PhantomSpec, ScannerProfile
+from fedray.data.phantom import PhantomSpec, ScannerProfile, random_scanner, write_msd_manifest
 from fedray.errors import ConfigError
 from fedray.organs import ORGANS, organ_label
 
@@ -24,6 +22,7 @@ _HU_RANGE = (-1024, 3071)  # what a 12-bit CT scanner stores
 # streams mean adding sites or cases never changes the ones already drawn.
 _PLAN_KEY = 0
 _SCANNER_KEY = 1
+_NOISE_SIGMA = (5.0, 25.0)  # HU; the source CT already carries its own noise
 _CASE_KEY = 2
 _TEST_KEY = 3
 
@@ -117,16 +116,6 @@ def plan_sites(spec: CohortSpec, organs: Sequence[str] = ORGANS) -> list[SitePla
     return plans
 
 
-def random_scanner(rng: np.random.Generator) -> ScannerProfile:
-    """A scanner's gain, offset and noise (the source CT already carries its own noise)."""
-    # Rounded so the profile reads cleanly in dataset.json and round-trips exactly.
-    return ScannerProfile(
-        hu_scale=round(float(rng.uniform(0.9, 1.1)), 4),
-        hu_offset=round(float(rng.uniform(-20.0, 20.0)), 2),
-        noise_sigma=round(float(rng.uniform(5.0, 25.0)), 2),
-    )
-
-
 def deform_case(
     rng: np.random.Generator,
     image: np.ndarray,
@@ -213,7 +202,7 @@ def build_cohort(
     sites = []
     for index, plan in enumerate(plans):
         folder = _start_folder(out_dir / plan.name)
-        scanner = random_scanner(_rng(spec.seed, _SCANNER_KEY, index))
+        scanner = random_scanner(_rng(spec.seed, _SCANNER_KEY, index), noise_sigma=_NOISE_SIGMA)
         training = []
         for i in range(spec.cases_per_site):
             rng = _rng(spec.seed, _CASE_KEY, index, i)
@@ -227,10 +216,10 @@ def build_cohort(
             if progress is not None:
                 progress(done, total)
         labels = {str(v): o for o, v in sorted(plan.label_values.items(), key=lambda item: item[1])}
-        _write_manifest(
-            folder, plan.name, f"fedray realistic cohort, {plan.name}, labels: {', '.join(plan.organs)}",
-            labels, training, {**common, "organs": list(plan.organs), "site_index": index,
-                               "scanner": asdict(scanner)},
+        write_msd_manifest(
+            folder, name=plan.name, description=f"fedray realistic cohort, {plan.name}, labels: {', '.join(plan.organs)}",
+            labels=labels, training=training,
+            fedray={**common, "organs": list(plan.organs), "site_index": index, "scanner": asdict(scanner)},
         )
         sites.append((folder, plan))
 
@@ -238,7 +227,7 @@ def build_cohort(
     training, scanners = [], {}
     for i in range(spec.test_cases):
         rng = _rng(spec.seed, _TEST_KEY, i)
-        scanner = random_scanner(rng)  # one scanner per case: the test set mixes scanners
+        scanner = random_scanner(rng, noise_sigma=_NOISE_SIGMA)  # one per case: the test set mixes scanners
         warped, warped_label = deform_case(rng, image, label, source_spacing, spec)
         case = f"test_{i:03d}"
         keep = {o: organ_label(o) for o in organs}  # study numbering; absent organs stay 0
@@ -250,10 +239,10 @@ def build_cohort(
         done += 1
         if progress is not None:
             progress(done, total)
-    _write_manifest(
-        test_dir, "test", "fedray realistic cohort, fully labelled held-out test set",
-        {str(organ_label(o)): o for o in organs}, training,
-        {**common, "organs": list(organs), "role": "test", "scanners": scanners},
+    write_msd_manifest(
+        test_dir, name="test", description="fedray realistic cohort, fully labelled held-out test set",
+        labels={str(organ_label(o)): o for o in organs}, training=training,
+        fedray={**common, "organs": list(organs), "role": "test", "scanners": scanners},
     )
     return sites, test_dir
 
@@ -297,24 +286,3 @@ def _write_case(folder: Path, case: str, image: np.ndarray, label: np.ndarray, g
         nifti.set_sform(grid.affine, code=1)
         nib.save(nifti, folder / relative)
     return entry
-
-
-def _write_manifest(
-    folder: Path, name: str, description: str, labels: dict[str, str], training: list[dict], fedray: dict
-) -> None:
-    """Write dataset.json last and atomically: its presence marks the folder complete."""
-    manifest = {
-        "name": name,
-        "description": description,
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {"0": "background", **labels},
-        "numTraining": len(training),
-        "numTest": 0,
-        "training": training,
-        "test": [],
-        "fedray": fedray,
-    }
-    partial = folder / "dataset.json.partial"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, folder / "dataset.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fedray.messages import TIMING_METRICS, Metric
+from fedray.messages import TIMING_METRICS
 
 # Wall-clock metrics (TIMING_METRICS) differ between any two runs; everything else must match exactly on CPU.
 

@@ -63,13 +63,10 @@ class RoundLedger:
         account.accepted[result.hospital_id] = (result.train_loss, result.num_examples)
 
     def merge(self, part: RoundPart) -> None:
-        """Fold in a hospital actor's share of the round (its partial sum, or its updates one by one)."""
-        for result in part.results:
-            self.add(result)
-        if part.aggregate is not None:
-            self.account.merge(part.account)
-            if part.count:
-                self.aggregate.merge(decode_state(part.aggregate), part.weight, part.count)
+        """Fold in a hospital actor's share of the round: its partial sum and its accounts."""
+        self.account.merge(part.account)
+        if part.count:
+            self.aggregate.merge(decode_state(part.aggregate), part.weight, part.count)
 
     def part(self, round_index: int, **extra) -> RoundPart:
         """This (actor-side) ledger as one partial aggregate for the driver."""

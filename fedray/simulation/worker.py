@@ -145,7 +145,7 @@ class HospitalWorker:
         ledger = self._sums.pop(round_index, None)
         self._sums = {r: s for r, s in self._sums.items() if r > round_index}  # drop abandoned rounds
         if ledger is None:
-            return RoundPart(round=round_index, account=RoundAccount(), aggregate=b"")
+            return RoundPart(round=round_index, account=RoundAccount())
         return ledger.part(round_index)
 
     def _sampler(self, data: list[dict]) -> PatchSampler:
