@@ -4,7 +4,8 @@ Run on a machine with one CUDA GPU (see cluster/README.md):
     python cluster/gpu_check.py --out results/gpu_check.json
 It needs fedray's hospital side (torch, ray, monai, nibabel), not MLflow. It writes a phantom, starts a
 private Ray instance with 1 GPU, places 4 HospitalWorker actors with num_gpus=0.25 (the same code path
-as `fedray run ... resources.gpus_per_actor=0.25`), and records, per actor: the GPU Ray gave it, the
+as `fedray run ... resources.gpus_per_actor=0.25`: data loaded into the object store, trained from
+there, summed on the actor), and records, per actor: the GPU Ray gave it, the
 memory fraction torch enforces, peak memory of a local update of the paper-width multi-head U-Net on
 64x128x128 patches, and whether an allocation above its share is refused. It also times 4 local
 updates run one actor at a time against 4 run at once on the packed GPU.
@@ -26,7 +27,7 @@ from fedray.config import config_from_data
 from fedray.data.federation import prepare_hospitals
 from fedray.messages import encode_state
 from fedray.models.factory import build_model
-from fedray.simulation.placement import assign_hospitals
+from fedray.simulation.placement import plan_actors
 from fedray.simulation.worker import HospitalWorker
 
 
@@ -89,24 +90,35 @@ def main() -> None:
     cpus_per_actor = config.resources.cpus_per_actor
     hospitals, _ = prepare_hospitals(config)
     ray.init(address="local", num_cpus=2 if args.tiny else 8, num_gpus=1, include_dashboard=False)
-    plan = assign_hospitals(config, hospitals, ray.cluster_resources())
+    plans = plan_actors(config, hospitals, ray.cluster_resources())
     remote = ray.remote(ProbedHospitalWorker)
     actors = [
-        remote.options(num_cpus=cpus_per_actor, num_gpus=0.25).remote(config, hosted, max(1, int(cpus_per_actor)), 0.25)
-        for hosted in plan
+        remote.options(num_cpus=cpus_per_actor, num_gpus=0.25).remote(config, max(1, int(cpus_per_actor)), 0.25)
+        for _ in plans
     ]
-    ray.get([a.hosted.remote() for a in actors])
+    ray.get([a.ready.remote() for a in actors])
     torch.manual_seed(0)
     payload = ray.put(encode_state({k: v.numpy() for k, v in build_model(config.model, 7).state_dict().items()}))
-    ids = [hosted[0].hospital_id for hosted in plan]
-    ray.get([a.train.remote(i, 1, payload) for a, i in zip(actors, ids)])  # warm-up: cuDNN, allocator
+    # Each actor loads its home hospital into the object store; then trains it from there (the CUDA path
+    # of `fedray run`: arrays from the object store -> patches -> batches moved to the actor's GPU).
+    homes = [plan.hospitals[0] for plan in plans]
+    data = [a.load.remote(h) for a, h in zip(actors, homes)]
 
+    def round_of(index: int, one_at_a_time: bool) -> list:
+        tasks = []
+        for actor, hospital, ref in zip(actors, homes, data):
+            tasks.append(actor.train.remote(index, hospital, ref, payload))
+            if one_at_a_time:
+                ray.get(tasks[-1])
+        ray.get(tasks)
+        return ray.get([a.flush.remote(index) for a in actors])
+
+    round_of(1, one_at_a_time=False)  # warm-up: cuDNN, allocator
     start = time.perf_counter()
-    for a, i in zip(actors, ids):
-        ray.get(a.train.remote(i, 2, payload))
+    round_of(2, one_at_a_time=True)
     one_at_a_time = time.perf_counter() - start
     start = time.perf_counter()
-    results = ray.get([a.train.remote(i, 3, payload) for a, i in zip(actors, ids)])
+    parts = round_of(3, one_at_a_time=False)
     packed = time.perf_counter() - start
 
     reports = ray.get([a.report.remote() for a in actors])
@@ -127,7 +139,8 @@ def main() -> None:
         "seconds_4_updates_one_at_a_time": one_at_a_time,
         "seconds_4_updates_packed": packed,
         "packing_speedup": one_at_a_time / packed,
-        "train_losses": [r.train_loss for r in results],
+        "updates_summed_per_actor": [part.count for part in parts],
+        "train_losses": [loss for part in parts for loss, _ in part.account.accepted.values()],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2))
