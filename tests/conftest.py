@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -46,3 +47,21 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def sigint_is_ctrl_c() -> None:
+    """`preexec_fn` for a CLI subprocess a test interrupts with SIGINT.
+
+    A job started in the background by a non-interactive shell (`nohup bash .ci/run &`) inherits
+    SIGINT ignored, and Python then never turns SIGINT into KeyboardInterrupt; restore the default so
+    the signal means Ctrl-C, as it does at a terminal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c_handler():
+    """Python's own SIGINT handler in this process for one test (see `sigint_is_ctrl_c`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

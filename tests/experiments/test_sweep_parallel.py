@@ -20,7 +20,7 @@ from fedray.config import config_from_data
 from fedray.errors import ConfigError, FedrayError
 from fedray.experiments.sweep import Cell, SweepConfig, Variant, cell_share, load_sweep, run_sweep
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
-from tests.conftest import tiny_study
+from tests.conftest import sigint_is_ctrl_c, tiny_study
 
 
 def study(tmp_path, **resources):
@@ -101,7 +101,7 @@ def test_at_most_parallel_cells_run_at_once_and_a_failure_stops_none(tmp_path):
     }
 
 
-def test_ctrl_c_stops_every_running_cell_and_starts_no_more(tmp_path):
+def test_ctrl_c_stops_every_running_cell_and_starts_no_more(tmp_path, ctrl_c_handler):
     sweep, cells = fake_cells(tmp_path, 4)
     started, stopped = [], []
     both_running = threading.Barrier(3)
@@ -170,6 +170,7 @@ def test_ctrl_c_stops_a_real_parallel_sweep_after_checkpoints(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "fedray.cli", "sweep", str(tmp_path / "sweep.yaml"), "--parallel", "2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=sigint_is_ctrl_c,
     )
     deadline = time.monotonic() + 240
     running = [results / f"halt__a__s{seed}" for seed in (0, 1)]

@@ -19,7 +19,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import TIMING_METRICS, Metric
 from fedray.simulation.launch import run_study
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
-from tests.conftest import tiny_study
+from tests.conftest import sigint_is_ctrl_c, tiny_study
 
 pytestmark = pytest.mark.ray
 
@@ -98,6 +98,7 @@ def test_ctrl_c_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "fedray.cli", "run", str(path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=sigint_is_ctrl_c,
     )
     deadline = time.monotonic() + 240
     while not checkpoint_path(run_dir).is_file():
