@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +67,11 @@ def ctrl_c_handler():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+def start_cli(*args: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """`fedray ARGS...` in its own process group (a test may kill the group), SIGINT meaning Ctrl-C."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedray.cli", *args],
+        stdout=subprocess.DEVNULL, stderr=stderr, text=True, start_new_session=True, preexec_fn=sigint_is_ctrl_c,
+    )

@@ -171,8 +171,10 @@ def run_sweep(
             status[cell.run_name] = run_one(index, cell)
     else:
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="fedray-cell") as pool:
-            futures: dict[Future, Cell] = {pool.submit(run_one, index, cell): cell for index, cell in todo}
-            try:
+            futures: dict[Future, Cell] = {}
+            try:  # from the first submit on: Ctrl-C may come while cells are still being handed out
+                for index, cell in todo:
+                    futures[pool.submit(run_one, index, cell)] = cell
                 pending = set(futures)
                 while pending:  # a timeout, so Ctrl-C reaches this thread while cells run
                     _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)

@@ -27,13 +27,7 @@ from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.ensemble import OrganEnsemble
 from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
-from fedray.simulation.placement import (
-    ActorPlan,
-    create_hospital_actor,
-    plan_actors,
-    release_placement,
-    reserve_placement,
-)
+from fedray.simulation.placement import HospitalActors, create_hospital_actor, release_placement
 from fedray.strategies import build_strategy
 from fedray.strategies.base import state_to_torch
 from fedray.tracking.checkpoint import (
@@ -56,15 +50,6 @@ PIPELINE = 2  # tasks queued per hospital actor: one running, one ready, so an a
 
 # organ index -> (teacher hospital id, head of that organ, the teacher's head count, payload)
 Teachers = dict[int, tuple[str, int, int, bytes]]
-
-
-@dataclass(frozen=True)
-class HospitalActors:
-    """Started hospital actors with their plans and placement group (actor i runs plans[i] in bundle i)."""
-
-    plans: list[ActorPlan]
-    placement: object  # ray.util.placement_group.PlacementGroup
-    actors: list
 
 
 class StudyStopped(Exception):
@@ -111,7 +96,7 @@ class StudyState:
             "untrained_dice": self.untrained_dice,
             "last_counts": self.last_eval.counts.tolist(),
             "last_seconds": self.last_eval.seconds_per_volume,
-            "last_hd95_mm": [None if math.isnan(h) else h for h in hd95(self)],
+            "last_hd95_mm": [None if math.isnan(h) else h for h in self.last_eval.hd95_mm],
             "teachers": {str(k): [hid, head, n] for k, (hid, head, n, _) in self.teachers.items()},
             "bytes_teachers": self.bytes_teachers,
             "bytes_total": self.bytes_total,
@@ -177,15 +162,14 @@ class Driver:
         self._stop.set()
 
     # -- the round loop ---------------------------------------------------------------------------
-    def run(self, started: HospitalActors | None = None) -> dict:
+    def run(self, started: HospitalActors) -> dict:
         """Run (or resume) every round and return the summary (also written to summary.json).
 
-        `started`: hospital actors the launcher already started (they start while this actor does);
-        without it the driver starts its own.
+        `started`: the hospital actors, started by the launcher so that they start while this actor does.
         """
         cfg = self.config
         try:
-            self._adopt_actors(started or self._start_actors())
+            self._adopt_actors(started)
             if not self.resume:  # round 1's data loads while MLflow and the test set are set up
                 for hospital in self._sample(1):
                     self._data(hospital)
@@ -227,13 +211,6 @@ class Driver:
             tracker.log_artifact(path)
         tracker.end("FINISHED")
         return summary
-
-    def _start_actors(self) -> HospitalActors:
-        """Reserve the placement group and start the hospital actors, without waiting for them."""
-        cfg = self.config
-        plans = plan_actors(cfg, self.hospitals, ray.cluster_resources())
-        placement = reserve_placement(cfg, plans)
-        return HospitalActors(plans, placement, [create_hospital_actor(cfg, p, placement, g) for g, p in enumerate(plans)])
 
     def _adopt_actors(self, started: HospitalActors) -> None:
         cfg = self.config
@@ -333,7 +310,7 @@ class Driver:
                 "round": round_index,
                 Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
                 **{dice_metric(o): float(d) for o, d in zip(self.organs, dice)},
-                **{hd95_metric(o): float(h) if evaluated else math.nan for o, h in zip(self.organs, hd95(state))},
+                **{hd95_metric(o): float(h) if evaluated else math.nan for o, h in zip(self.organs, state.last_eval.hd95_mm)},
                 Metric.INFER_S_PER_VOLUME.value: state.last_eval.seconds_per_volume if evaluated else math.nan,
                 Metric.BYTES_DOWN.value: ledger.account.bytes_down,
                 Metric.BYTES_UP.value: ledger.account.bytes_up,
@@ -374,7 +351,7 @@ class Driver:
         summary = {
             Metric.DICE_MEAN.value: mean_dice(final_dice),
             **{dice_metric(o): float(d) for o, d in zip(self.organs, final_dice)},
-            **{hd95_metric(o): float(h) for o, h in zip(self.organs, hd95(state))},
+            **{hd95_metric(o): float(h) for o, h in zip(self.organs, state.last_eval.hd95_mm)},
             Metric.INFER_S_PER_VOLUME.value: state.last_eval.seconds_per_volume,
             Metric.BYTES_TOTAL.value: state.bytes_total,
             Metric.TRAIN_LOSS.value: files.rows[-1][Metric.TRAIN_LOSS.value],
@@ -618,12 +595,6 @@ class Driver:
         with self._lock:
             for key, value in values.items():
                 setattr(self._progress, key, value)
-
-
-def hd95(state: StudyState) -> np.ndarray:
-    """The last evaluation's HD95 per organ in mm (NaN where undefined or not measured)."""
-    n = len(state.last_eval.counts)
-    return np.full(n, np.nan) if state.last_eval.hd95_mm is None else np.asarray(state.last_eval.hd95_mm)
 
 
 def _skipped_tags(skipped: list[dict]) -> dict[str, str]:

@@ -14,14 +14,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from fedray.config import ResourcesConfig, StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.simulation.driver import Driver, HospitalActors, Progress
-from fedray.simulation.placement import (
-    check_resource_overrides,
-    create_hospital_actor,
-    plan_actors,
-    release_placement,
-    reserve_placement,
-)
+from fedray.simulation.driver import Driver, Progress
+from fedray.simulation.placement import check_resource_overrides, release_placement, start_hospital_actors
 
 
 def init_ray(resources: ResourcesConfig) -> bool:
@@ -73,10 +67,8 @@ def run_study(
         )
         # Hospital actors start here, while the driver actor's process starts: both import torch and
         # MONAI, so starting them one after the other would add seconds before the first round.
-        plans = plan_actors(config, hospitals, ray.cluster_resources())
-        placement = reserve_placement(config, plans)
-        actors = [create_hospital_actor(config, plan, placement, g) for g, plan in enumerate(plans)]
-        result = driver.run.remote(HospitalActors(plans, placement, actors))
+        hospital_actors = start_hospital_actors(config, hospitals)
+        result = driver.run.remote(hospital_actors)
         try:
             while True:
                 ready, _ = ray.wait([result], timeout=poll_s)
@@ -92,7 +84,7 @@ def run_study(
             raise
         finally:
             ray.kill(driver)  # and with it the replacement actors it started
-            for actor in actors:
+            for actor in hospital_actors.actors:
                 ray.kill(actor)
             release_placement(config)  # in case the driver died before releasing it
     except RayTaskError as error:

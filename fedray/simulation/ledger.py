@@ -41,8 +41,12 @@ class RoundLedger:
         self.aggregate: WeightedSum = strategy.new_aggregate()
         self.account = RoundAccount()
 
-    def add(self, result: ClientResult) -> None:
-        """Account for one hospital's result and aggregate its update if it is valid and in time."""
+    def add(self, result: ClientResult, update: State | None = None) -> None:
+        """Account for one hospital's result and aggregate its update if it is valid and in time.
+
+        `update`: the decoded payload when the caller already holds it (a hospital actor), so it is
+        not decoded again.
+        """
         account = self.account
         account.bytes_down += result.bytes_down
         account.compute_s[result.hospital_id] = result.train_seconds
@@ -53,7 +57,7 @@ class RoundLedger:
         if not self.strategy.communicates:  # local-only: nothing to fold in
             account.accepted[result.hospital_id] = (result.train_loss, result.num_examples)
             return
-        update = decode_state(result.payload)
+        update = decode_state(result.payload) if update is None else update
         problem = update_problem(update, self.global_state)
         if problem is not None:
             log.warning("rejected the update of %s in round %d: %s", result.hospital_id, result.round, problem)
@@ -68,7 +72,7 @@ class RoundLedger:
         if part.count:
             self.aggregate.merge(decode_state(part.aggregate), part.weight, part.count)
 
-    def part(self, round_index: int, **extra) -> RoundPart:
+    def part(self, round_index: int) -> RoundPart:
         """This (actor-side) ledger as one partial aggregate for the driver."""
         total = self.aggregate.total
         return RoundPart(
@@ -77,7 +81,6 @@ class RoundLedger:
             aggregate=encode_state(total) if total is not None else b"",
             weight=self.aggregate.weight,
             count=self.aggregate.count,
-            **extra,
         )
 
     @property

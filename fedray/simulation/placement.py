@@ -129,6 +129,22 @@ def release_placement(config: StudyConfig) -> None:
         pass  # none by that name: never reserved, or already released
 
 
+@dataclass(frozen=True)
+class HospitalActors:
+    """Started hospital actors with their plans and placement group (actor i runs plans[i] in bundle i)."""
+
+    plans: list[ActorPlan]
+    placement: PlacementGroup
+    actors: list
+
+
+def start_hospital_actors(config: StudyConfig, hospitals: list[Hospital]) -> HospitalActors:
+    """Plan the actors, reserve their placement group and start them, without waiting for them."""
+    plans = plan_actors(config, hospitals, ray.cluster_resources())
+    placement = reserve_placement(config, plans)
+    return HospitalActors(plans, placement, [create_hospital_actor(config, p, placement, g) for g, p in enumerate(plans)])
+
+
 def actor_name(config: StudyConfig, group: int, generation: int = 0) -> str:
     """Ray name of a study's hospital actor (for debugging, the dashboard and fault tests).
 

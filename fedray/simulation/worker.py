@@ -137,7 +137,7 @@ class HospitalWorker:
             return TaskReport(hospital.hospital_id, result=result, client_state=kept)
         if round_index not in self._sums:
             self._sums[round_index] = RoundLedger(self.strategy, global_state)
-        self._sums[round_index].add(result)
+        self._sums[round_index].add(result, update)
         return TaskReport(hospital.hospital_id, client_state=kept)
 
     def flush(self, round_index: int) -> RoundPart:

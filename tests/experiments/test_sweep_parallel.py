@@ -4,11 +4,9 @@ one SQLite store (what parallel Driver actors do)."""
 
 from __future__ import annotations
 
-import _thread
 import multiprocessing
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +18,7 @@ from fedray.config import config_from_data
 from fedray.errors import ConfigError, FedrayError
 from fedray.experiments.sweep import Cell, SweepConfig, Variant, cell_share, load_sweep, run_sweep
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
-from tests.conftest import sigint_is_ctrl_c, tiny_study
+from tests.conftest import start_cli, tiny_study
 
 
 def study(tmp_path, **resources):
@@ -115,7 +113,9 @@ def test_ctrl_c_stops_every_running_cell_and_starts_no_more(tmp_path, ctrl_c_han
 
     def ctrl_c():
         both_running.wait(timeout=10)
-        _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
+        # What Ctrl-C does: a real SIGINT to the main thread (interrupt_main only sets a flag, which a
+        # main thread blocked waiting on the cells would not see until it woke up).
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     threading.Thread(target=ctrl_c).start()
     with pytest.raises(KeyboardInterrupt):
@@ -167,11 +167,7 @@ def test_ctrl_c_stops_a_real_parallel_sweep_after_checkpoints(tmp_path):
              "seeds": [0, 1, 2], "overrides": ["train.local_steps=1", "eval.every=10"]}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     results = tmp_path / "results"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fedray.cli", "sweep", str(tmp_path / "sweep.yaml"), "--parallel", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=sigint_is_ctrl_c,
-    )
+    process = start_cli("sweep", str(tmp_path / "sweep.yaml"), "--parallel", "2", stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     running = [results / f"halt__a__s{seed}" for seed in (0, 1)]
     while not all(checkpoint_path(d).is_file() for d in running):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import TIMING_METRICS, Metric
 from fedray.simulation.launch import run_study
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
-from tests.conftest import sigint_is_ctrl_c, tiny_study
+from tests.conftest import start_cli, tiny_study
 
 pytestmark = pytest.mark.ray
 
@@ -39,10 +38,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({**study, "tracking": {**study["tracking"], "run_name": "killed"}}))
     killed_dir = tmp_path / "results" / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fedray.cli", "run", str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    process = start_cli("run", str(path))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         ckpt = checkpoint_path(killed_dir)
@@ -95,11 +91,7 @@ def test_ctrl_c_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     run_dir = tmp_path / "results" / "interrupted"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fedray.cli", "run", str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=sigint_is_ctrl_c,
-    )
+    process = start_cli("run", str(path), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not checkpoint_path(run_dir).is_file():
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
