@@ -335,7 +335,7 @@ def _bench_scale(args: argparse.Namespace) -> int:
     import ray
 
     from fedray.benchmarks.scale import SCENARIOS, plot, run_scenario, summarise, workload
-    from fedray.data.datasets import load_hospital_cases
+    from fedray.data.datasets import load_training_arrays
     from fedray.data.federation import prepare_hospitals
     from fedray.simulation.launch import run_study
 
@@ -349,7 +349,7 @@ def _bench_scale(args: argparse.Namespace) -> int:
         config = workload(total, per_round, args.rounds, work_dir, args.cpus)
         with console.status(f"{total} hospitals: writing phantom data and the preprocessed cache (not timed)..."):
             for hospital in prepare_hospitals(config).hospitals:  # cached after the first scenario of this size
-                load_hospital_cases(hospital, config.data)
+                load_training_arrays(hospital, config.data)
         shutil.rmtree(config.run_dir, ignore_errors=True)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
             result = run_scenario(config, run_study, prepare_hospitals)

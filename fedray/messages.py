@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +28,7 @@ class Metric(StrEnum):
     DROPOUT = "fault/dropout"
     LATE = "fault/late"
     TRAIN_S = "time/train_s"  # dispatch to new global weights: the round without evaluation
+    EVAL_S = "time/eval_s"  # evaluating the new global model on the test set (NaN when not evaluated)
     COMPUTE_MAX_S = "time/compute_max_s"
     COMPUTE_SUM_S = "time/compute_sum_s"
 
@@ -36,6 +38,7 @@ TIMING_METRICS = frozenset(
     {
         Metric.ROUND_S.value,
         Metric.TRAIN_S.value,
+        Metric.EVAL_S.value,
         Metric.INFER_S_PER_VOLUME.value,
         Metric.COMPUTE_MAX_S.value,
         Metric.COMPUTE_SUM_S.value,
@@ -58,6 +61,17 @@ def encode_state(state: State) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **state)
     return buffer.getvalue()
+
+
+def encoded_size(state: State) -> int:
+    """len(encode_state(state)) without encoding it: an uncompressed .npz's size depends only on the
+    names, dtypes and shapes of its arrays, so it is measured once per layout."""
+    return _encoded_size(tuple((key, np.asarray(value).dtype.str, np.shape(value)) for key, value in state.items()))
+
+
+@functools.lru_cache(maxsize=32)
+def _encoded_size(layout: tuple[tuple[str, str, tuple[int, ...]], ...]) -> int:
+    return len(encode_state({key: np.zeros(shape, dtype) for key, dtype, shape in layout}))
 
 
 def decode_state(payload: bytes) -> State:
@@ -83,11 +97,12 @@ class ClientResult:
     train_seconds: float
     bytes_down: int
     late: bool = False
+    summed_bytes: int | None = None  # encoded size of an update kept in its actor's partial sum (payload empty)
 
     @property
     def bytes_up(self) -> int:
         """Exact size of what the hospital sent back."""
-        return len(self.payload)
+        return len(self.payload) if self.summed_bytes is None else self.summed_bytes
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from fedray.messages import ClientResult, decode_state, encode_state
+from fedray.messages import ClientResult, decode_state, encode_state, encoded_size
 
 
 def test_round_trip_is_exact():
@@ -32,3 +32,16 @@ def test_pickled_payload_is_refused():
     np.save(buffer, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     with pytest.raises((ValueError, pickle.UnpicklingError)):
         decode_state(buffer.getvalue())
+
+
+def test_encoded_size_is_the_payload_length_without_encoding():
+    rng = np.random.default_rng(0)
+    layouts = [
+        {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=3).astype(np.float32)},
+        {"conv.weight": rng.normal(size=(8, 1, 3, 3, 3)), "steps": np.array(7, dtype=np.int64)},
+        {"x" * 200: np.zeros(0, np.float16), "y": np.ones((2, 1, 5), np.uint8)},
+    ]
+    for state in layouts:
+        assert encoded_size(state) == len(encode_state(state))
+        other_values = {k: (rng.normal(size=v.shape) * 1e6).astype(v.dtype) for k, v in state.items()}
+        assert encoded_size(other_values) == len(encode_state(other_values))

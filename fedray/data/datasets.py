@@ -54,6 +54,11 @@ def label_lookup(label_names: dict[int, str], organs: Sequence[str]) -> np.ndarr
     return table
 
 
+def site_table(label_map: LabelMap, organs: Sequence[str]) -> np.ndarray:
+    """`label_lookup` of a site: values it knows but does not train on map to background, like unlabelled organs."""
+    return label_lookup({**dict.fromkeys(label_map.values, ""), **dict(label_map.names)}, organs)
+
+
 def preprocessing(
     table: np.ndarray, hu_window: tuple[float, float], preprocess: PreprocessConfig | None = None
 ) -> Compose:
@@ -129,6 +134,47 @@ def load_hospital_cases(hospital: Hospital, data: DataConfig) -> list[dict]:
     return load_cases(hospital.cases, data.organs, data.hu_window, data.preprocess, persistent_cache_dir(data))
 
 
+def load_training_arrays(hospital: Hospital, data: DataConfig) -> list[dict[str, np.ndarray]]:
+    """What a hospital trains on (`training_arrays` of its preprocessed cases): its actor's loader.
+
+    With the persistent cache, these arrays are also kept as one uncompressed .npz per hospital,
+    keyed by everything they depend on (each case's files, their sizes and modification times, its
+    label map, the study organs, the HU window and preprocessing), so a hospital's first use in a
+    later study, resume or sweep cell is one file read instead of a torch.load and a MONAI chain set
+    up per case: at a thousand hospitals, most of a round's hospitals are new to their actor.
+    """
+    cache = persistent_cache_dir(data)
+    if cache is None:
+        return training_arrays(load_hospital_cases(hospital, data))
+    path = cache / "arrays" / f"{_arrays_key(hospital.cases, data)}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as archive:
+            return [{key: archive[f"{i}/{key}"] for key in TRAINING_KEYS} for i in range(len(hospital.cases))]
+    arrays = training_arrays(load_hospital_cases(hospital, data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")  # another process may be writing the same file
+    with open(partial, "wb") as file:
+        np.savez(file, **{f"{i}/{key}": value for i, case in enumerate(arrays) for key, value in case.items()})
+    os.replace(partial, path)
+    return arrays
+
+
+def _arrays_key(cases: Sequence[SiteCase], data: DataConfig) -> str:
+    """A file name determined by everything a hospital's training arrays depend on."""
+    organs = list(data.organs)
+    what = [
+        [
+            _preprocessing_key(site_table(case.label_map, organs), data.hu_window, data.preprocess),
+            str(case.image),
+            str(case.label),
+            _file_stamp(str(case.image), str(case.label)),
+            [organ in case.label_map.organs for organ in organs],
+        ]
+        for case in cases
+    ]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:24]
+
+
 def load_folder(
     folder: Path,
     organs: Sequence[str],
@@ -172,8 +218,7 @@ def load_cases(
             {"image": str(cases[i].image), "label": str(cases[i].label), "case_id": cases[i].case_id}
             for i in indices
         ]
-        # Values the site knows but does not train on map to background, like unlabelled organs.
-        table = label_lookup({**dict.fromkeys(label_map.values, ""), **dict(label_map.names)}, organs)
+        table = site_table(label_map, organs)
         chain = preprocessing(table, hu_window, preprocess)
         try:
             if cache_dir is None:
@@ -217,28 +262,23 @@ def _file_stamp(*paths: str) -> str:
 
 
 class PatchSampler:
-    """Random training patches of one client's cases, reproducible from a seed.
+    """Random training patches of a client's cases, reproducible from a seed.
 
     A fraction `foreground_ratio` of patches is centred on a labelled voxel (MONAI
     RandCropByPosNegLabeld), the rest anywhere in the volume. Each case carries its own
     `labelled` organ mask, so a client may pool cases from sites with different label sets.
     Optional augmentation changes each patch after sampling, from its own random stream, so it
-    never changes which patches are drawn.
+    never changes which patches are drawn. The MONAI transforms are built once and reused for
+    every client a hospital actor trains; batches of one client are drawn at a time.
     """
 
     def __init__(
         self,
-        cases: list[dict],
         patch_size: tuple[int, int, int],
         foreground_ratio: float,
         batch_size: int,
         augment: AugmentConfig | None = None,
     ) -> None:
-        if not cases:
-            raise DataError("a hospital has no cases")
-        # Only what training reads: the original-grid labels (for evaluation) need not stay in memory.
-        # Arrays may be read-only views into Ray's object store: nothing here writes to them.
-        self.cases = [{key: _tensor(case[key]) for key in ("image", "label", "labelled")} for case in cases]
         self.batch_size = batch_size
         self.crop = Compose(
             [
@@ -256,8 +296,13 @@ class PatchSampler:
         )
         self.augment = augmentation(augment) if augment is not None and augment.enabled else None
 
-    def batches(self, seed: int) -> Iterator[Batch]:
-        """Endless batches; the same seed gives the same cases, patches and augmentations."""
+    def batches(self, cases: list[dict], seed: int) -> Iterator[Batch]:
+        """Endless batches of `cases`; the same cases and seed give the same patches and augmentations."""
+        if not cases:
+            raise DataError("a hospital has no cases")
+        # Only what training reads: the original-grid labels (for evaluation) need not stay in memory.
+        # Arrays may be read-only views into Ray's object store: nothing here writes to them.
+        cases = [{key: _tensor(case[key]) for key in TRAINING_KEYS} for case in cases]
         rng = np.random.default_rng(seed)
         self.crop.set_random_state(seed=int(rng.integers(2**31)))
         if self.augment is not None:
@@ -265,20 +310,23 @@ class PatchSampler:
             stream = np.random.default_rng([seed, 1])
             self.augment.set_random_state(seed=int(stream.integers(2**31)))
         while True:
-            picks = rng.integers(len(self.cases), size=self.batch_size)
-            patches = [self.crop({"image": self.cases[i]["image"], "label": self.cases[i]["label"]})[0] for i in picks]
+            picks = rng.integers(len(cases), size=self.batch_size)
+            patches = [self.crop({"image": cases[i]["image"], "label": cases[i]["label"]})[0] for i in picks]
             if self.augment is not None:
                 patches = [self.augment(p) for p in patches]
             yield Batch(  # plain tensors: MetaTensor's per-op bookkeeping would slow every layer
                 image=_plain(torch.stack([torch.as_tensor(p["image"]) for p in patches]).float()),
                 label=_plain(torch.stack([torch.as_tensor(p["label"]) for p in patches]).long()),
-                labelled=torch.stack([self.cases[i]["labelled"] for i in picks]),
+                labelled=torch.stack([cases[i]["labelled"] for i in picks]),
             )
+
+
+TRAINING_KEYS = ("image", "label", "labelled")  # what training reads of a case
 
 
 def training_arrays(cases: list[dict]) -> list[dict[str, np.ndarray]]:
     """What training needs of each loaded case, as numpy arrays (Ray stores these zero-copy)."""
-    return [{key: np.asarray(case[key]) for key in ("image", "label", "labelled")} for case in cases]
+    return [{key: np.asarray(case[key]) for key in TRAINING_KEYS} for case in cases]
 
 
 def _tensor(value) -> torch.Tensor:

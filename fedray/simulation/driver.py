@@ -142,6 +142,7 @@ class Driver:
         self.config = config
         self.skipped = list(skipped)
         self.first_round_at: float | None = None
+        self.rounds_wall_s = 0.0  # this session: first round's dispatch to last new global weights, without evaluation
         self.hospitals = hospitals
         self.test_dir = test_dir
         self.resume = resume
@@ -284,6 +285,8 @@ class Driver:
             state.bytes_total = state.bytes_teachers
         teachers_ref = ray.put(state.teachers) if state.teachers else None
         wall_before = state.wall_s
+        rounds_began = time.perf_counter()
+        evaluating_s = 0.0  # evaluation time since rounds_began
 
         for round_index in range(state.round + 1, cfg.rounds + 1):
             round_start = time.perf_counter()
@@ -296,15 +299,20 @@ class Driver:
             faults = self._train_round(round_index, chosen, payload_ref, teachers_ref, ledger)
             state.global_state = ledger.new_global_state()
             train_s = time.perf_counter() - round_start
+            self.rounds_wall_s = time.perf_counter() - rounds_began - evaluating_s
             state.bytes_total += ledger.account.bytes_down + ledger.account.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
+            eval_s = math.nan
             if evaluated:
                 self._update(phase="evaluating")
+                eval_start = time.perf_counter()
                 model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.global_state.items()})
                 state.last_eval = evaluate(
                     self._evaluated(model, round_index), test_cases, cfg.model.output, cfg.eval, len(self.organs)
                 )
+                eval_s = time.perf_counter() - eval_start
+                evaluating_s += eval_s
             dice = dice_from_counts(state.last_eval.counts) if evaluated else np.full(len(self.organs), np.nan)
             row = {
                 "round": round_index,
@@ -317,6 +325,7 @@ class Driver:
                 Metric.BYTES_TOTAL.value: state.bytes_total,
                 Metric.ROUND_S.value: time.perf_counter() - round_start,
                 Metric.TRAIN_S.value: train_s,
+                Metric.EVAL_S.value: eval_s,
                 Metric.TRAIN_LOSS.value: ledger.train_loss,
                 Metric.REJECTED.value: len(ledger.rejected),
                 Metric.COMPUTE_MAX_S.value: max(ledger.account.compute_s.values(), default=0.0),
@@ -367,6 +376,7 @@ class Driver:
             "skipped_cases": self.skipped,
             "actors": [{**placed, "tasks": n} for placed, n in zip(self.placed, self.tasks)],
             "first_round_at": self.first_round_at,  # Unix time this session's first round started
+            "rounds_wall_s": self.rounds_wall_s,
         }
         files.write_summary(summary)
         tracker.log_metrics(
@@ -380,11 +390,13 @@ class Driver:
     ) -> dict[str, int]:
         """Hand the round's hospitals to idle actors one by one, then collect each actor's partial sum.
 
-        Each actor has up to PIPELINE tasks queued, preferring hospitals whose data it loaded. Simulated
-        dropouts are not dispatched; a hospital whose training raised, or whose actor died (taking the
-        updates summed there this round with it), is retried up to faults.max_retries times, then
-        dropped; with a deadline, updates whose slowed local time exceeds it are discarded as late.
-        Returns the fault counts.
+        Each actor has up to PIPELINE tasks queued, preferring hospitals whose data it loaded. Once no
+        hospital is left to hand out, each actor is asked for its partial sum straight away: the
+        request queues behind its last training task, so the sum comes back without another round
+        trip. Simulated dropouts are not dispatched; a hospital whose training raised, or whose actor
+        died (taking the updates summed there with it), is retried up to faults.max_retries times,
+        then dropped; with a deadline, updates whose slowed local time exceeds it are discarded as
+        late. Returns the fault counts.
         """
         faults = self.config.faults
         counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
@@ -396,11 +408,16 @@ class Driver:
             else:
                 queue.append(hospital)
         attempts = {h.hospital_id: 0 for h in queue}
-        in_flight: dict = {}  # task -> (actor group, actor handle, hospital)
+        trains: dict = {}  # task -> (actor group, actor handle, hospital)
+        flushes: dict = {}  # task -> (actor group, actor handle)
         busy = [0] * len(self.actors)
-        summed_on: dict[int, list[Hospital]] = {}  # group -> hospitals in its partial sum this round
+        unflushed: set[int] = set()  # groups sent training since their last flush
+        summed_on: dict[int, list[Hospital]] = {}  # group -> trained there, in its sum, not merged yet
+        merged: set[str] = set()  # hospitals whose updates are in `ledger`
         done = counts[Metric.DROPOUT.value]
         pinned = self.config.resources.scheduling == "pinned"
+        partial = self.strategy.partial_aggregation
+        prefetched = False
 
         def takes(group: int, hospital: Hospital) -> bool:
             home = self.home[hospital.hospital_id]
@@ -421,8 +438,25 @@ class Driver:
                     round_index, hospital, self._data(hospital), payload_ref, teachers_ref, state, slowdown,
                     faults.deadline_s,
                 )
-                in_flight[task] = (group, actor, hospital)
+                trains[task] = (group, actor, hospital)
+                unflushed.add(group)
                 busy[group] += 1
+
+        def dispatch() -> None:
+            nonlocal prefetched
+            for depth in range(1, PIPELINE + 1):  # one task each first, so small rounds spread out
+                for group in range(len(self.actors)):
+                    fill(group, depth)
+            if queue:
+                return
+            if partial:
+                for group in sorted(unflushed):  # nothing left to hand out: collect the sums
+                    actor = self.actors[group]
+                    flushes[actor.flush.remote(round_index)] = (group, actor)
+                unflushed.clear()
+            if not prefetched:
+                prefetched = True
+                self._prefetch(round_index + 1)
 
         def retry_or_drop(hospital: Hospital, why: object) -> None:
             hid = hospital.hospital_id
@@ -436,54 +470,79 @@ class Driver:
 
         def actor_died(group: int, dead) -> None:
             nonlocal done
+            if self.actors[group] is not dead:
+                return  # already replaced; its losses were counted then
             self._replace_actor(group, dead)
+            unflushed.discard(group)  # its tasks fail one by one and are retried
             lost = summed_on.pop(group, [])
             done -= len(lost)
             for hospital in lost:  # their updates were in the dead actor's partial sum
                 retry_or_drop(hospital, "its actor died before sending the round's sum")
 
-        while True:
-            for depth in range(1, PIPELINE + 1):  # one task each first, so small rounds spread out
-                for group in range(len(self.actors)):
-                    fill(group, depth)
-            while in_flight:
-                [task], _ = ray.wait(list(in_flight), num_returns=1)
-                group, actor, hospital = in_flight.pop(task)
-                busy[group] -= 1
-                try:
-                    report = ray.get(task)
-                except (RayActorError, RayTaskError) as error:
-                    if isinstance(getattr(error, "cause", None), FedrayError):
-                        raise error.cause from None  # a configuration problem, not a failing hospital
-                    if isinstance(error, RayActorError) and self.actors[group] is actor:
-                        actor_died(group, actor)
-                    self._forget_lost_data(hospital)
-                    retry_or_drop(hospital, error)
-                else:
-                    if report.failed is not None:
-                        retry_or_drop(hospital, report.failed)
-                    else:
-                        if report.result is not None:
-                            ledger.add(report.result)
-                        else:
-                            summed_on.setdefault(group, []).append(hospital)
-                        if report.client_state is not None:
-                            self.client_store.put(hospital.hospital_id, round_index, report.client_state)
-                        done += 1
-                        self.tasks[group] += 1
-                        self._update(clients_done=done, train_loss=ledger.train_loss)
-                for g in range(len(self.actors)):
-                    fill(g)
-            flushes = {self.actors[g].flush.remote(round_index): (g, self.actors[g]) for g in summed_on}
-            for task, (group, actor) in flushes.items():
-                try:
-                    ledger.merge(ray.get(task))
-                    summed_on.pop(group, None)
-                except RayActorError:
+        def trained(task) -> None:
+            nonlocal done
+            group, actor, hospital = trains.pop(task)
+            busy[group] -= 1
+            try:
+                report = ray.get(task)
+            except (RayActorError, RayTaskError) as error:
+                if isinstance(getattr(error, "cause", None), FedrayError):
+                    raise error.cause from None  # a configuration problem, not a failing hospital
+                if isinstance(error, RayActorError):
                     actor_died(group, actor)
-            if not queue:
-                break
+                self._forget_lost_data(hospital)
+                retry_or_drop(hospital, error)
+                return
+            if report.failed is not None:
+                retry_or_drop(hospital, report.failed)
+                return
+            hid = hospital.hospital_id
+            if report.result is not None:
+                ledger.add(report.result)
+            elif hid not in merged:
+                if self.actors[group] is not actor:  # trained, but summed on an actor that died since
+                    retry_or_drop(hospital, "its actor died before sending the round's sum")
+                    return
+                summed_on.setdefault(group, []).append(hospital)
+            if report.client_state is not None:
+                self.client_store.put(hid, round_index, report.client_state)
+            done += 1
+            self.tasks[group] += 1
+            self._update(clients_done=done, train_loss=ledger.train_loss)
+
+        def summed(task) -> None:
+            group, actor = flushes.pop(task)
+            try:
+                part = ray.get(task)
+            except RayActorError:
+                actor_died(group, actor)
+                return
+            ledger.merge(part)
+            covered = set(part.account.compute_s)  # every hospital the actor's ledger took in
+            merged.update(covered)
+            summed_on[group] = [h for h in summed_on.get(group, []) if h.hospital_id not in covered]
+
+        dispatch()
+        while trains or flushes:
+            [task], _ = ray.wait([*trains, *flushes], num_returns=1)
+            if task in trains:
+                trained(task)
+            else:
+                summed(task)
+            dispatch()
         return {**counts, Metric.LATE.value: len(ledger.account.late)}
+
+    def _prefetch(self, round_index: int) -> None:
+        """Start loading the data of round `round_index`'s hospitals that were never loaded.
+
+        Called once the current round has handed out its last hospital: the loads queue on their home
+        actors behind that round's last tasks and partial sums, so the next round finds its data in
+        the object store instead of loading it on first use, when a task handed to another actor
+        would wait for the home actor to get to the load.
+        """
+        if round_index <= self.config.rounds:
+            for hospital in self._sample(round_index):
+                self._data(hospital)
 
     def _fault_draws(self, round_index: int, hospital: Hospital) -> tuple[float, float]:
         """(dropout draw, straggler draw) for one hospital and round, from (seed, round, hospital)."""

@@ -11,10 +11,10 @@ import ray
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.datasets import PatchSampler, load_hospital_cases, training_arrays
+from fedray.data.datasets import PatchSampler, load_training_arrays
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import ClientResult, RoundAccount, RoundPart, TaskReport, decode_state, encode_state
+from fedray.messages import ClientResult, RoundAccount, RoundPart, TaskReport, decode_state, encode_state, encoded_size
 from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
 from fedray.strategies import build_strategy
@@ -51,7 +51,13 @@ class HospitalWorker:
         self.strategy = build_strategy(config.method)
         self.model = build_model(config.model, len(config.data.organs)).to(self.device)
         self._teachers: dict[str, torch.nn.Module] = {}
-        self._global: tuple[int, dict] | None = None  # (round, decoded global weights)
+        self._global: tuple[int, dict, dict] | None = None  # (round, global weights: numpy, torch on device)
+        self._sampler = PatchSampler(
+            config.data.patch_size,
+            config.data.foreground_ratio,
+            config.train.batch_size,
+            augment=config.data.preprocess.augment,
+        )
         self._sums: dict[int, RoundLedger] = {}  # round -> partial sum of the updates trained here
         _warm_up(self.model, self.device, config.data.patch_size)
 
@@ -68,12 +74,12 @@ class HospitalWorker:
         return True
 
     def load(self, hospital: Hospital) -> list[dict]:
-        """Preprocess one hospital's cases (persistent cache) into the arrays training reads.
+        """One hospital's training arrays (preprocessed once; see `load_training_arrays`).
 
         The driver keeps the returned object: it lives in Ray's object store, owned by the driver,
         so it outlives this actor.
         """
-        return training_arrays(load_hospital_cases(hospital, self.config.data))
+        return load_training_arrays(hospital, self.config.data)
 
     def pretrain_teacher(self, hospital: Hospital, data: list[dict], steps: int) -> bytes:
         """Train an organ-specific teacher on this hospital alone: one head per organ it labels.
@@ -87,7 +93,7 @@ class HospitalWorker:
         teacher = build_model(cfg.model, len(own)).to(self.device)
         hooks = TeacherHooks(own, ClientContext(hospital.hospital_id, 0, tuple(True for _ in own), "sigmoid"))
         optimizer = make_optimizer(teacher, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
-        train_locally(teacher, self._sampler(data).batches(seed), steps, optimizer, hooks, self.device)
+        train_locally(teacher, self._sampler.batches(data, seed), steps, optimizer, hooks, self.device)
         return encode_state(hooks.payload(teacher))
 
     def train(
@@ -110,27 +116,32 @@ class HospitalWorker:
         measured time before the deadline check. `teachers` maps organ index -> (teacher id, head,
         head count, payload); decoded teachers are cached on the actor by teacher id.
         """
-        if self._global is None or self._global[0] != round_index:
-            self._global = (round_index, decode_state(global_payload))
-        global_state = self._global[1]
+        if self._global is None or self._global[0] != round_index:  # decoded once per round and actor
+            decoded = decode_state(global_payload)
+            weights = {k: v.to(self.device) for k, v in state_to_torch(decoded).items()}
+            self._global = (round_index, decoded, weights)
+        _, global_state, global_weights = self._global
         try:
             update, loss, seconds, state = self._train_hospital(
-                hospital, data, round_index, global_state, teachers or {}, client_state
+                hospital, data, round_index, global_weights, teachers or {}, client_state
             )
         except FedrayError:
             raise
         except Exception as error:  # noqa: BLE001 - reported, retried by the driver, then dropped
             log.warning("local training of %s failed in round %d: %r", hospital.hospital_id, round_index, error)
             return TaskReport(hospital.hospital_id, failed=repr(error))
+        summed = self.strategy.partial_aggregation and self.strategy.communicates
         result = ClientResult(
             hospital_id=hospital.hospital_id,
             round=round_index,
-            payload=encode_state(update) if self.strategy.communicates else b"",
+            # An update folded into this actor's partial sum is not encoded: only its size is counted.
+            payload=encode_state(update) if self.strategy.communicates and not summed else b"",
             num_examples=hospital.num_cases,
             train_loss=loss,
             train_seconds=seconds,
             bytes_down=len(global_payload) if self.strategy.communicates else 0,
             late=deadline_s is not None and seconds * slowdown > deadline_s,
+            summed_bytes=encoded_size(update) if summed else None,
         )
         kept = encode_state(state) if state is not None else None
         if not self.strategy.partial_aggregation:
@@ -148,26 +159,19 @@ class HospitalWorker:
             return RoundPart(round=round_index, account=RoundAccount())
         return ledger.part(round_index)
 
-    def _sampler(self, data: list[dict]) -> PatchSampler:
-        cfg = self.config.data
-        return PatchSampler(
-            data, cfg.patch_size, cfg.foreground_ratio, self.config.train.batch_size, augment=cfg.preprocess.augment
-        )
-
     def _train_hospital(
         self,
         hospital: Hospital,
         data: list[dict],
         round_index: int,
-        global_state: dict,
+        global_weights: dict[str, torch.Tensor],
         teachers: dict,
         client_state: bytes | None,
     ) -> tuple[dict, float, float, dict | None]:
         """Local training of one hospital: (update, mean loss, seconds of the bare update, state to keep)."""
         hospital_id = hospital.hospital_id
         cfg = self.config
-        weights = {k: v.to(self.device) for k, v in state_to_torch(global_state).items()}
-        self.model.load_state_dict(weights)
+        self.model.load_state_dict(global_weights)
         seed = task_seed(cfg.seed, round_index, hospital.index)
         torch.manual_seed(seed)
         hooks = self.strategy.client_hooks(
@@ -188,7 +192,7 @@ class HospitalWorker:
                 ),
             )
         )
-        hooks.on_train_start(self.model, weights)
+        hooks.on_train_start(self.model, global_weights)
         optimizer = make_optimizer(
             self.model,
             cfg.train.optimizer,
@@ -198,7 +202,7 @@ class HospitalWorker:
         )
         start = time.perf_counter()
         local = train_locally(
-            self.model, self._sampler(data).batches(seed), cfg.train.local_steps, optimizer, hooks, self.device
+            self.model, self._sampler.batches(data, seed), cfg.train.local_steps, optimizer, hooks, self.device
         )
         seconds = time.perf_counter() - start
         return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
 
 _PARAM_LIMIT = 6000  # MLflow's maximum length of a param value
 _BATCH_LIMIT = 100  # params/tags per log_batch call
@@ -24,11 +28,18 @@ def default_tracking_uri(results_dir: str | Path) -> str:
 
 
 class MlflowTracker:
-    """Writes one study's MLflow run. Only the driver creates one."""
+    """Writes one study's MLflow run. Only the driver creates one.
+
+    Round metrics are written by one background thread, in the order they were logged, so the next
+    round starts without waiting for the database; `flush` (called by `end` and before reading the
+    run back) waits for them and re-raises a write that failed.
+    """
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path) -> None:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-metrics")
+        self._pending: list[Future] = []
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             artifact_root.mkdir(parents=True, exist_ok=True)
@@ -55,23 +66,45 @@ class MlflowTracker:
 
     def last_step(self, metric: str) -> int:
         """Highest step logged for `metric` in this run (0 if none)."""
+        self.flush()
         return max((m.step for m in self.client.get_metric_history(self.run_id, metric)), default=0)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Log finite values at `step` (NaN means 'not measured this round' and is skipped)."""
+        """Queue finite values at `step` for writing (NaN means 'not measured this round' and is skipped)."""
         timestamp = int(mlflow.utils.time.get_current_time_millis())
         batch = [Metric(k, float(v), timestamp, step) for k, v in metrics.items() if math.isfinite(v)]
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+        self._pending.append(self._writer.submit(self._write, self.run_id, batch))
+
+    def _write(self, run_id: str, batch: list[Metric]) -> None:
         for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+            self.client.log_batch(run_id, metrics=batch[i : i + 1000])
+
+    def flush(self) -> None:
+        """Wait until every queued metric is written; raises the first write that failed."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def log_artifact(self, path: Path) -> None:
         """Copy a file into the run's artifacts."""
         self.client.log_artifact(self.run_id, str(path))
 
     def end(self, status: str) -> None:
-        """Close the run as FINISHED, FAILED or KILLED."""
-        if self.run_id is not None:
-            self.client.set_terminated(self.run_id, status=status)
+        """Write what is queued, then close the run as FINISHED, FAILED or KILLED.
+
+        A failed metric write fails a FINISHED run; a run already ending in failure keeps its own error.
+        """
+        try:
+            self.flush()
+        except Exception:
+            if status == "FINISHED":
+                raise
+            log.warning("MLflow could not record some metrics of run %s", self.run_id, exc_info=True)
+        finally:
+            self._writer.shutdown()
+            if self.run_id is not None:
+                self.client.set_terminated(self.run_id, status=status)
 
 
 def open_parent_run(uri: str, experiment: str, artifact_root: Path, name: str) -> str:

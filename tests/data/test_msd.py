@@ -77,10 +77,10 @@ def test_patch_sampler_is_reproducible_and_carries_label_masks(tmp_path):
     label[8:14, 8:14, 8:14] = 1
     folder = write_msd(tmp_path / "s", {"1": "liver"}, [(rng.normal(0, 50, (24, 24, 24)), label)] * 2)
     cases = load_folder(folder, ["liver", "spleen"], (-325.0, 325.0))
-    sampler = PatchSampler(cases, (16, 16, 16), foreground_ratio=1.0, batch_size=3)
-    first, second = next(sampler.batches(7)), next(sampler.batches(7))
+    sampler = PatchSampler((16, 16, 16), foreground_ratio=1.0, batch_size=3)
+    first, second = next(sampler.batches(cases, 7)), next(sampler.batches(cases, 7))
     assert first.image.shape == (3, 1, 16, 16, 16) and first.label.dtype == torch.long
     assert torch.equal(first.image, second.image) and torch.equal(first.label, second.label)
     assert first.labelled.tolist() == [[True, False]] * 3
     assert all(int(first.label[i].sum()) > 0 for i in range(3))  # foreground_ratio 1: every patch has organ
-    assert not torch.equal(next(sampler.batches(8)).image, first.image)
+    assert not torch.equal(next(sampler.batches(cases, 8)).image, first.image)

@@ -95,26 +95,26 @@ def sampler_cases(tmp_path):
 
 def test_augmentation_off_leaves_batches_as_before(tmp_path):
     cases = sampler_cases(tmp_path)
-    plain = next(PatchSampler(cases, (16, 16, 16), 0.5, 3).batches(7))
-    off = next(PatchSampler(cases, (16, 16, 16), 0.5, 3, augment=AugmentConfig()).batches(7))
+    plain = next(PatchSampler((16, 16, 16), 0.5, 3).batches(cases, 7))
+    off = next(PatchSampler((16, 16, 16), 0.5, 3, augment=AugmentConfig()).batches(cases, 7))
     assert torch.equal(plain.image, off.image) and torch.equal(plain.label, off.label)
 
 
 def test_augmentation_is_seeded_and_keeps_the_patches(tmp_path):
     cases = sampler_cases(tmp_path)
-    plain = PatchSampler(cases, (16, 16, 16), 0.5, 3).batches(7)
-    flips = PatchSampler(cases, (16, 16, 16), 0.5, 3, augment=AugmentConfig(flip_prob=1.0)).batches(7)
+    plain = PatchSampler((16, 16, 16), 0.5, 3).batches(cases, 7)
+    flips = PatchSampler((16, 16, 16), 0.5, 3, augment=AugmentConfig(flip_prob=1.0)).batches(cases, 7)
     for _ in range(2):  # same patches, each flipped on all three axes
         batch, flipped = next(plain), next(flips)
         assert torch.equal(flipped.image, batch.image.flip(2, 3, 4))
         assert torch.equal(flipped.label, batch.label.flip(2, 3, 4))
 
     everything = AugmentConfig(flip_prob=0.5, intensity_prob=1.0, affine_prob=1.0)
-    sampler = PatchSampler(cases, (16, 16, 16), 0.5, 3, augment=everything)
-    first, again = next(sampler.batches(7)), next(sampler.batches(7))
+    sampler = PatchSampler((16, 16, 16), 0.5, 3, augment=everything)
+    first, again = next(sampler.batches(cases, 7)), next(sampler.batches(cases, 7))
     assert torch.equal(first.image, again.image) and torch.equal(first.label, again.label)
     assert first.image.shape == (3, 1, 16, 16, 16) and first.label.dtype == torch.long
     assert set(first.label.unique().tolist()) <= {0, 1}  # labels stay labels (nearest)
-    assert not torch.equal(next(sampler.batches(8)).image, first.image)
-    unaugmented = next(PatchSampler(cases, (16, 16, 16), 0.5, 3).batches(7))
+    assert not torch.equal(next(sampler.batches(cases, 8)).image, first.image)
+    unaugmented = next(PatchSampler((16, 16, 16), 0.5, 3).batches(cases, 7))
     assert not torch.equal(first.image, unaugmented.image)
