@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,14 +77,15 @@ def read_site(folder: str | Path, require_files: bool = True) -> MsdSite:
     return MsdSite(folder=folder, cases=tuple(cases), label_names=labels, label_values=values)
 
 
-def manifest_sha256(folder: str | Path) -> str:
+def manifest_sha256(folder: str | Path, digest: Callable[[Path], bytes] | None = None) -> str:
     """SHA-256 of a folder's dataset.json and of every image and label file it lists.
 
-    Hashes file contents, so two folders with the same manifest but different voxels differ.
+    Hashes file contents, so two folders with the same manifest but different voxels differ;
+    `digest` gives a file's SHA-256 (by default read from the file; a cache may remember it).
     """
     site = read_site(folder)
-    digest = hashlib.sha256((Path(folder) / "dataset.json").read_bytes())
+    combined = hashlib.sha256((Path(folder) / "dataset.json").read_bytes())
     for case in site.cases:
         for path in (case.image, case.label):
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+            combined.update(digest(path) if digest is not None else hashlib.sha256(path.read_bytes()).digest())
+    return combined.hexdigest()

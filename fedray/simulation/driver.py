@@ -30,6 +30,7 @@ from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import HospitalActors, create_hospital_actor, release_placement
 from fedray.strategies import build_strategy
 from fedray.strategies.base import state_to_torch
+from fedray.tracking.checksums import ChecksumCache
 from fedray.tracking.checkpoint import (
     Checkpoint,
     checkpoint_path,
@@ -189,7 +190,8 @@ class Driver:
         checkpoint = load_checkpoint(checkpoint_path(cfg.run_dir)) if self.resume else None
         if checkpoint is None:
             files.write_config(cfg)
-            manifest = data_manifest({h.hospital_id: h.files for h in self.hospitals}, self.test_dir)
+            checksums = ChecksumCache(Path(cfg.data.cache_dir) / "checksums.sqlite" if cfg.data.persistent_cache else None)
+            manifest = data_manifest({h.hospital_id: h.files for h in self.hospitals}, self.test_dir, checksums)
             files.write_json("data_manifest.json", manifest)
             tags = {**self._tags(), "data_manifest_sha256": manifest["study"], **_skipped_tags(self.skipped)}
             if self.skipped:

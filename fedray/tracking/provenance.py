@@ -5,26 +5,33 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedray.data.msd import manifest_sha256
+from fedray.tracking.checksums import ChecksumCache, file_digest
 
 
-def data_manifest(hospital_files: dict[str, Sequence[Path]], test_dir: Path) -> dict:
-    """Checksums of each hospital's files (`Hospital.files`) and of the test set, and one for the whole study."""
-    hospitals = {hid: files_sha256(files) for hid, files in hospital_files.items()}
-    test = manifest_sha256(test_dir)
+def data_manifest(hospital_files: dict[str, Sequence[Path]], test_dir: Path, checksums: ChecksumCache | None = None) -> dict:
+    """Checksums of each hospital's files (`Hospital.files`) and of the test set, and one for the whole study.
+
+    `checksums` remembers file digests between launches (by path, size and modification time).
+    """
+    digest = checksums.digest if checksums is not None else file_digest
+    hospitals = {hid: files_sha256(files, digest) for hid, files in hospital_files.items()}
+    test = manifest_sha256(test_dir, digest)
+    if checksums is not None:
+        checksums.save()
     study = hashlib.sha256(json.dumps({"hospitals": hospitals, "test": test}, sort_keys=True).encode()).hexdigest()
     return {"study": study, "hospitals": hospitals, "test": test}
 
 
-def files_sha256(paths: Sequence[Path]) -> str:
+def files_sha256(paths: Sequence[Path], digest: Callable[[Path], bytes] = file_digest) -> str:
     """SHA-256 over the contents of `paths` in order (so a changed voxel or label map changes it)."""
-    digest = hashlib.sha256()
+    combined = hashlib.sha256()
     for path in paths:
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    return digest.hexdigest()
+        combined.update(digest(Path(path)))
+    return combined.hexdigest()
 
 
 def git_commit() -> str:
