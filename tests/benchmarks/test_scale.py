@@ -1,7 +1,8 @@
-"""The scale benchmark's arithmetic (E from hand-computed rounds) and its process-tree memory sampler."""
+"""The scale benchmark: its arithmetic (E from hand-computed rounds), its memory sampler, and the command end to end."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -55,3 +56,22 @@ def test_peak_memory_counts_child_processes():
         child.wait()
     assert memory.peak_pss - alone.peak_pss > 250e6  # the child's 300 MB, touched page by page
     assert memory.peak_rss >= memory.peak_pss
+
+
+def test_bench_scale_writes_its_figures_and_plot(tmp_path):
+    out = tmp_path / "bench_scale.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "fedray.cli", "bench", "scale", "--scenarios", "10x10", "--rounds", "2", "--running-ray",
+         "--work-dir", str(tmp_path / "work"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    [scenario] = record["scenarios"]
+    assert record["ray"] == "running before launch" and scenario["hospitals"] == scenario["per_round"] == 10
+    assert scenario["actors"] == 2 and scenario["rounds"] == 2
+    assert 0 < scenario["floor_s"] <= scenario["rounds_s"] <= scenario["wall_s"]  # the span holds the rounds
+    assert scenario["efficiency"] == pytest.approx(scenario["floor_s"] / scenario["wall_s"])
+    assert 0 < scenario["launch_to_first_round_s"] < 120 and scenario["peak_pss_gb"] > 0.3
+    assert record["targets"]["E_at_10_per_round (target >= 0.7)"] == scenario["efficiency"]
+    assert out.with_suffix(".png").stat().st_size > 10_000
