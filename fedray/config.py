@@ -555,14 +555,14 @@ def deep_merge(base: dict, update: dict) -> dict:
 def config_from_data(raw: dict) -> StudyConfig:
     """Validate plain data (e.g. a parsed YAML file) into a StudyConfig, method params included."""
     config = build(StudyConfig, raw)
-    from fedray.strategies import get_strategy_class  # late import: strategies pull in torch
+    from fedray.strategies import method_spec  # late import: fedray.strategies imports this module
 
-    strategy = get_strategy_class(config.method.name)
-    params = build(strategy.Params, config.method.params, "method.params")
-    if strategy.required_output is not None and config.model.output != strategy.required_output:
+    method = method_spec(config.method.name)
+    params = build(method.params, config.method.params, "method.params")
+    if method.required_output is not None and config.model.output != method.required_output:
         raise ConfigError(
-            f"method '{config.method.name}' needs model.output: {strategy.required_output}, but the model "
-            f"has output: {config.model.output}. Set model.output={strategy.required_output} "
+            f"method '{config.method.name}' needs model.output: {method.required_output}, but the model "
+            f"has output: {config.model.output}. Set model.output={method.required_output} "
             f"(or use one of the configs/methods/ fragments)."
         )
     return replace(config, method=replace(config.method, params=params))

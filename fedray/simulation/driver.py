@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from fedray.simulation.lean_imports import import_monai
+
+import_monai()  # first, before anything imports MONAI (see lean_imports)
+
 import logging
 import math
 import platform

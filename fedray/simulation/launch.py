@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -11,29 +10,12 @@ import ray
 from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from fedray.config import ResourcesConfig, StudyConfig
+from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
+from fedray.simulation.cluster import init_ray
 from fedray.simulation.driver import Driver, Progress
 from fedray.simulation.placement import check_resource_overrides, release_placement, start_hospital_actors
-
-
-def init_ray(resources: ResourcesConfig) -> bool:
-    """Join `resources.address` or RAY_ADDRESS, else start a private local instance; True if we started it.
-
-    A local instance binds its dashboard to 127.0.0.1 and keeps Ray's default token authentication.
-    """
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = resources.address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs: dict = {"log_to_driver": False, "include_dashboard": resources.dashboard}
-    if resources.dashboard:
-        kwargs["dashboard_host"] = "127.0.0.1"
-    if address == "local":
-        kwargs.update(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)
-    ray.init(address=address, **kwargs)
-    return True
 
 
 def run_study(

@@ -2,39 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from fedray.config import MethodConfig
 from fedray.errors import ConfigError, did_you_mean
-from fedray.strategies.base import Strategy
-from fedray.strategies.condist import ConDist
-from fedray.strategies.fedavg import FedAvg
-from fedray.strategies.fedkd import FedKD
-from fedray.strategies.fedprox import FedProx
-from fedray.strategies.local import LocalOnly
-from fedray.strategies.marginal import Marginal
+from fedray.strategies.params import METHODS, MethodSpec
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    "fedavg": FedAvg,
-    "fedprox": FedProx,
-    "marginal": Marginal,
-    "condist": ConDist,
-    "fedkd": FedKD,
-    "local": LocalOnly,
-}
+if TYPE_CHECKING:
+    from fedray.strategies.base import Strategy
 
 
-def get_strategy_class(name: str) -> type[Strategy]:
-    """The strategy registered as `name`.
+def method_spec(name: str) -> MethodSpec:
+    """The method registered as `name`: its parameters, required model output and implementation.
 
     Raises:
         ConfigError: unknown name, with the closest match and the full list.
     """
     try:
-        return STRATEGIES[name]
+        return METHODS[name]
     except KeyError:
         raise ConfigError(
-            f"Unknown method.name '{name}'.{did_you_mean(name, STRATEGIES)} "
-            f"Available: {', '.join(sorted(STRATEGIES))}."
+            f"Unknown method.name '{name}'.{did_you_mean(name, METHODS)} "
+            f"Available: {', '.join(sorted(METHODS))}."
         ) from None
+
+
+def get_strategy_class(name: str) -> type[Strategy]:
+    """The strategy class registered as `name` (imports its module, and with it torch)."""
+    module, _, cls = method_spec(name).implementation.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def build_strategy(method: MethodConfig) -> Strategy:

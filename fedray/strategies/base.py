@@ -47,11 +47,6 @@ class ClientContext:
     client_state: dict[str, Tensor] | None = None  # this hospital's persistent state (stateful methods)
 
 
-@dataclass(frozen=True)
-class NoParams:
-    """A method without parameters."""
-
-
 class ClientHooks:
     """Client half of a method. The shared local loop calls these; the defaults are plain FedAvg."""
 
@@ -84,13 +79,12 @@ class ClientHooks:
 class Strategy:
     """Server half of a method: how updates are weighted, folded together and applied.
 
-    Subclasses set `Params` (a frozen dataclass validated from `method.params`) and
-    `client_hooks_class`; aggregation stays pure numpy maths over weight dicts.
+    Subclasses set `client_hooks_class`; aggregation stays pure numpy maths over weight dicts. A
+    method's parameters (validated from `method.params`) and the model output it needs are declared
+    in strategies/params.py, so that loading a config does not import torch.
     """
 
-    Params: ClassVar[type] = NoParams
     client_hooks_class: ClassVar[type[ClientHooks]] = ClientHooks
-    required_output: ClassVar[Literal["softmax", "sigmoid"] | None] = None  # checked at config load
     # A weighted sum lets each hospital actor pre-sum its hospitals' updates (hierarchical aggregation);
     # a method whose aggregation is not linear sets this False and gets every update one by one.
     partial_aggregation: ClassVar[bool] = True

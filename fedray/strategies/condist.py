@@ -3,46 +3,15 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from fedray.configtypes import require
 from fedray.strategies.base import Batch, ClientContext, ClientHooks
 from fedray.strategies.fedavg import FedAvg
 from fedray.strategies.marginal import require_softmax
+from fedray.strategies.params import ConDistParams
 from fedray.training.partial_losses import condist_loss, marginal_loss
-
-
-@dataclass(frozen=True)
-class ConDistParams:
-    """ConDistFL parameters; defaults follow the NVFlare code (methods.md §1.4, §1.6).
-
-    Attributes:
-        temperature: T softening teacher and student before conditioning (2).
-        weight_range: ConDist weight at the first and at the last ramp round (0.01, 1.0); equal
-            values give a constant weight.
-        ramp_rounds: rounds R of the linear ramp (120, the reference's round count); the weight
-            stays at weight_range[1] afterwards. Set it to the study's rounds to ramp over them.
-        weighted: weight hospitals by training cases; the reference gives every client weight 1.
-    """
-
-    temperature: float = 2.0
-    weight_range: tuple[float, float] = (0.01, 1.0)
-    ramp_rounds: int = 120
-    weighted: bool = False
-
-    def __post_init__(self) -> None:
-        require(self.temperature > 0, "method.params.temperature must be > 0.")
-        require(min(self.weight_range) >= 0, "method.params.weight_range values must be >= 0.")
-        require(self.ramp_rounds >= 2, "method.params.ramp_rounds must be >= 2.")
-
-    def weight(self, round_index: int) -> float:
-        """lambda_r = w0 + r (w1 - w0) / (R - 1), r = round_index - 1 (rounds count from 1)."""
-        start, end = self.weight_range
-        progress = min(max(round_index - 1, 0) / (self.ramp_rounds - 1), 1.0)
-        return start + (end - start) * progress
 
 
 class ConDistHooks(ClientHooks):
@@ -80,6 +49,4 @@ class ConDist(FedAvg):
     configs/methods/condist.yaml sets.
     """
 
-    Params = ConDistParams
-    required_output = "softmax"
     client_hooks_class = ConDistHooks

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fedray.strategies.base import Strategy
-
-
-@dataclass(frozen=True)
-class FedAvgParams:
-    """FedAvg parameters.
-
-    Attributes:
-        weighted: weight each hospital by its training cases; False gives the unweighted mean that
-            Kim et al.'s code uses.
-    """
-
-    weighted: bool = True
 
 
 class FedAvg(Strategy):
     """FedAvg. With a softmax model, organs a hospital does not label are trained as background."""
-
-    Params = FedAvgParams
 
     def client_weight(self, num_examples: int) -> float:
         """Training cases when weighted, else 1."""

@@ -4,49 +4,15 @@ global model and from pre-trained organ-specific teachers on the organs a hospit
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fedray.configtypes import require
 from fedray.errors import ConfigError
 from fedray.strategies.base import Batch, ClientContext, ClientHooks, Strategy
+from fedray.strategies.params import FedKDParams
 from fedray.training.losses import masked_sigmoid_loss
-
-
-@dataclass(frozen=True)
-class FedKDParams:
-    """FedKD parameters; defaults follow the authors' code (paper.md §3).
-
-    Attributes:
-        global_kd_weight: weight of distillation from the frozen round-start global model (alpha = 1).
-            0 gives the teacher-KD-only ablation.
-        teacher_kd_weight: weight of distillation from the organ-specific teachers. 0 gives the
-            global-KD-only ablation (and skips teacher pre-training).
-        teachers_per_step: unlabelled organs whose teacher is sampled at each step (n_sample = 1).
-        temperature: soft targets are sigmoid(teacher_logit / T). The code multiplies by T; at the
-            default T = 1 both are the same (open point 6).
-        global_kd_on_own_organs: also distil the global model on the hospital's own organs. The
-            authors' full-method client does this, perhaps by accident (open point 4); off by default.
-        bce_weight: weight of BCE in the supervised Dice + BCE loss (1 for the KD clients in the code).
-        teacher_steps: local steps of each teacher's pre-training on its own site.
-    """
-
-    global_kd_weight: float = 1.0
-    teacher_kd_weight: float = 1.0
-    teachers_per_step: int = 1
-    temperature: float = 1.0
-    global_kd_on_own_organs: bool = False
-    bce_weight: float = 1.0
-    teacher_steps: int = 200
-
-    def __post_init__(self) -> None:
-        require(self.global_kd_weight >= 0 and self.teacher_kd_weight >= 0, "KD weights must be >= 0.")
-        require(self.teachers_per_step >= 1, "teachers_per_step must be >= 1.")
-        require(self.temperature > 0, "temperature must be > 0.")
-        require(self.teacher_steps >= 1, "teacher_steps must be >= 1.")
 
 
 def soft_target_bce(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -132,9 +98,7 @@ class FedKD(Strategy):
     the authors' code; `method.server` adds a FedOpt server optimiser like for any method.
     """
 
-    Params = FedKDParams
     client_hooks_class = FedKDHooks
-    required_output = "sigmoid"
 
     def client_weight(self, num_examples: int) -> float:
         """Unweighted mean, as in the authors' FedAvg."""

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
-from fedray.configtypes import require
 from fedray.strategies.base import Batch, ClientContext, ClientHooks
 from fedray.strategies.fedavg import FedAvg
-
-
-@dataclass(frozen=True)
-class FedProxParams:
-    """FedProx parameters.
-
-    Attributes:
-        mu: weight of the proximal term (mu / 2) * ||w - w_global||^2; 0 is exactly FedAvg.
-        weighted: weight each hospital by its training cases, as in FedAvg.
-    """
-
-    mu: float = 0.01
-    weighted: bool = True
-
-    def __post_init__(self) -> None:
-        require(self.mu >= 0, f"method.params.mu must be >= 0, got {self.mu}.")
+from fedray.strategies.params import FedProxParams
 
 
 class FedProxHooks(ClientHooks):
@@ -56,5 +38,4 @@ class FedProx(FedAvg):
     Networks", MLSys 2020. The server is FedAvg's weighted mean.
     """
 
-    Params = FedProxParams
     client_hooks_class = FedProxHooks

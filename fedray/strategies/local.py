@@ -34,6 +34,5 @@ class LocalOnly(Strategy):
     """
 
     client_hooks_class = LocalHooks
-    required_output = "sigmoid"
     communicates = False
     stateful = True

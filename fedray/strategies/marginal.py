@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor
 
-from fedray.configtypes import require
 from fedray.errors import ConfigError
 from fedray.strategies.base import Batch, ClientContext, ClientHooks
 from fedray.strategies.fedavg import FedAvg
+from fedray.strategies.params import MarginalParams
 from fedray.training.partial_losses import exclusion_loss, marginal_loss
-
-
-@dataclass(frozen=True)
-class MarginalParams:
-    """Marginal-loss parameters.
-
-    Attributes:
-        exclusion: add the exclusion Dice loss (organs may not overlap a labelled organ).
-        exclusion_weight: weight of the exclusion term (Shi et al.'s code uses 2).
-        weighted: weight each hospital by its training cases, as in FedAvg.
-    """
-
-    exclusion: bool = False
-    exclusion_weight: float = 1.0
-    weighted: bool = True
-
-    def __post_init__(self) -> None:
-        require(self.exclusion_weight >= 0, "method.params.exclusion_weight must be >= 0.")
 
 
 def require_softmax(context: ClientContext, method: str) -> None:
@@ -61,6 +41,4 @@ class Marginal(FedAvg):
     segmentation", Medical Image Analysis 70 (2021) 101979, trained federatedly with FedAvg.
     """
 
-    Params = MarginalParams
-    required_output = "softmax"
     client_hooks_class = MarginalHooks

@@ -7,7 +7,8 @@ import pytest
 
 from fedray.messages import ClientResult, encode_state
 from fedray.simulation.ledger import RoundLedger, update_problem
-from fedray.strategies.fedavg import FedAvg, FedAvgParams
+from fedray.strategies.fedavg import FedAvg
+from fedray.strategies.params import FedAvgParams
 
 GLOBAL = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
 

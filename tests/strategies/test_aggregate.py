@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fedray.strategies.aggregate import WeightedSum, weighted_mean
-from fedray.strategies.fedavg import FedAvg, FedAvgParams
+from fedray.strategies.fedavg import FedAvg
+from fedray.strategies.params import FedAvgParams
 
 
 def test_weighted_mean_by_hand():

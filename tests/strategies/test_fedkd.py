@@ -12,7 +12,8 @@ from fedray.config import config_from_data, with_absolute_paths
 from fedray.data.federation import prepare_hospitals
 from fedray.errors import ConfigError
 from fedray.strategies.base import Batch, ClientContext
-from fedray.strategies.fedkd import FedKD, FedKDHooks, FedKDParams, soft_target_bce
+from fedray.strategies.fedkd import FedKD, FedKDHooks, soft_target_bce
+from fedray.strategies.params import FedKDParams
 from tests.conftest import tiny_study
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fedray.config import config_from_data, deep_merge
-from fedray.strategies import get_strategy_class
+from fedray.strategies import get_strategy_class, method_spec
+from fedray.strategies.params import METHODS
 from fedray.strategies.condist import ConDist
 from fedray.strategies.fedprox import FedProx
 from fedray.strategies.marginal import Marginal
@@ -21,6 +24,20 @@ def test_new_methods_are_registered():
     assert get_strategy_class("fedprox") is FedProx
     assert get_strategy_class("marginal") is Marginal
     assert get_strategy_class("condist") is ConDist
+
+
+def test_every_registered_method_has_an_implementation_and_loading_a_config_needs_no_torch():
+    for name in METHODS:
+        assert get_strategy_class(name).__name__ == method_spec(name).implementation.split(":")[1]
+    code = (
+        "import sys; from fedray.config import config_from_data; "
+        "config_from_data({'name': 't', 'method': {'name': 'fedkd', 'params': {'teacher_steps': 3}}, "
+        "'model': {'output': 'sigmoid'}, 'federation': {'hospitals': [{'organs': ['liver']}]}, "
+        "'data': {'organs': ['liver']}}); loaded = [m for m in ('torch', 'monai') if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_all_method_fragments_exist():
@@ -40,4 +57,4 @@ def test_fragment_validates_in_a_minimal_study(path):
         "data": {"organs": ["liver", "spleen"]},
     }
     config = config_from_data(deep_merge(study, fragment))
-    assert isinstance(config.method.params, get_strategy_class(config.method.name).Params)
+    assert isinstance(config.method.params, method_spec(config.method.name).params)
