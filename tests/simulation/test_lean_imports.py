@@ -8,7 +8,7 @@ import sys
 HIDDEN = ("mlflow", "matplotlib", "scipy.signal", "sklearn")
 
 
-def test_a_hospital_actor_imports_monai_without_mlflow_matplotlib_scipy_signal_or_sklearn():
+def test_actor_modules_import_monai_without_mlflow_matplotlib_scipy_signal_or_sklearn():
     code = (
         "import sys; import fedray.simulation.worker; "
         f"loaded = [m for m in {HIDDEN!r} if m in sys.modules]; assert not loaded, loaded; "
