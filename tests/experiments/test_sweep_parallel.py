@@ -123,17 +123,22 @@ def test_ctrl_c_stops_every_running_cell_and_starts_no_more(tmp_path, ctrl_c_han
     assert sorted(started) == sorted(stopped) == ["cell0", "cell1"]  # run_sweep returned after both stopped
 
 
-def _log_many(uri: str, experiment: str, artifacts: str, name: str, rounds: int) -> None:
+def _log_many(uri: str, experiment: str, artifacts: str, name: str, rounds: int, errors: str) -> None:
+    import traceback
     from pathlib import Path
 
     from fedray.tracking.mlflow import MlflowTracker
 
-    tracker = MlflowTracker(uri, experiment, Path(artifacts))
-    tracker.start(name, {f"p{i}": i for i in range(150)}, {"role": "study"})
-    for step in range(1, rounds + 1):
-        tracker.log_metrics({f"m{i}": float(step * i) for i in range(60)}, step)
-        tracker.last_step("m0")  # a resumed driver reads while others write
-    tracker.end("FINISHED")
+    try:
+        tracker = MlflowTracker(uri, experiment, Path(artifacts))
+        tracker.start(name, {f"p{i}": i for i in range(150)}, {"role": "study"})
+        for step in range(1, rounds + 1):
+            tracker.log_metrics({f"m{i}": float(step * i) for i in range(60)}, step)
+            tracker.last_step("m0")  # a resumed driver reads while others write
+        tracker.end("FINISHED")
+    except BaseException:
+        Path(errors).write_text(traceback.format_exc())  # for the test's message: a child's stderr is lost
+        raise
 
 
 def test_concurrent_writers_share_one_sqlite_store(tmp_path):
@@ -143,14 +148,16 @@ def test_concurrent_writers_share_one_sqlite_store(tmp_path):
     MlflowClient(uri).create_experiment("e", artifact_location=(tmp_path / "art").as_uri())  # as the sweep's parent
     spawn = multiprocessing.get_context("spawn")
     rounds = 60
+    errors = [tmp_path / f"w{i}.error" for i in range(2)]
     writers = [
-        spawn.Process(target=_log_many, args=(uri, "e", str(tmp_path / "art"), f"w{i}", rounds)) for i in range(2)
+        spawn.Process(target=_log_many, args=(uri, "e", str(tmp_path / "art"), f"w{i}", rounds, str(errors[i])))
+        for i in range(2)
     ]
     for writer in writers:
         writer.start()
     for writer in writers:
         writer.join(timeout=120)
-    assert [w.exitcode for w in writers] == [0, 0]
+    assert [w.exitcode for w in writers] == [0, 0], [e.read_text() for e in errors if e.exists()]
     client = MlflowClient(uri)
     for run in client.search_runs([client.get_experiment_by_name("e").experiment_id]):
         assert run.info.status == "FINISHED" and len(run.data.params) == 150
