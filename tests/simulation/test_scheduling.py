@@ -1,13 +1,21 @@
-"""Dynamic scheduling spreads each round over idle actors; pinned keeps hospitals home; results agree."""
+"""Dynamic scheduling spreads each round over idle actors; pinned keeps hospitals home; results agree;
+a round loads the next round's new hospitals once it has handed out its last."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import ray
+import torch
 
 from fedray.config import config_from_data, with_absolute_paths
 from fedray.data.federation import prepare_hospitals
+from fedray.messages import encode_state
+from fedray.models.factory import build_model
+from fedray.simulation.driver import Driver
 from fedray.simulation.launch import run_study
+from fedray.simulation.ledger import RoundLedger
+from fedray.simulation.placement import release_placement, start_hospital_actors
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 from tests.conftest import tiny_study
 
@@ -42,3 +50,34 @@ def test_dynamic_scheduling_balances_rounds_that_pinned_cannot(tmp_path, ray_loc
     assert [actor["tasks"] for actor in pinned["actors"]] == expected
     assert [actor["tasks"] for actor in dynamic["actors"]] == [ROUNDS, ROUNDS]  # one each, every round
     assert all(np.array_equal(pinned_weights[k], dynamic_weights[k]) for k in pinned_weights)
+
+
+def test_a_round_loads_the_next_rounds_new_hospitals_once_it_has_handed_out_its_last(tmp_path, ray_local):
+    data = tiny_study(tmp_path, rounds=ROUNDS, seed=5)  # draws {a, e}, {b, d}, {e, f}: round 3 brings f
+    data["federation"]["hospitals"] += [
+        {"name": "d", "organs": ["spleen", "stomach"], "cases": 2},
+        {"name": "e", "organs": ["liver"], "cases": 2},
+        {"name": "f", "organs": ["pancreas"], "cases": 2},
+    ]
+    data["federation"]["clients_per_round"] = 2
+    data["resources"] = {"cpus_per_actor": 0.5, "actors": 2}
+    config = with_absolute_paths(config_from_data(data))
+    hospitals, test_dir = prepare_hospitals(config)
+    driver = Driver(config, hospitals, test_dir)
+    driver._adopt_actors(start_hospital_actors(config, hospitals))
+    try:
+        driver._await_actors()
+        torch.manual_seed(0)
+        initial = {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()}
+        ids = [{h.hospital_id for h in driver._sample(r)} for r in range(1, ROUNDS + 1)]
+        assert ids[2] - ids[0] - ids[1]  # this seed's round 3 brings a hospital rounds 1 and 2 do not have
+
+        ledger = RoundLedger(driver.strategy, initial)
+        driver._train_round(1, driver._sample(1), ray.put(encode_state(initial)), None, ledger)
+        assert set(ledger.account.accepted) == ids[0] and ledger.aggregate.count == 2  # round 1 complete
+        assert set(driver.data) == ids[0] | ids[1]  # round 2's data asked for already, round 3's not yet
+        assert all(isinstance(ray.get(driver.data[h]), list) for h in ids[1])
+    finally:
+        for actor in driver.actors:
+            ray.kill(actor)
+        release_placement(config)
