@@ -162,9 +162,13 @@ def load_training_arrays(hospital: Hospital, data: DataConfig) -> list[dict[str,
 def _arrays_key(cases: Sequence[SiteCase], data: DataConfig) -> str:
     """A file name determined by everything a hospital's training arrays depend on."""
     organs = list(data.organs)
+    preprocessed_as = {  # one key per label map: a hospital's cases usually share one
+        label_map: _preprocessing_key(site_table(label_map, organs), data.hu_window, data.preprocess)
+        for label_map in {case.label_map for case in cases}
+    }
     what = [
         [
-            _preprocessing_key(site_table(case.label_map, organs), data.hu_window, data.preprocess),
+            preprocessed_as[case.label_map],
             str(case.image),
             str(case.label),
             _file_stamp(str(case.image), str(case.label)),

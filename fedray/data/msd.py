@@ -77,15 +77,15 @@ def read_site(folder: str | Path, require_files: bool = True) -> MsdSite:
     return MsdSite(folder=folder, cases=tuple(cases), label_names=labels, label_values=values)
 
 
-def manifest_sha256(folder: str | Path, digest: Callable[[Path], bytes] | None = None) -> str:
+def manifest_sha256(folder: str | Path, digest: Callable[[Path], bytes]) -> str:
     """SHA-256 of a folder's dataset.json and of every image and label file it lists.
 
-    Hashes file contents, so two folders with the same manifest but different voxels differ;
-    `digest` gives a file's SHA-256 (by default read from the file; a cache may remember it).
+    Hashes file contents (`digest` gives a file's SHA-256), so two folders with the same manifest but
+    different voxels differ.
     """
     site = read_site(folder)
     combined = hashlib.sha256((Path(folder) / "dataset.json").read_bytes())
     for case in site.cases:
         for path in (case.image, case.label):
-            combined.update(digest(path) if digest is not None else hashlib.sha256(path.read_bytes()).digest())
+            combined.update(digest(path))
     return combined.hexdigest()

@@ -431,8 +431,9 @@ class Driver:
 
         def fill(group: int, depth: int = PIPELINE) -> None:
             while busy[group] < depth and queue:
-                mine = [i for i, h in enumerate(queue) if self.home[h.hospital_id] == group]
-                pick = mine[0] if mine else next((i for i, h in enumerate(queue) if takes(group, h)), None)
+                pick = next((i for i, h in enumerate(queue) if self.home[h.hospital_id] == group), None)
+                if pick is None:
+                    pick = next((i for i, h in enumerate(queue) if takes(group, h)), None)
                 if pick is None:
                     return
                 hospital = queue.pop(pick)

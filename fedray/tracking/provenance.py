@@ -12,16 +12,18 @@ from fedray.data.msd import manifest_sha256
 from fedray.tracking.checksums import ChecksumCache, file_digest
 
 
-def data_manifest(hospital_files: dict[str, Sequence[Path]], test_dir: Path, checksums: ChecksumCache | None = None) -> dict:
+def data_manifest(
+    hospital_files: dict[str, Sequence[Path]], test_dir: Path, checksums: ChecksumCache | None = None
+) -> dict:
     """Checksums of each hospital's files (`Hospital.files`) and of the test set, and one for the whole study.
 
-    `checksums` remembers file digests between launches (by path, size and modification time).
+    `checksums` remembers file digests between launches (by path, size and modification time); by
+    default every file is read.
     """
-    digest = checksums.digest if checksums is not None else file_digest
-    hospitals = {hid: files_sha256(files, digest) for hid, files in hospital_files.items()}
-    test = manifest_sha256(test_dir, digest)
-    if checksums is not None:
-        checksums.save()
+    checksums = checksums or ChecksumCache(None)
+    hospitals = {hid: files_sha256(files, checksums.digest) for hid, files in hospital_files.items()}
+    test = manifest_sha256(test_dir, checksums.digest)
+    checksums.save()
     study = hashlib.sha256(json.dumps({"hospitals": hospitals, "test": test}, sort_keys=True).encode()).hexdigest()
     return {"study": study, "hospitals": hospitals, "test": test}
 
