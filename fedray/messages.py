@@ -1,9 +1,10 @@
-"""What crosses the wire between driver and hospitals: weight payloads as bytes, and typed results."""
+"""What crosses the wire between launcher, driver and hospitals: weight payloads as bytes, and typed results."""
 
 from __future__ import annotations
 
 import functools
 import io
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -155,3 +156,19 @@ class RoundPart:
     aggregate: bytes = b""
     weight: float = 0.0
     count: int = 0
+
+
+@dataclass
+class Progress:
+    """What the driver reports to the launcher while a study runs (the CLI shows it)."""
+
+    phase: str = "starting"
+    round: int = 0
+    rounds: int = 0
+    clients_done: int = 0
+    clients: int = 0
+    train_loss: float = math.nan
+    dice_mean: float = math.nan
+    elapsed_s: float = 0.0
+    eta_s: float = math.nan
+    run_id: str | None = None

@@ -124,7 +124,8 @@ def run_scenario(config: StudyConfig, run: Callable[[StudyConfig], dict], prepar
     """Run one study with memory sampling; returns its figures.
 
     `prepare` builds the hospitals (data cached beforehand, so generation is not timed) and `run`
-    starts Ray, runs the study and shuts Ray down; launch = just before `prepare`.
+    starts Ray, runs the study and shuts Ray down; launch = just before `prepare`, in this process,
+    which has imported fedray already (`cli_launch_to_first_round` times a new process).
     """
     with PeakMemory() as memory:
         launched = time.time()
@@ -147,8 +148,8 @@ def run_scenario(config: StudyConfig, run: Callable[[StudyConfig], dict], prepar
 def cli_launch_to_first_round(config: StudyConfig, work_dir: Path) -> float:
     """Seconds from starting `fedray run` (a new process, as a user types it) to its first round.
 
-    Adds what `run_scenario` leaves out: the command's own start, loading the config, and importing
-    torch, MONAI and MLflow in the launcher (overlapped with Ray's start).
+    Adds what `run_scenario` leaves out: Python's start and the command's imports, and loading the
+    config. The data is cached by then, as for a user's second run.
     """
     import json
     import subprocess
@@ -176,13 +177,13 @@ def summarise(results: list[dict]) -> dict:
         return statistics.median(values) if values else None
 
     big = pick(1000, 100)
+    cli = [t for r in results for t in r.get("cli_launch_to_first_round_s", [])]
     return {
         "E_at_100_per_round (target >= 0.85)": e_of(100),
         "E_at_10_per_round (target >= 0.7)": e_of(10),
-        "max_launch_to_first_round_s (target <= 10)": max((r["launch_to_first_round_s"] for r in results), default=None),
-        "cli_launch_to_first_round_s": next(
-            (r["cli_launch_to_first_round_s"] for r in results if r.get("cli_launch_to_first_round_s")), None
-        ),
+        "first_round_s_fedray_run_median (target <= 10)": statistics.median(cli) if cli else None,
+        "first_round_s_fedray_run_max": max(cli, default=None),
+        "first_round_s_in_process_max": max((r["launch_to_first_round_s"] for r in results), default=None),
         "peak_pss_gb_1000x100 (target <= 3)": big["peak_pss_gb"] if big else None,
     }
 

@@ -26,7 +26,7 @@ from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import Metric, State, decode_state, dice_metric, encode_state, hd95_metric
+from fedray.messages import Metric, Progress, State, decode_state, dice_metric, encode_state, hd95_metric
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.ensemble import OrganEnsemble
 from fedray.models.factory import build_model, count_parameters
@@ -59,22 +59,6 @@ Teachers = dict[int, tuple[str, int, int, bytes]]
 
 class StudyStopped(Exception):
     """The user asked the study to stop (Ctrl-C); it stopped after a checkpoint."""
-
-
-@dataclass
-class Progress:
-    """What the CLI shows while a study runs."""
-
-    phase: str = "starting"
-    round: int = 0
-    rounds: int = 0
-    clients_done: int = 0
-    clients: int = 0
-    train_loss: float = math.nan
-    dice_mean: float = math.nan
-    elapsed_s: float = 0.0
-    eta_s: float = math.nan
-    run_id: str | None = None
 
 
 @dataclass

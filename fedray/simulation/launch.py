@@ -1,4 +1,7 @@
-"""Start or join Ray, run the Driver as an actor on this node, and relay its progress to the caller."""
+"""Start or join Ray, run the Driver as an actor on this node, and relay its progress to the caller.
+
+Imports Ray and fedray's light modules only: torch, MONAI and MLflow are imported by the actors.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
+from fedray.messages import Progress
+from fedray.simulation.actors import DriverActor
 from fedray.simulation.cluster import init_ray
-from fedray.simulation.driver import Driver, Progress
 from fedray.simulation.placement import check_resource_overrides, release_placement, start_hospital_actors
 
 
@@ -39,7 +43,7 @@ def run_study(
     try:
         here = ray.get_runtime_context().get_node_id()
         driver = (
-            ray.remote(Driver)
+            ray.remote(DriverActor)
             .options(
                 num_cpus=0,  # the driver waits and aggregates; CPUs stay with the hospital actors
                 max_concurrency=2,  # so progress() and stop() answer while run() is busy

@@ -14,7 +14,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import ConfigError, FedrayError, did_you_mean
-from fedray.simulation.worker import HospitalWorker
+from fedray.simulation.actors import HospitalActor
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def create_hospital_actor(
 ):
     """Start the named HospitalWorker actor of `group` in its bundle, with the plan's CPUs and (fractional) GPUs."""
     return (
-        ray.remote(HospitalWorker)
+        ray.remote(HospitalActor)
         .options(
             num_cpus=plan.cpus,
             num_gpus=plan.gpus,

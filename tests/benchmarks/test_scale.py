@@ -32,13 +32,16 @@ def test_efficiency_is_the_sum_of_floors_over_the_wall():
 
 def test_targets_pick_their_scenarios():
     results = [
-        {"hospitals": 10, "per_round": 10, "efficiency": 0.8, "launch_to_first_round_s": 7.0, "peak_pss_gb": 1.0},
+        {"hospitals": 10, "per_round": 10, "efficiency": 0.8, "launch_to_first_round_s": 7.0, "peak_pss_gb": 1.0,
+         "cli_launch_to_first_round_s": [9.5, 8.0, 12.0, 9.0, 8.5]},
         {"hospitals": 1000, "per_round": 100, "efficiency": 0.9, "launch_to_first_round_s": 9.0, "peak_pss_gb": 2.5},
     ]
     targets = summarise(results)
     assert targets["E_at_100_per_round (target >= 0.85)"] == 0.9
     assert targets["E_at_10_per_round (target >= 0.7)"] == 0.8
-    assert targets["max_launch_to_first_round_s (target <= 10)"] == 9.0
+    assert targets["first_round_s_fedray_run_median (target <= 10)"] == 9.0
+    assert targets["first_round_s_fedray_run_max"] == 12.0
+    assert targets["first_round_s_in_process_max"] == 9.0
     assert targets["peak_pss_gb_1000x100 (target <= 3)"] == 2.5
 
 
@@ -61,7 +64,7 @@ def test_peak_memory_counts_child_processes():
 def test_bench_scale_writes_its_figures_and_plot(tmp_path):
     out = tmp_path / "bench_scale.json"
     done = subprocess.run(
-        [sys.executable, "-m", "fedray.cli", "bench", "scale", "--scenarios", "10x10", "--rounds", "2",
+        [sys.executable, "-m", "fedray.cli", "bench", "scale", "--scenarios", "10x10", "--rounds", "2", "--cli-runs", "2",
          "--work-dir", str(tmp_path / "work"), "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
@@ -73,6 +76,8 @@ def test_bench_scale_writes_its_figures_and_plot(tmp_path):
     assert 0 < scenario["floor_s"] <= scenario["rounds_s"] <= scenario["wall_s"]  # the span holds the rounds
     assert scenario["efficiency"] == pytest.approx(scenario["floor_s"] / scenario["wall_s"])
     assert 0 < scenario["launch_to_first_round_s"] < 120 and scenario["peak_pss_gb"] > 0.3
-    assert 0 < scenario["cli_launch_to_first_round_s"] < 120  # `fedray run` in a new process, timed once
+    assert len(scenario["cli_launch_to_first_round_s"]) == 2  # `fedray run` in a new process, twice
+    assert all(0 < t < 120 for t in scenario["cli_launch_to_first_round_s"])
+    assert record["targets"]["first_round_s_fedray_run_max"] == max(scenario["cli_launch_to_first_round_s"])
     assert record["targets"]["E_at_10_per_round (target >= 0.7)"] == scenario["efficiency"]
     assert out.with_suffix(".png").stat().st_size > 10_000
