@@ -6,8 +6,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from fedray.config import SiteConfig
 from fedray.data.msd import read_site
 from fedray.errors import DataError
@@ -118,6 +116,8 @@ def split_cases(cases: tuple[SiteCase, ...], k: int) -> list[tuple[SiteCase, ...
 
 def _read_csv(path: Path) -> list[tuple[str, Path, Path]]:
     """(case id, image, label) rows of a CSV site; paths are relative to the CSV file's folder."""
+    import pandas as pd  # here, not at the top: hospital actors unpickle SiteCase and never read a CSV
+
     if not path.is_file():
         raise DataError(f"Site CSV file '{path}' does not exist.")
     try:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HIDDEN = ("mlflow", "matplotlib", "scipy.signal", "sklearn")
+HIDDEN = ("mlflow", "matplotlib", "scipy.signal", "sklearn", "pandas")
 
 
-def test_actor_modules_import_monai_without_mlflow_matplotlib_scipy_signal_or_sklearn():
+def test_actor_modules_import_monai_without_mlflow_matplotlib_scipy_signal_sklearn_or_pandas():
     code = (
         "import sys; import fedray.simulation.worker; "
         f"loaded = [m for m in {HIDDEN!r} if m in sys.modules]; assert not loaded, loaded; "
-        "import mlflow, matplotlib, scipy.signal, sklearn; import monai.handlers; print('importable')"
+        "import mlflow, matplotlib, scipy.signal, sklearn, pandas; import monai.handlers; print('importable')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
