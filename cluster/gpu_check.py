@@ -3,9 +3,9 @@
 Run on a machine with one CUDA GPU (see cluster/README.md):
     python cluster/gpu_check.py --out results/gpu_check.json
 It needs fedray's hospital side (torch, ray, monai, nibabel), not MLflow. It writes a phantom, starts a
-private Ray instance with 1 GPU, places 4 HospitalWorker actors with num_gpus=0.25 (the same code path
-as `fedray run ... resources.gpus_per_actor=0.25`: data loaded into the object store, trained from
-there, summed on the actor), and records, per actor: the GPU Ray gave it, the
+private Ray instance with 1 GPU, places 4 HospitalWorker actors with num_gpus=0.25 (the worker that
+`fedray run ... resources.gpus_per_actor=0.25` builds in each hospital actor, with a probe added: data
+loaded into the object store, trained from there, summed on the actor), and records, per actor: the GPU Ray gave it, the
 memory fraction torch enforces, peak memory of a local update of the paper-width multi-head U-Net on
 64x128x128 patches, and whether an allocation above its share is refused. It also times 4 local
 updates run one actor at a time against 4 run at once on the packed GPU.

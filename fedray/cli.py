@@ -94,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="start one local Ray before the scenarios, as `ray start` or a sweep would, so the "
                             "time to the first round leaves out Ray's own start (default: each study starts its own)")
     scale.add_argument("--cli-runs", type=int, default=5,
-                       help="times the first scenario runs as `fedray run` in a new process, for the time from "
-                            "typing the command to the first round (median and max reported)")
+                       help="times the first scenario runs as `fedray run` in a new process (the others once), for "
+                            "the time from typing the command to the first round; 0 skips these runs")
     scale.add_argument("--work-dir", type=Path, default=Path("results/bench_scale_work"))
     scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"))
     scale.set_defaults(handler=_bench_scale)
@@ -199,16 +199,17 @@ def _run_config(config, resume: bool) -> int:
 def _study_with_progress(config, resume: bool, stop: threading.Event | None = None) -> dict:
     """Prepare the data and run (or resume) one study with a progress bar; returns its summary.
 
-    Ray starts while a thread prepares the data (checks every case, or writes phantoms on first
-    use): Ray's start is mostly waiting on its own processes, so the two overlap. Bad data still
-    stops the study before any actor starts.
+    What needs no case read (listings, names, organs) is checked first. Then Ray starts while a
+    thread prepares the data (checks every case, or writes phantoms on first use): Ray's start is
+    mostly waiting on its own processes, so the two overlap, and no actor starts before the data is
+    ready. A bad case is reported once Ray has started (and Ray is shut down).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     import ray
 
+    from fedray.data.federation import check_layout
     from fedray.simulation.cluster import init_ray
 
+    check_layout(config)
     started = False
     try:
         with _progress_bar() as bar:
@@ -217,10 +218,14 @@ def _study_with_progress(config, resume: bool, stop: threading.Event | None = No
             def show_folders(done: int, total: int) -> None:
                 bar.update(task, description=f"starting Ray, preparing data: {done}/{total} folders")
 
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-data") as pool:
-                preparing = pool.submit(_prepare_data, config, show_folders)
-                started = init_ray(config.resources)  # here: Ray sets its SIGTERM handler in the main thread only
+            preparing = _InThread(_prepare_data, config, show_folders)
+            started = init_ray(config.resources)  # in the main thread: Ray sets its SIGTERM handler only there
+            try:
                 prepared = preparing.result()
+            except BaseException:
+                bar.remove_task(task)  # the error is the last word, not a half-done bar
+                raise
+            bar.update(task, description="starting the driver and hospital actors")
             from fedray.simulation.launch import run_study
 
             hospitals, test_dir = prepared
@@ -246,9 +251,32 @@ def _study_with_progress(config, resume: bool, stop: threading.Event | None = No
 
 
 def _prepare_data(config, progress):
-    from fedray.data.federation import prepare_hospitals  # pandas, nibabel: imported in the thread too
+    from fedray.data.federation import prepare_hospitals
 
     return prepare_hospitals(config, progress=progress)
+
+
+class _InThread:
+    """Runs fn(*args) in a daemon thread: Ctrl-C while waiting for it returns at once (a half-written
+    phantom folder is harmless: its dataset.json is written last)."""
+
+    def __init__(self, fn, *args) -> None:
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), name=fn.__name__, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, *args) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread by result()
+            self._error = error
+
+    def result(self):
+        """fn's value, or its exception raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _cells_with_progress(bar: Progress):
@@ -371,6 +399,8 @@ def _bench_scale(args: argparse.Namespace) -> int:
         scenarios = [tuple(int(n) for n in s.lower().split("x")) for s in args.scenarios] if args.scenarios else SCENARIOS
     except ValueError:
         raise FedrayError(f"--scenarios takes TOTALxPER_ROUND values such as 100x50, got {args.scenarios}") from None
+    if args.cli_runs < 0:
+        raise FedrayError(f"--cli-runs takes a count >= 0, got {args.cli_runs}")
     work_dir = args.work_dir.resolve()
     started = args.running_ray and init_ray(workload(10, 10, args.rounds, work_dir, args.cpus).resources)
     try:
@@ -410,17 +440,22 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
         shutil.rmtree(config.run_dir, ignore_errors=True)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
             result = run_scenario(config, run_study, prepare_hospitals)
-        if not results and not args.running_ray:  # the first scenario only: the start a user's `fedray run` has
+        if args.cli_runs and not args.running_ray:  # `fedray run` as a user types it: each scenario once, the first more
+            # One round: the time to the first round does not depend on how many follow.
+            cli_config = workload(total, per_round, 1, work_dir, args.cpus, run_suffix="-fedray-run")
+            runs = args.cli_runs if not results else 1
             result["cli_launch_to_first_round_s"] = []
-            for attempt in range(1, args.cli_runs + 1):
-                shutil.rmtree(config.run_dir, ignore_errors=True)
-                with console.status(f"{total} hospitals, {per_round} per round: `fedray run` {attempt}/{args.cli_runs}..."):
-                    result["cli_launch_to_first_round_s"].append(cli_launch_to_first_round(config, work_dir))
+            for attempt in range(1, runs + 1):
+                shutil.rmtree(cli_config.run_dir, ignore_errors=True)
+                with console.status(f"{total} hospitals, {per_round} per round: `fedray run` {attempt}/{runs}..."):
+                    result["cli_launch_to_first_round_s"].append(cli_launch_to_first_round(cli_config, work_dir))
         results.append(result)
+        cli = result.get("cli_launch_to_first_round_s")
         console.print(
             f"{total:>5} hospitals, {per_round:>3} per round: E = {result['efficiency']:.3f}, "
-            f"round {result['round_s_median']:.2f} s, first round after {result['launch_to_first_round_s']:.1f} s, "
-            f"peak {result['peak_pss_gb']:.2f} GB (PSS)"
+            f"round {result['round_s_median']:.2f} s, first round after {result['launch_to_first_round_s']:.1f} s"
+            + (f" ({'/'.join(f'{t:.1f}' for t in cli)} s as `fedray run`)" if cli else "")
+            + f", peak {result['peak_pss_gb']:.2f} GB (PSS)"
         )
     return results
 

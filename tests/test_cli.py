@@ -43,6 +43,7 @@ def test_bad_input_is_one_paragraph_without_traceback(tmp_path, make_args, expec
     assert result.returncode == 2
     assert expected in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr + result.stdout
+    assert "Ray instance" not in result.stderr  # reported before Ray starts, at once
     assert not (tmp_path / "results" / "mlflow.db").exists()  # nothing written for an invalid study
 
 
@@ -54,6 +55,7 @@ def test_organ_that_no_hospital_labels(tmp_path):
     result = fedray("run", str(path), "data.phantom.test_cases=1")
     assert result.returncode == 2
     assert "No hospital labels spleen" in " ".join(result.stderr.split())
+    assert "Ray instance" not in result.stderr
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
 

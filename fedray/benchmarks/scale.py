@@ -29,7 +29,7 @@ from fedray.messages import Metric
 SCENARIOS: tuple[tuple[int, int], ...] = ((10, 10), (100, 10), (100, 50), (100, 100), (1000, 10), (1000, 50), (1000, 100))
 
 
-def workload(total: int, per_round: int, rounds: int, work_dir: Path, cpus: int) -> StudyConfig:
+def workload(total: int, per_round: int, rounds: int, work_dir: Path, cpus: int, run_suffix: str = "") -> StudyConfig:
     """The fixed scale workload as a study config (phantom data cached under `work_dir`)."""
     return with_absolute_paths(
         config_from_data(
@@ -54,7 +54,7 @@ def workload(total: int, per_round: int, rounds: int, work_dir: Path, cpus: int)
                     "results_dir": str(work_dir / "runs"),
                     "uri": f"sqlite:///{work_dir}/runs/mlflow.db",
                     "experiment": "bench_scale",
-                    "run_name": f"scale-{total}x{per_round}",
+                    "run_name": f"scale-{total}x{per_round}{run_suffix}",
                     "checkpoint_every": 0,
                 },
             }

@@ -86,39 +86,63 @@ def plan_hospitals(config: StudyConfig) -> list[HospitalPlan]:
     ]
 
 
-def prepare_hospitals(
-    config: StudyConfig, progress: Callable[[int, int], None] | None = None
-) -> PreparedData:
-    """Return the hospitals and the fully-labelled test folder, writing phantom data on first use.
+def check_layout(config: StudyConfig) -> None:
+    """Check what needs no case read: every site's and the test set's listing, unique hospital names,
+    and a hospital for every study organ.
 
-    Real sites are read, split, and every case checked in full here, before any Ray work starts:
-    bad cases stop the study (data.on_bad_case: fail) or are left out and listed in `skipped`.
+    Milliseconds, where `prepare_hospitals` may take minutes (every case read in full, or phantoms
+    written): `fedray run` calls it before it starts Ray, and `prepare_hospitals` starts with it.
 
     Raises:
         ConfigError: a study organ no hospital labels, or repeated hospital names.
-        DataError: a site or case that cannot be used (the message names the file).
+        DataError: a site or test set whose listing cannot be read (the message names the file).
     """
-    if config.data.source == "phantom":
-        hospitals, test_dir = _phantom_hospitals(config, progress)
-        skipped: list[BadCase] = []
+    data = config.data
+    if data.source == "phantom":
+        hospitals = [(plan.name, plan.organs) for plan in plan_hospitals(config)]
     else:
-        hospitals, test_dir, skipped = _site_hospitals(config)
-    names = [h.hospital_id for h in hospitals]
+        hospitals = []
+        for site_config in data.sites:
+            site = read_site_cases(site_config)
+            organs = tuple(o for o in site.label_map.organs if o in data.organs)
+            hospitals += [(name, organs) for name in _hospital_names(site.name, site_config.split)]
+        read_site_cases(SiteConfig(path=data.test_set, name="test"))
+    names = [name for name, _ in hospitals]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(
             f"Hospital names must be unique; {', '.join(repeated)} appear more than once "
             "(give sites explicit names, or put them in folders with different names)."
         )
-    if config.federation.pooled:
-        hospitals = [pool(hospitals)]
-    labelled = {organ for h in hospitals for organ in h.organs}
-    missing = [o for o in config.data.organs if o not in labelled]
+    labelled = {organ for _, organs in hospitals for organ in organs}
+    missing = [o for o in data.organs if o not in labelled]
     if missing:
         raise ConfigError(
             f"No hospital labels {', '.join(missing)}: every study organ (data.organs) must be "
             "labelled by at least one hospital. Remove it from data.organs or add a hospital that labels it."
         )
+
+
+def prepare_hospitals(
+    config: StudyConfig, progress: Callable[[int, int], None] | None = None
+) -> PreparedData:
+    """Return the hospitals and the fully-labelled test folder, writing phantom data on first use.
+
+    Real sites are read, split, and every case checked in full here, before any actor starts:
+    bad cases stop the study (data.on_bad_case: fail) or are left out and listed in `skipped`.
+
+    Raises:
+        ConfigError: a study organ no hospital labels, or repeated hospital names (`check_layout`).
+        DataError: a site or case that cannot be used (the message names the file).
+    """
+    check_layout(config)
+    if config.data.source == "phantom":
+        hospitals, test_dir = _phantom_hospitals(config, progress)
+        skipped: list[BadCase] = []
+    else:
+        hospitals, test_dir, skipped = _site_hospitals(config)
+    if config.federation.pooled:
+        hospitals = [pool(hospitals)]
     return PreparedData(hospitals, test_dir, tuple(skipped))
 
 
@@ -176,13 +200,17 @@ def _site_hospitals(config: StudyConfig) -> tuple[list[Hospital], Path, list[Bad
             )
         organs = tuple(o for o in site.label_map.organs if o in data.organs)
         groups = split_cases(tuple(good), site_config.split)
-        width = len(str(len(groups) - 1))
-        for j, cases in enumerate(groups):
-            name = site.name if len(groups) == 1 else f"{site.name}-{j:0{width}d}"
+        for name, cases in zip(_hospital_names(site.name, len(groups)), groups):
             hospitals.append(Hospital(name, len(hospitals), organs, cases))
     # The test set is the benchmark: a bad test case always stops the study, never shrinks the set.
     check_cases(test.cases, data.organs, "fail")
     return hospitals, Path(data.test_set), skipped
+
+
+def _hospital_names(site: str, split: int) -> list[str]:
+    """The hospitals a site is split into: the site's name, or name-0 ... name-(k-1)."""
+    width = len(str(split - 1))
+    return [site] if split == 1 else [f"{site}-{j:0{width}d}" for j in range(split)]
 
 
 def _fingerprint(

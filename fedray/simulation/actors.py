@@ -1,25 +1,41 @@
-"""The Ray actor classes a launcher starts: each imports torch, MONAI and MLflow in its own process only."""
+"""The Ray actor classes a launcher starts: torch and MONAI (and the driver's MLflow) load in the actor only."""
 
 from __future__ import annotations
 
-from fedray.messages import Progress
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-# The launcher (`fedray run`, a sweep, a notebook) only starts these actors and waits on them, so it
-# should not pay for torch, MONAI and MLflow: seconds of CPU that, on a small machine, compete with
-# Ray's own start and with the actors' imports before the first round. Ray needs the class of an actor
-# (and its method names) where the actor is created, so these thin classes stand in for the Driver and
-# the HospitalWorker there and build the real one inside the actor's process.
+from fedray.config import StudyConfig
+from fedray.data.federation import Hospital
+from fedray.messages import Progress, RoundPart, TaskReport
+
+if TYPE_CHECKING:
+    from fedray.simulation.placement import HospitalActors
+
+# The launcher (`fedray run`, a notebook) only starts these actors and waits on them, so it should not
+# pay for torch, MONAI and MLflow: seconds of CPU that, on a small machine, compete with Ray's own
+# start and with the actors' imports before the first round. Ray needs the class of an actor where
+# the actor is created, so these thin classes stand in for the Driver and the HospitalWorker there and
+# build the real one inside the actor's process. Their signatures repeat the real ones exactly: Ray
+# checks a call's arguments against them when the call is made, in the caller (a test compares them).
 
 
 class DriverActor:
     """The study's Driver, built in its actor's process (see `fedray.simulation.driver.Driver`)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        hospitals: list[Hospital],
+        test_dir: Path,
+        resume: bool = False,
+        skipped: tuple[dict, ...] = (),
+    ) -> None:
         from fedray.simulation.driver import Driver
 
-        self._driver = Driver(*args, **kwargs)
+        self._driver = Driver(config, hospitals, test_dir, resume, skipped)
 
-    def run(self, started) -> dict:
+    def run(self, started: HospitalActors) -> dict:
         return self._driver.run(started)
 
     def progress(self) -> Progress:
@@ -32,10 +48,10 @@ class DriverActor:
 class HospitalActor:
     """A HospitalWorker, built in its actor's process (see `fedray.simulation.worker.HospitalWorker`)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, config: StudyConfig, threads: int, gpu_memory_fraction: float = 0.0) -> None:
         from fedray.simulation.worker import HospitalWorker
 
-        self._worker = HospitalWorker(*args, **kwargs)
+        self._worker = HospitalWorker(config, threads, gpu_memory_fraction)
 
     def pid(self) -> int:
         return self._worker.pid()
@@ -46,14 +62,26 @@ class HospitalActor:
     def ready(self) -> bool:
         return self._worker.ready()
 
-    def load(self, hospital):
+    def load(self, hospital: Hospital) -> list[dict]:
         return self._worker.load(hospital)
 
-    def pretrain_teacher(self, hospital, data, steps: int) -> bytes:
+    def pretrain_teacher(self, hospital: Hospital, data: list[dict], steps: int) -> bytes:
         return self._worker.pretrain_teacher(hospital, data, steps)
 
-    def train(self, *args, **kwargs):
-        return self._worker.train(*args, **kwargs)
+    def train(
+        self,
+        round_index: int,
+        hospital: Hospital,
+        data: list[dict],
+        global_payload: bytes,
+        teachers: dict | None = None,
+        client_state: bytes | None = None,
+        slowdown: float = 1.0,
+        deadline_s: float | None = None,
+    ) -> TaskReport:
+        return self._worker.train(
+            round_index, hospital, data, global_payload, teachers, client_state, slowdown, deadline_s
+        )
 
-    def flush(self, round_index: int):
+    def flush(self, round_index: int) -> RoundPart:
         return self._worker.flush(round_index)

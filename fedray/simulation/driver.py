@@ -118,7 +118,7 @@ class StudyState:
 
 
 class Driver:
-    """Runs one study. Created as a Ray actor by `launch.run_study`, or in-process by tests."""
+    """Runs one study, in a Ray actor (`actors.DriverActor`, see `launch`) or in-process in tests."""
 
     def __init__(
         self,

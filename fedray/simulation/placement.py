@@ -156,7 +156,10 @@ def actor_name(config: StudyConfig, group: int, generation: int = 0) -> str:
 def create_hospital_actor(
     config: StudyConfig, plan: ActorPlan, placement: PlacementGroup, group: int, generation: int = 0
 ):
-    """Start the named HospitalWorker actor of `group` in its bundle, with the plan's CPUs and (fractional) GPUs."""
+    """Start the named hospital actor of `group` in its bundle, with the plan's CPUs and (fractional) GPUs.
+
+    The actor builds a HospitalWorker in its own process (`actors.HospitalActor`).
+    """
     return (
         ray.remote(HospitalActor)
         .options(

@@ -34,12 +34,13 @@ def test_targets_pick_their_scenarios():
     results = [
         {"hospitals": 10, "per_round": 10, "efficiency": 0.8, "launch_to_first_round_s": 7.0, "peak_pss_gb": 1.0,
          "cli_launch_to_first_round_s": [9.5, 8.0, 12.0, 9.0, 8.5]},
-        {"hospitals": 1000, "per_round": 100, "efficiency": 0.9, "launch_to_first_round_s": 9.0, "peak_pss_gb": 2.5},
+        {"hospitals": 1000, "per_round": 100, "efficiency": 0.9, "launch_to_first_round_s": 9.0, "peak_pss_gb": 2.5,
+         "cli_launch_to_first_round_s": [10.5]},
     ]
     targets = summarise(results)
     assert targets["E_at_100_per_round (target >= 0.85)"] == 0.9
     assert targets["E_at_10_per_round (target >= 0.7)"] == 0.8
-    assert targets["first_round_s_fedray_run_median (target <= 10)"] == 9.0
+    assert targets["first_round_s_fedray_run_median (target <= 10)"] == 9.25  # of all six `fedray run`s
     assert targets["first_round_s_fedray_run_max"] == 12.0
     assert targets["first_round_s_in_process_max"] == 9.0
     assert targets["peak_pss_gb_1000x100 (target <= 3)"] == 2.5

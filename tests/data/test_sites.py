@@ -12,7 +12,7 @@ import pytest
 from fedray.config import SiteConfig, config_from_data, load_config, save_config, with_absolute_paths
 from fedray.configtypes import to_data
 from fedray.data.datasets import load_hospital_cases
-from fedray.data.federation import prepare_hospitals
+from fedray.data.federation import check_layout, prepare_hospitals
 from fedray.errors import ConfigError, DataError
 from fedray.tracking.provenance import data_manifest
 
@@ -291,6 +291,22 @@ def test_site_with_no_cases_is_an_error_either_way(tmp_path, test_set):
             prepare_hospitals(study([str(empty_msd)], test_set, on_bad_case=mode))
     with pytest.raises(DataError, match="Site 'bad' .* has no usable cases: all 1 were left out"):
         prepare_hospitals(study([str(all_bad)], test_set, on_bad_case="skip"))
+
+
+def test_layout_is_checked_without_reading_a_case(tmp_path, test_set):
+    # Corrupt files: only the case checks of prepare_hospitals read them, check_layout must not.
+    liver_only = write_msd(tmp_path / "a", {"1": "liver"}, {"c0": blocks(l=1), "c1": blocks(l=1)})
+    both = write_msd(tmp_path / "b", {"1": "liver", "2": "spleen"}, {"c0": blocks(l=1, s=2)})
+    for folder in (liver_only, both):
+        for path in (folder / "labels").iterdir():
+            _corrupt(path)
+    check_layout(study([str(liver_only), str(both)], test_set))  # nothing wrong that a listing shows
+    with pytest.raises(DataError, match="c0.nii.gz"):
+        prepare_hospitals(study([str(liver_only), str(both)], test_set))
+    with pytest.raises(ConfigError, match="No hospital labels spleen"):
+        check_layout(study([str(liver_only)], test_set))
+    with pytest.raises(ConfigError, match="a-0 appear more than once"):
+        check_layout(study([{"path": str(liver_only), "split": 2}, {"path": str(both), "name": "a-0"}], test_set))
 
 
 def test_bad_csv_layout(tmp_path, test_set):
