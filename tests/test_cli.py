@@ -59,6 +59,23 @@ def test_organ_that_no_hospital_labels(tmp_path):
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
 
+def test_bad_case_found_while_ray_starts_is_one_paragraph(tmp_path):
+    from tests.data.test_sites import blocks, write_msd
+
+    site = write_msd(tmp_path / "site", {"0": "background", "1": "liver"}, {"c0": blocks(l=1)})
+    test = write_msd(tmp_path / "test", {"0": "background", "1": "liver"}, {"t0": blocks(l=1)})
+    (site / "labels" / "c0.nii.gz").write_bytes(b"not a NIfTI file")  # found by the case checks, not the listing
+    result = fedray(
+        "run", write_study(tmp_path, federation={"hospitals": [{"organs": ["liver"]}]}), "data.source=msd",
+        f"data.sites=[{site}]", f"data.test_set={test}", "data.organs=[liver]",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Bad case 'c0' of site 'site'" in " ".join(result.stderr.split())
+    assert "Ray instance" in result.stderr  # found by the case checks, in their thread, while Ray started
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+
+
 def test_data_phantom_command_writes_msd_folders(tmp_path):
     out = tmp_path / "phantom"
     result = fedray("data", "phantom", "--out", str(out), "--hospitals", "7", "--cases", "1", "--test-cases", "1",
