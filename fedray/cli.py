@@ -206,10 +206,10 @@ def _study_with_progress(config, resume: bool, stop: threading.Event | None = No
     """
     import ray
 
-    from fedray.data.federation import check_layout
+    from fedray.data.federation import check_layout, prepare_hospitals
     from fedray.simulation.cluster import init_ray
 
-    check_layout(config)
+    layout = check_layout(config)
     started = False
     try:
         with _progress_bar() as bar:
@@ -218,7 +218,7 @@ def _study_with_progress(config, resume: bool, stop: threading.Event | None = No
             def show_folders(done: int, total: int) -> None:
                 bar.update(task, description=f"starting Ray, preparing data: {done}/{total} folders")
 
-            preparing = _InThread(_prepare_data, config, show_folders)
+            preparing = _InThread(prepare_hospitals, config, show_folders, layout)
             started = init_ray(config.resources)  # in the main thread: Ray sets its SIGTERM handler only there
             try:
                 prepared = preparing.result()
@@ -248,12 +248,6 @@ def _study_with_progress(config, resume: bool, stop: threading.Event | None = No
         if started:
             ray.shutdown()
     return summary
-
-
-def _prepare_data(config, progress):
-    from fedray.data.federation import prepare_hospitals
-
-    return prepare_hospitals(config, progress=progress)
 
 
 class _InThread:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedray.config import SiteConfig, StudyConfig
-from fedray.data.sites import SiteCase, read_site_cases, split_cases
+from fedray.data.sites import Site, SiteCase, read_site_cases, split_cases
 from fedray.data.validation import BadCase, check_cases
 from fedray.errors import ConfigError, DataError
 
@@ -86,12 +86,22 @@ def plan_hospitals(config: StudyConfig) -> list[HospitalPlan]:
     ]
 
 
-def check_layout(config: StudyConfig) -> None:
+@dataclass(frozen=True)
+class Layout:
+    """A study's data as listed, no case read: the phantom hospitals' plans, or each real site's
+    listing (with its config) and the test set's."""
+
+    plans: tuple[HospitalPlan, ...] = ()
+    sites: tuple[tuple[SiteConfig, Site], ...] = ()
+    test: Site | None = None
+
+
+def check_layout(config: StudyConfig) -> Layout:
     """Check what needs no case read: every site's and the test set's listing, unique hospital names,
-    and a hospital for every study organ.
+    and a hospital for every study organ; returns what it read, for `prepare_hospitals`.
 
     Milliseconds, where `prepare_hospitals` may take minutes (every case read in full, or phantoms
-    written): `fedray run` calls it before it starts Ray, and `prepare_hospitals` starts with it.
+    written): `fedray run` calls it before it starts Ray.
 
     Raises:
         ConfigError: a study organ no hospital labels, or repeated hospital names.
@@ -99,14 +109,18 @@ def check_layout(config: StudyConfig) -> None:
     """
     data = config.data
     if data.source == "phantom":
-        hospitals = [(plan.name, plan.organs) for plan in plan_hospitals(config)]
+        layout = Layout(plans=tuple(plan_hospitals(config)))
+        hospitals = [(plan.name, plan.organs) for plan in layout.plans]
     else:
-        hospitals = []
-        for site_config in data.sites:
-            site = read_site_cases(site_config)
-            organs = tuple(o for o in site.label_map.organs if o in data.organs)
-            hospitals += [(name, organs) for name in _hospital_names(site.name, site_config.split)]
-        read_site_cases(SiteConfig(path=data.test_set, name="test"))
+        layout = Layout(
+            sites=tuple((site_config, read_site_cases(site_config)) for site_config in data.sites),
+            test=read_site_cases(SiteConfig(path=data.test_set, name="test")),
+        )
+        hospitals = [
+            (name, _site_organs(site, data.organs))
+            for site_config, site in layout.sites
+            for name in _hospital_names(site.name, site_config.split)
+        ]
     names = [name for name, _ in hospitals]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -121,26 +135,28 @@ def check_layout(config: StudyConfig) -> None:
             f"No hospital labels {', '.join(missing)}: every study organ (data.organs) must be "
             "labelled by at least one hospital. Remove it from data.organs or add a hospital that labels it."
         )
+    return layout
 
 
 def prepare_hospitals(
-    config: StudyConfig, progress: Callable[[int, int], None] | None = None
+    config: StudyConfig, progress: Callable[[int, int], None] | None = None, layout: Layout | None = None
 ) -> PreparedData:
     """Return the hospitals and the fully-labelled test folder, writing phantom data on first use.
 
     Real sites are read, split, and every case checked in full here, before any actor starts:
     bad cases stop the study (data.on_bad_case: fail) or are left out and listed in `skipped`.
+    `layout`: what `check_layout(config)` returned, if the caller checked already.
 
     Raises:
         ConfigError: a study organ no hospital labels, or repeated hospital names (`check_layout`).
         DataError: a site or case that cannot be used (the message names the file).
     """
-    check_layout(config)
+    layout = layout or check_layout(config)
     if config.data.source == "phantom":
-        hospitals, test_dir = _phantom_hospitals(config, progress)
+        hospitals, test_dir = _phantom_hospitals(config, layout.plans, progress)
         skipped: list[BadCase] = []
     else:
-        hospitals, test_dir, skipped = _site_hospitals(config)
+        hospitals, test_dir, skipped = _site_hospitals(config, layout)
     if config.federation.pooled:
         hospitals = [pool(hospitals)]
     return PreparedData(hospitals, test_dir, tuple(skipped))
@@ -153,7 +169,7 @@ def pool(hospitals: list[Hospital]) -> Hospital:
 
 
 def _phantom_hospitals(
-    config: StudyConfig, progress: Callable[[int, int], None] | None
+    config: StudyConfig, plans: tuple[HospitalPlan, ...], progress: Callable[[int, int], None] | None
 ) -> tuple[list[Hospital], Path]:
     from fedray.data.phantom import PhantomSpec, write_site, write_test_set
     from fedray.organs import TUMOURS
@@ -163,7 +179,6 @@ def _phantom_hospitals(
     tumours = tuple(t for t in TUMOURS if t in config.data.organs)
     spec = PhantomSpec(shape=phantom.shape, spacing=phantom.spacing)
     root = Path(config.data.cache_dir) / "phantom"
-    plans = plan_hospitals(config)
     hospitals = []
     for index, plan in enumerate(plans):
         key = _fingerprint(spec, phantom.seed, index, plan.organs, plan.cases, tumours)
@@ -184,13 +199,11 @@ def _phantom_hospitals(
     return hospitals, test_dir
 
 
-def _site_hospitals(config: StudyConfig) -> tuple[list[Hospital], Path, list[BadCase]]:
-    """Hospitals from real sites: read every site, check every case, split sites into hospitals."""
+def _site_hospitals(config: StudyConfig, layout: Layout) -> tuple[list[Hospital], Path, list[BadCase]]:
+    """Hospitals from the listed real sites: check every case, split sites into hospitals."""
     data = config.data
-    sites = [(site_config, read_site_cases(site_config)) for site_config in data.sites]
-    test = read_site_cases(SiteConfig(path=data.test_set, name="test"))  # fail early on an unreadable test set
     hospitals, skipped = [], []
-    for site_config, site in sites:
+    for site_config, site in layout.sites:
         good, bad = check_cases(site.cases, data.organs, data.on_bad_case)
         skipped += bad
         if not good:
@@ -198,13 +211,18 @@ def _site_hospitals(config: StudyConfig) -> tuple[list[Hospital], Path, list[Bad
                 f"Site '{site.name}' ({site.source}) has no usable cases: all {len(bad)} were left out as bad, "
                 f"e.g. {bad[0].message()}. Fix its files or remove the site from data.sites."
             )
-        organs = tuple(o for o in site.label_map.organs if o in data.organs)
+        organs = _site_organs(site, data.organs)
         groups = split_cases(tuple(good), site_config.split)
         for name, cases in zip(_hospital_names(site.name, len(groups)), groups):
             hospitals.append(Hospital(name, len(hospitals), organs, cases))
     # The test set is the benchmark: a bad test case always stops the study, never shrinks the set.
-    check_cases(test.cases, data.organs, "fail")
+    check_cases(layout.test.cases, data.organs, "fail")
     return hospitals, Path(data.test_set), skipped
+
+
+def _site_organs(site: Site, organs: tuple[str, ...]) -> tuple[str, ...]:
+    """The study organs a site labels (what each of its hospitals trains on)."""
+    return tuple(o for o in site.label_map.organs if o in organs)
 
 
 def _hospital_names(site: str, split: int) -> list[str]:

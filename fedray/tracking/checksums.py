@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -52,7 +54,15 @@ class ChecksumCache:
             db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", self._new)
         self._new = []
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that commits on success and is closed either way (sqlite3's own `with` only commits)."""
         db = sqlite3.connect(self.location, timeout=60)
-        db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, digest BLOB)")
-        return db
+        try:
+            with db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, digest BLOB)"
+                )
+                yield db
+        finally:
+            db.close()
