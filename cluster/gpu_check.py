@@ -25,7 +25,7 @@ import torch
 
 from fedray.config import config_from_data
 from fedray.data.federation import prepare_hospitals
-from fedray.messages import encode_state
+from fedray.messages import TrainTask, encode_state
 from fedray.models.factory import build_model
 from fedray.simulation.placement import plan_actors
 from fedray.simulation.worker import HospitalWorker
@@ -107,7 +107,7 @@ def main() -> None:
     def round_of(index: int, one_at_a_time: bool) -> list:
         tasks = []
         for actor, hospital, ref in zip(actors, homes, data):
-            tasks.append(actor.train.remote(index, hospital, ref, payload))
+            tasks.append(actor.run.remote(TrainTask(index, hospital, ref, payload)))
             if one_at_a_time:
                 ray.get(tasks[-1])
         ray.get(tasks)

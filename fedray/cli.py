@@ -105,12 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     phantom = data_commands.add_parser("phantom", help="write a synthetic abdominal CT phantom (MSD layout)")
     phantom.add_argument("--out", required=True, type=Path, help="output folder")
     phantom.add_argument("--hospitals", type=int, default=7, help="number of hospitals (default 7)")
-    phantom.add_argument("--organs-per-hospital", type=int, default=1, help="organs each hospital labels")
-    phantom.add_argument("--cases", type=int, default=4, help="cases per hospital")
-    phantom.add_argument("--test-cases", type=int, default=4, help="fully-labelled held-out cases")
-    phantom.add_argument("--shape", type=int, nargs=3, default=(64, 64, 48), metavar=("X", "Y", "Z"))
-    phantom.add_argument("--spacing", type=float, nargs=3, default=(6.0, 5.0, 5.0), metavar=("SX", "SY", "SZ"))
-    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--organs-per-hospital", type=int, help="organs each hospital labels")
+    phantom.add_argument("--cases", type=int, help="cases per hospital")
+    _add_volume_options(phantom)
     phantom.set_defaults(handler=_data_phantom)
     realistic = data_commands.add_parser(
         "realistic", help="deform TotalSegmentator's example CT into partially labelled sites (MSD layout)"
@@ -118,16 +115,26 @@ def _parser() -> argparse.ArgumentParser:
     realistic.add_argument("--out", required=True, type=Path, help="output folder (site_*/ and test/)")
     realistic.add_argument("--cache-dir", type=Path, default=Path("results/data/totalsegmentator"),
                            help="where the downloaded example CT is kept (default results/data/totalsegmentator)")
-    realistic.add_argument("--sites", type=int, default=7, help="partially labelled sites (default 7)")
-    realistic.add_argument("--max-organs-per-site", type=int, default=2,
-                           help="each site labels 1 to this many organs (default 2)")
-    realistic.add_argument("--cases", type=int, default=4, help="cases per site (default 4)")
-    realistic.add_argument("--test-cases", type=int, default=4, help="fully-labelled held-out cases (default 4)")
-    realistic.add_argument("--shape", type=int, nargs=3, default=(88, 72, 32), metavar=("X", "Y", "Z"))
-    realistic.add_argument("--spacing", type=float, nargs=3, default=(4.0, 4.0, 3.0), metavar=("SX", "SY", "SZ"))
-    realistic.add_argument("--seed", type=int, default=0)
+    realistic.add_argument("--sites", type=int, help="partially labelled sites")
+    realistic.add_argument("--max-organs-per-site", type=int, help="each site labels 1 to this many organs")
+    realistic.add_argument("--cases", type=int, help="cases per site")
+    _add_volume_options(realistic)
     realistic.set_defaults(handler=_data_realistic)
     return parser
+
+
+def _add_volume_options(data_parser: argparse.ArgumentParser) -> None:
+    """The test-set size, voxel grid and data seed of `fedray data phantom` and `realistic`.
+
+    Like the data commands' other size options they have no default here: one left out keeps its
+    field's default (data.phantom, federation.rule, CohortSpec), so each default is written once,
+    where the data is described (importing CohortSpec here would load numpy and scipy for every
+    command).
+    """
+    data_parser.add_argument("--test-cases", type=int, help="fully-labelled held-out cases")
+    data_parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
+    data_parser.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"))
+    data_parser.add_argument("--seed", type=int)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -171,12 +178,16 @@ def _repro(run_dir: Path) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from fedray.errors import ConfigError
     from fedray.tracking.checkpoint import checkpoint_path
 
+    config = _load_run(args.run_dir)
     if not checkpoint_path(args.run_dir).is_file():
-        raise ConfigError(f"'{args.run_dir}' has no checkpoint (checkpoints/latest.npz) to resume from.")
-    return _run_config(_load_run(args.run_dir), resume=True)
+        # A study writes its first checkpoint as soon as its MLflow run exists (before any training),
+        # so a folder without one holds nothing to continue: start it again, in the same folder.
+        console.print(f"[yellow]{args.run_dir} has no checkpoint yet (stopped before its MLflow run opened); "
+                      "starting it from the beginning.[/]", highlight=False)
+        return _run_config(config, resume=False)
+    return _run_config(config, resume=True)
 
 
 def _load_run(run_dir: Path, overrides: list[str] | None = None):
@@ -197,108 +208,56 @@ def _run_config(config, resume: bool) -> int:
 
 
 def _study_with_progress(config, resume: bool, stop: threading.Event | None = None) -> dict:
-    """Prepare the data and run (or resume) one study with a progress bar; returns its summary.
+    """Run (or resume) one study through `run_experiment` with a progress bar; returns its summary."""
+    from fedray.simulation.run import run_experiment
 
-    What needs no case read (listings, names, organs) is checked first. Then Ray starts while a
-    thread prepares the data (checks every case, or writes phantoms on first use): Ray's start is
-    mostly waiting on its own processes, so the two overlap, and no actor starts before the data is
-    ready. A bad case is reported once Ray has started (and Ray is shut down).
-    """
-    import ray
+    with _progress_bar() as bar:
+        task = bar.add_task("starting Ray, preparing data", total=config.rounds)
 
-    from fedray.data.federation import check_layout, prepare_hospitals
-    from fedray.simulation.cluster import init_ray
+        def show_folders(done: int, total: int) -> None:
+            bar.update(task, description=f"starting Ray, preparing data: {done}/{total} folders")
 
-    layout = check_layout(config)
-    started = False
-    try:
-        with _progress_bar() as bar:
-            task = bar.add_task("starting Ray, preparing data", total=config.rounds)
-
-            def show_folders(done: int, total: int) -> None:
-                bar.update(task, description=f"starting Ray, preparing data: {done}/{total} folders")
-
-            preparing = _InThread(prepare_hospitals, config, show_folders, layout)
-            started = init_ray(config.resources)  # in the main thread: Ray sets its SIGTERM handler only there
-            try:
-                prepared = preparing.result()
-            except BaseException:
-                bar.remove_task(task)  # the error is the last word, not a half-done bar
-                raise
+        def ready(prepared) -> None:
             bar.update(task, description="starting the driver and hospital actors")
-            from fedray.simulation.launch import run_study
-
-            hospitals, test_dir = prepared
             for bad in prepared.skipped:
                 console.print(f"[yellow]skipped[/] {bad.file}: {bad.reason}")
             console.print(
-                f"{'Resuming' if resume else 'Study'} [bold]{config.run_name}[/]: {len(hospitals)} hospitals, "
+                f"{'Resuming' if resume else 'Study'} [bold]{config.run_name}[/]: {len(prepared.hospitals)} hospitals, "
                 f"method {config.method.name}, {config.rounds} rounds, seed {config.seed}"
             )
 
-            def show(p) -> None:
-                bar.update(task, completed=_rounds_done(p), description=_progress_text(p))
+        def show(p) -> None:
+            bar.update(task, completed=_rounds_done(p), description=_progress_text(p))
 
-            summary = run_study(
-                config, hospitals, test_dir, on_progress=show, resume=resume,
-                skipped=tuple(bad.as_dict() for bad in prepared.skipped), stop=stop,
-            )
-            bar.update(task, completed=config.rounds)
-    finally:
-        if started:
-            ray.shutdown()
-    return summary
-
-
-class _InThread:
-    """Runs fn(*args) in a daemon thread: Ctrl-C while waiting for it returns at once (a half-written
-    phantom folder is harmless: its dataset.json is written last)."""
-
-    def __init__(self, fn, *args) -> None:
-        self._value = self._error = None
-        self._thread = threading.Thread(target=self._run, args=(fn, *args), name=fn.__name__, daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, *args) -> None:
         try:
-            self._value = fn(*args)
-        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread by result()
-            self._error = error
-
-    def result(self):
-        """fn's value, or its exception raised here."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
+            summary = run_experiment(config, resume=resume, on_progress=show, on_data=show_folders, on_ready=ready, stop=stop)
+        except BaseException:
+            bar.remove_task(task)  # the error is the last word, not a half-done bar
+            raise
+        bar.update(task, completed=config.rounds)
+    return summary
 
 
 def _cells_with_progress(bar: Progress):
     """A sweep's run_cell for cells running at once: each running cell is one line of `bar`."""
-    from fedray.data.federation import prepare_hospitals
-    from fedray.simulation.launch import run_study
+    from fedray.simulation.run import run_experiment
 
     data_lock = threading.Lock()  # cells share the data cache: the first writes a phantom site, the rest reuse it
 
     def run_cell(config, resume: bool, stop: threading.Event) -> dict:
         name = config.run_name
         task = bar.add_task(f"{name} · preparing data", total=config.rounds)
-        try:
-            with data_lock:
-                prepared = prepare_hospitals(config)
-            if stop.is_set():
-                raise KeyboardInterrupt  # Ctrl-C while this cell prepared its data: do not start it
+
+        def ready(prepared) -> None:
             for bad in prepared.skipped:
                 console.print(f"[yellow]skipped[/] {bad.file}: {bad.reason}")
             bar.update(task, description=f"{name} · {'resuming' if resume else 'waiting for its actors'}")
 
-            def show(p) -> None:
-                bar.update(task, completed=_rounds_done(p), description=f"{name} · {_progress_text(p)}")
+        def show(p) -> None:
+            bar.update(task, completed=_rounds_done(p), description=f"{name} · {_progress_text(p)}")
 
-            return run_study(
-                config, prepared.hospitals, prepared.test_dir, on_progress=show, resume=resume,
-                skipped=tuple(bad.as_dict() for bad in prepared.skipped), stop=stop,
-            )
+        try:
+            return run_experiment(config, resume=resume, on_progress=show, on_ready=ready, stop=stop, data_lock=data_lock)
         finally:
             bar.remove_task(task)  # the sweep prints the cell's outcome
 
@@ -310,11 +269,9 @@ def _rounds_done(p) -> float:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    import ray
-
     from fedray.errors import ConfigError
     from fedray.experiments.sweep import cell_share, load_sweep, plan_cells, run_sweep
-    from fedray.simulation.cluster import init_ray
+    from fedray.simulation.cluster import cluster_resources, init_ray
     from fedray.tracking.mlflow import close_run, default_tracking_uri, open_parent_run
 
     sweep = load_sweep(args.sweep)
@@ -334,7 +291,7 @@ def _sweep(args: argparse.Namespace) -> int:
         console.print(f"[{index + 1}/{len(cells)}] {cell.run_name}: {status}", highlight=False)
 
     init_ray(first.resources)  # once for the whole sweep
-    cluster = ray.cluster_resources()
+    cluster = cluster_resources()
     cells = [replace(cell, config=cell_share(cell.config, cluster, parallel)) for cell in cells]
     at_once = f", up to {parallel} at once on {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs"
     console.print(f"Sweep [bold]{sweep.name}[/]: {len(cells)} studies{at_once if parallel > 1 else ''}")
@@ -384,10 +341,8 @@ def _bench_scale(args: argparse.Namespace) -> int:
     import json
     import platform
 
-    import ray
-
     from fedray.benchmarks.scale import SCENARIOS, plot, summarise, workload
-    from fedray.simulation.cluster import init_ray
+    from fedray.simulation.cluster import init_ray, ray_version, shutdown_ray
 
     try:
         scenarios = [tuple(int(n) for n in s.lower().split("x")) for s in args.scenarios] if args.scenarios else SCENARIOS
@@ -401,11 +356,11 @@ def _bench_scale(args: argparse.Namespace) -> int:
         results = _scale_scenarios(scenarios, args, work_dir)
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()
     record = {
         "benchmark": "scale",
         "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray_version()},
         "ray": "running before launch" if args.running_ray else "started by each study",
         "targets": summarise(results),
         "scenarios": results,
@@ -536,16 +491,9 @@ def _data_phantom(args: argparse.Namespace) -> int:
             "name": "phantom",
             "data": {
                 "cache_dir": str(args.out),
-                "phantom": {
-                    "shape": list(args.shape),
-                    "spacing": list(args.spacing),
-                    "test_cases": args.test_cases,
-                    "seed": args.seed,
-                },
+                "phantom": _given(args, "shape", "spacing", "test_cases", "seed"),
             },
-            "federation": {
-                "rule": {"count": args.hospitals, "organs_per_hospital": args.organs_per_hospital, "cases": args.cases}
-            },
+            "federation": {"rule": {"count": args.hospitals, **_given(args, "organs_per_hospital", "cases")}},
         }
     )
     with console.status("Writing phantom...") as status:
@@ -562,10 +510,9 @@ def _data_realistic(args: argparse.Namespace) -> int:
     from fedray.data.realistic import CohortSpec, build_cohort, copy_licence
     from fedray.data.totalseg import CREDIT, SDIST_SHA256, SDIST_URL, load_example
 
-    spec = CohortSpec(
-        shape=tuple(args.shape), spacing=tuple(args.spacing), sites=args.sites, cases_per_site=args.cases,
-        test_cases=args.test_cases, max_organs_per_site=args.max_organs_per_site, seed=args.seed,
-    )
+    given = _given(args, "shape", "spacing", "sites", "test_cases", "max_organs_per_site", "seed",
+                   cases_per_site="cases")
+    spec = CohortSpec(**given)
     with _progress_bar() as bar:
         task = bar.add_task("TotalSegmentator example CT", total=None)
         source = load_example(args.cache_dir, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -585,6 +532,16 @@ def _data_realistic(args: argparse.Namespace) -> int:
     print(f"{test_dir}  (fully labelled test set, {spec.test_cases} cases)")
     console.print(f"Source: {CREDIT}", highlight=False)
     return 0
+
+
+def _given(args: argparse.Namespace, *options: str, **renamed: str) -> dict:
+    """The options the user gave, by field name (`renamed`: field=option).
+
+    The options left out are not in it, so they keep their field's default.
+    """
+    names = {**{option: option for option in options}, **renamed}
+    values = {field: getattr(args, option) for field, option in names.items()}
+    return {field: tuple(v) if isinstance(v, list) else v for field, v in values.items() if v is not None}
 
 
 def _quiet_libraries() -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from fedray.configtypes import build, require, to_data
 from fedray.errors import ConfigError, did_you_mean
+from fedray.methods import method_spec
 from fedray.organs import ORGANS, STRUCTURES
 
 
@@ -398,6 +399,14 @@ class ResourcesConfig:
         require(self.actors is None or self.actors >= 1, "resources.actors must be >= 1.")
         require(self.placement_timeout_s > 0, "resources.placement_timeout_s must be > 0.")
 
+    def actors_fitting(self, cpus: float, gpus: float) -> int:
+        """How many actors of `cpus_per_actor` (and `gpus_per_actor`) fit in `cpus` CPUs and `gpus` GPUs."""
+        # The 1e-9 keeps float division from losing one actor (0.3 CPUs hold three of 0.1).
+        fit = math.floor(cpus / self.cpus_per_actor + 1e-9)
+        if self.gpus_per_actor > 0:
+            fit = min(fit, math.floor(gpus / self.gpus_per_actor + 1e-9))
+        return fit
+
 
 @dataclass(frozen=True)
 class TrackingConfig:
@@ -555,8 +564,6 @@ def deep_merge(base: dict, update: dict) -> dict:
 def config_from_data(raw: dict) -> StudyConfig:
     """Validate plain data (e.g. a parsed YAML file) into a StudyConfig, method params included."""
     config = build(StudyConfig, raw)
-    from fedray.strategies import method_spec  # late import: fedray.strategies imports this module
-
     method = method_spec(config.method.name)
     params = build(method.params, config.method.params, "method.params")
     if method.required_output is not None and config.model.output != method.required_output:

@@ -8,7 +8,12 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from fedray.data.federation import Hospital
 
 State = dict[str, np.ndarray]
 
@@ -107,18 +112,48 @@ class ClientResult:
 
 
 @dataclass(frozen=True)
+class TrainTask:
+    """One hospital's local training in one round: everything a hospital actor needs for it.
+
+    `data`, `global_payload` and `extras` are Ray object references (the hospital's arrays, the
+    round's encoded global weights, the method's broadcast): the actor fetches each only when it
+    does not hold it yet, so a round's weights cross to an actor once. A method that needs more
+    puts it in its broadcast or its client state, never in a new field.
+    """
+
+    round: int
+    hospital: Hospital
+    data: Any
+    global_payload: Any
+    extras: Any = None
+    client_state: bytes | None = None  # the hospital's persistent state from its last round
+    slowdown: float = 1.0  # a simulated straggler's factor on its measured time (deadline check)
+    deadline_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PrepareTask:
+    """One job of a method's preparation phase (see Strategy.preparation) on the hospital's home actor."""
+
+    job: Any  # strategies.base.PrepareJob
+    data: Any  # Ray object reference to the hospital's arrays
+
+
+@dataclass(frozen=True)
 class TaskReport:
-    """A hospital actor's reply to one training task.
+    """A hospital actor's reply to one task.
 
     `result` carries the update for methods aggregated one update at a time; for weighted-sum methods
     the update stays in the actor's partial sum and `result` is None. `failed` is the error of a
-    training that raised (the driver retries it); `client_state` is what a stateful method keeps.
+    training that raised (the driver retries it); `client_state` is what a stateful method keeps;
+    `prepared` is a preparation job's result.
     """
 
     hospital_id: str
     result: ClientResult | None = None
     failed: str | None = None
     client_state: bytes | None = None
+    prepared: bytes | None = None
 
 
 @dataclass

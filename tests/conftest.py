@@ -75,3 +75,27 @@ def start_cli(*args: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
         [sys.executable, "-m", "fedray.cli", *args],
         stdout=subprocess.DEVNULL, stderr=stderr, text=True, start_new_session=True, preexec_fn=sigint_is_ctrl_c,
     )
+
+
+def kill_when(process: subprocess.Popen, run_dir, ready, timeout_s: float = 240, poll_s: float = 0.1):
+    """SIGKILL `process`'s whole group (the CLI, its Ray and every actor) once its checkpoint satisfies
+    `ready(checkpoint)`; returns the checkpoint it was killed at. Fails if the study ends first."""
+    import time
+
+    from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
+
+    path = checkpoint_path(run_dir)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if path.is_file() and ready(load_checkpoint(path)):
+                break
+        except (OSError, ValueError):
+            pass  # read while it was being replaced
+        assert process.poll() is None, "the study ended before it could be killed"
+        time.sleep(poll_s)
+    else:
+        pytest.fail(f"no checkpoint of the awaited kind within {timeout_s:.0f} s")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return load_checkpoint(path)

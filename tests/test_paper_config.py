@@ -40,4 +40,4 @@ def test_paper_study_runs_on_the_phantom_with_tumours(tmp_path, ray_local):
     summary = run_study(config, hospitals, test_dir)
     for structure in ("liver", "gallbladder", "liver_tumour", "kidney_tumour", "pancreas_tumour"):
         assert f"dice/{structure}" in summary and f"hd95/{structure}" in summary
-    assert summary["comm/bytes_teachers"] > 0  # organ teachers were pre-trained and shared
+    assert summary["comm/bytes_preparation"] > 0  # organ teachers were pre-trained and shared

@@ -35,11 +35,12 @@ from monai.transforms import (
     Spacingd,
 )
 
+from fedray.atomic import atomic_file
 from fedray.config import AugmentConfig, DataConfig, PreprocessConfig, SiteConfig
 from fedray.configtypes import to_data
 from fedray.data.sites import LabelMap, SiteCase, read_site_cases
 from fedray.errors import DataError
-from fedray.strategies.base import Batch
+from fedray.training.hooks import Batch
 
 if TYPE_CHECKING:
     from fedray.data.federation import Hospital
@@ -70,6 +71,7 @@ def preprocessing(
     """
     preprocess = PreprocessConfig() if preprocess is None else preprocess
 
+    # A table gather, not MapLabelValued: one pass per value (2-4x slower on a 13-value site), keeps non-integers.
     def to_study_labels(label: torch.Tensor) -> torch.Tensor:
         values = label.long()
         if int(values.max()) >= len(table) or int(values.min()) < 0:
@@ -117,6 +119,7 @@ def to_original_space(labels: torch.Tensor, case: dict) -> torch.Tensor:
     removed with background, the same as MONAI's Invertd on the deterministic chain. A case without
     geometry (hand-made tensors) is returned as it is.
     """
+    # Not Invertd (same labels): it needs MONAI's transform trace, which cached cases drop, and is 1.7-13x slower.
     if "original_affine" not in case:
         return labels
     affine, original = case["affine"], case["original_affine"]
@@ -152,10 +155,8 @@ def load_training_arrays(hospital: Hospital, data: DataConfig) -> list[dict[str,
             return [{key: archive[f"{i}/{key}"] for key in TRAINING_KEYS} for i in range(len(hospital.cases))]
     arrays = training_arrays(load_hospital_cases(hospital, data))
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")  # another process may be writing the same file
-    with open(partial, "wb") as file:
+    with atomic_file(path) as file:  # another process may be reading or writing the same file
         np.savez(file, **{f"{i}/{key}": value for i, case in enumerate(arrays) for key, value in case.items()})
-    os.replace(partial, path)
     return arrays
 
 

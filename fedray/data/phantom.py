@@ -11,16 +11,15 @@ tumours every case is exactly what it was before tumours existed.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
+from fedray.config import PhantomConfig
+from fedray.data.msd_writer import start_msd_folder, write_msd_case, write_msd_manifest
 from fedray.errors import ConfigError, did_you_mean
 from fedray.organs import ORGANS, STRUCTURES, TUMOUR_HOSTS, TUMOURS, organ_label
 
@@ -67,8 +66,8 @@ class PhantomSpec:
         spacing: voxel size in mm along x, y, z; the default grid spans 384 x 320 x 240 mm.
     """
 
-    shape: tuple[int, int, int] = (64, 64, 48)
-    spacing: tuple[float, float, float] = (6.0, 5.0, 5.0)
+    shape: tuple[int, int, int] = PhantomConfig.shape  # the study config's phantom grid
+    spacing: tuple[float, float, float] = PhantomConfig.spacing
 
     def __post_init__(self) -> None:
         shape, spacing = tuple(self.shape), tuple(self.spacing)
@@ -275,7 +274,7 @@ def write_site(
     keep = np.isin(np.arange(256), [organ_label(o) for o in labelled])  # lookup by label value
 
     out_dir = Path(out_dir)
-    _start_folder(out_dir)
+    start_msd_folder(out_dir)
     training = []
     for i in range(n_cases):
         rng = np.random.default_rng(
@@ -286,7 +285,7 @@ def write_site(
             if tumour not in labelled and host in labelled:  # no tumour annotations: it is the organ
                 label[label == organ_label(tumour)] = organ_label(host)
         label[~keep[label]] = 0
-        training.append(_write_case(out_dir, f"{name}_{i:03d}", image, label, spec))
+        training.append(write_msd_case(out_dir, f"{name}_{i:03d}", image, label, spec.affine))
 
     write_msd_manifest(
         out_dir,
@@ -339,7 +338,7 @@ def write_test_set(
     _check_seed(seed, site_index=0)
     _check_cases(n_cases)
     out_dir = Path(out_dir)
-    _start_folder(out_dir)
+    start_msd_folder(out_dir)
     training, scanners = [], {}
     for i in range(n_cases):
         case_id = f"test_{i:03d}"
@@ -350,7 +349,7 @@ def write_test_set(
             np.random.SeedSequence([seed], spawn_key=(_TEST_ANATOMY_KEY, i))
         )
         image, label, _ = _generate_case(rng, spec, scanner, tumours)
-        training.append(_write_case(out_dir, case_id, image, label, spec))
+        training.append(write_msd_case(out_dir, case_id, image, label, spec.affine))
         scanners[case_id] = asdict(scanner)
 
     write_msd_manifest(
@@ -572,55 +571,3 @@ def _check_seed(seed: int, site_index: int) -> None:
 def _check_cases(n_cases: int) -> None:
     if n_cases < 1:
         raise ConfigError(f"A phantom folder needs at least 1 case, got n_cases={n_cases}.")
-
-
-def _start_folder(out_dir: Path) -> None:
-    """Create the MSD subfolders; drop a stale dataset.json so a rewrite never looks complete."""
-    (out_dir / "dataset.json").unlink(missing_ok=True)
-    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
-
-
-def _write_case(
-    out_dir: Path, case_id: str, image: np.ndarray, label: np.ndarray, spec: PhantomSpec
-) -> dict[str, str]:
-    """Save one image/label pair; return its dataset.json `training` entry."""
-    entry = {"image": f"./imagesTr/{case_id}.nii.gz", "label": f"./labelsTr/{case_id}.nii.gz"}
-    for array, dtype, relative in (
-        (image, np.int16, entry["image"]),
-        (label, np.uint8, entry["label"]),
-    ):
-        nifti = nib.Nifti1Image(array, spec.affine, dtype=dtype)
-        nifti.header.set_xyzt_units("mm")
-        nifti.set_qform(spec.affine, code=1)  # scanner-anchored coordinates
-        nifti.set_sform(spec.affine, code=1)
-        nib.save(nifti, out_dir / relative)
-    return entry
-
-
-def write_msd_manifest(
-    out_dir: Path,
-    *,
-    name: str,
-    description: str,
-    labels: dict[str, str],
-    training: list[dict[str, str]],
-    fedray: dict[str, object],
-) -> None:
-    """Write an MSD dataset.json (`labels`: value -> name, background added) last and atomically:
-    its presence marks the folder complete."""
-    manifest = {
-        "name": name,
-        "description": description,
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {"0": "background", **labels},
-        "numTraining": len(training),
-        "numTest": 0,
-        "training": training,
-        "test": [],
-        "fedray": fedray,
-    }
-    partial = out_dir / "dataset.json.partial"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, out_dir / "dataset.json")

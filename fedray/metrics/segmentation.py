@@ -19,6 +19,7 @@ def confusion_counts(prediction: Tensor, truth: Tensor, n_organs: int) -> np.nda
     """
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and truth {tuple(truth.shape)} differ in shape")
+    # Not get_confusion_matrix: needs one-hot maps (3-5x slower here), counts in float32 (inexact past 2**24 voxels).
     counts = np.zeros((n_organs, 3), dtype=np.int64)
     for k in range(n_organs):
         pred, true = prediction == k + 1, truth == k + 1
@@ -59,6 +60,7 @@ def hd95_mm(
     """
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and truth {tuple(truth.shape)} differ in shape")
+    # Not HausdorffDistanceMetric on one-hot maps: same values, 5-10% less CPU, ~10x the memory (+3 GB at 512²x200).
     distances = np.full(n_organs, np.nan)
     for k in range(n_organs):
         pred, true = prediction == k + 1, truth == k + 1

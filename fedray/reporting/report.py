@@ -65,7 +65,7 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
     plateaus = {rid: plateau_round(group) for rid, group in dice.groupby("run_id")}
     runs = runs.assign(plateau_round=runs["run_id"].map(plateaus))
     rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()
-    teachers = runs["comm/bytes_teachers"].fillna(0)
+    teachers = runs["comm/bytes_preparation"].fillna(0)
     runs = runs.assign(mb_per_round=(runs["comm/bytes_total"] - teachers) / runs["run_id"].map(rounds) / 1e6)
     columns = ["dice/mean", *[f"dice/{o}" for o in organs]]
     grouped = runs.groupby("variant")
@@ -76,7 +76,7 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
         summary[f"{column} std"] = grouped[column].std(ddof=1)
     summary["params"] = grouped["params_total"].first()
     summary["MB/round"] = grouped["mb_per_round"].mean()
-    summary["teacher MB (once)"] = grouped["comm/bytes_teachers"].mean() / 1e6
+    summary["teacher MB (once)"] = grouped["comm/bytes_preparation"].mean() / 1e6
     summary["infer s/volume"] = grouped["infer/s_per_volume"].median()
     summary["rounds to plateau (median)"] = grouped["plateau_round"].median()
     return summary.sort_values("dice/mean mean", ascending=False)

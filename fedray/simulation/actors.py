@@ -1,48 +1,19 @@
-"""The Ray actor classes a launcher starts: torch and MONAI (and the driver's MLflow) load in the actor only."""
+"""The hospital actor class that placement starts: torch and MONAI load in the actor's process only."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
-from fedray.messages import Progress, RoundPart, TaskReport
+from fedray.messages import PrepareTask, RoundPart, TaskReport, TrainTask
 
-if TYPE_CHECKING:
-    from fedray.simulation.placement import HospitalActors
-
-# The launcher (`fedray run`, a notebook) only starts these actors and waits on them, so it should not
+# The launcher (`fedray run`, a notebook) only starts the actors and waits on them, so it should not
 # pay for torch, MONAI and MLflow: seconds of CPU that, on a small machine, compete with Ray's own
 # start and with the actors' imports before the first round. Ray needs the class of an actor where
-# the actor is created, so these thin classes stand in for the Driver and the HospitalWorker there and
-# build the real one inside the actor's process. Their signatures repeat the real ones exactly: Ray
+# the actor is created, so thin classes (this one, and launch.DriverActor for the Driver) stand in
+# for the real ones there and build the real one inside the actor's process. Their signatures repeat the real ones exactly: Ray
 # checks a call's arguments against them when the call is made, in the caller (a test compares them).
-
-
-class DriverActor:
-    """The study's Driver, built in its actor's process (see `fedray.simulation.driver.Driver`)."""
-
-    def __init__(
-        self,
-        config: StudyConfig,
-        hospitals: list[Hospital],
-        test_dir: Path,
-        resume: bool = False,
-        skipped: tuple[dict, ...] = (),
-    ) -> None:
-        from fedray.simulation.driver import Driver
-
-        self._driver = Driver(config, hospitals, test_dir, resume, skipped)
-
-    def run(self, started: HospitalActors) -> dict:
-        return self._driver.run(started)
-
-    def progress(self) -> Progress:
-        return self._driver.progress()
-
-    def stop(self) -> None:
-        self._driver.stop()
+# A hospital task is one typed message (messages.TrainTask / PrepareTask), so a method that needs
+# more never changes these signatures.
 
 
 class HospitalActor:
@@ -65,23 +36,8 @@ class HospitalActor:
     def load(self, hospital: Hospital) -> list[dict]:
         return self._worker.load(hospital)
 
-    def pretrain_teacher(self, hospital: Hospital, data: list[dict], steps: int) -> bytes:
-        return self._worker.pretrain_teacher(hospital, data, steps)
-
-    def train(
-        self,
-        round_index: int,
-        hospital: Hospital,
-        data: list[dict],
-        global_payload: bytes,
-        teachers: dict | None = None,
-        client_state: bytes | None = None,
-        slowdown: float = 1.0,
-        deadline_s: float | None = None,
-    ) -> TaskReport:
-        return self._worker.train(
-            round_index, hospital, data, global_payload, teachers, client_state, slowdown, deadline_s
-        )
+    def run(self, task: TrainTask | PrepareTask) -> TaskReport:
+        return self._worker.run(task)
 
     def flush(self, round_index: int) -> RoundPart:
         return self._worker.flush(round_index)

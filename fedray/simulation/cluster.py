@@ -25,3 +25,18 @@ def init_ray(resources: ResourcesConfig) -> bool:
         kwargs.update(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus)
     ray.init(address=address, **kwargs)
     return True
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray instance this process started or joined."""
+    ray.shutdown()
+
+
+def cluster_resources() -> dict[str, float]:
+    """The resources of the Ray cluster this process is connected to (CPU, GPU, memory...)."""
+    return ray.cluster_resources()
+
+
+def ray_version() -> str:
+    """The installed Ray's version."""
+    return ray.__version__

@@ -17,9 +17,44 @@ from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
 from fedray.messages import Progress
-from fedray.simulation.actors import DriverActor
 from fedray.simulation.cluster import init_ray
-from fedray.simulation.placement import check_resource_overrides, release_placement, start_hospital_actors
+from fedray.simulation.placement import (
+    HospitalActors,
+    check_resource_overrides,
+    release_placement,
+    start_hospital_actors,
+)
+from fedray.tracking.callbacks import Callback
+
+
+class DriverActor:
+    """The study's Driver, built in its actor's process (see `fedray.simulation.driver.Driver`).
+
+    A thin stand-in like `actors.HospitalActor`, so the launcher imports no torch, MONAI or MLflow;
+    its signatures repeat the Driver's exactly (Ray checks calls against them; a test compares them).
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        hospitals: list[Hospital],
+        test_dir: Path,
+        resume: bool = False,
+        skipped: tuple[dict, ...] = (),
+        callbacks: tuple[Callback, ...] = (),
+    ) -> None:
+        from fedray.simulation.driver import Driver
+
+        self._driver = Driver(config, hospitals, test_dir, resume, skipped, callbacks)
+
+    def run(self, started: HospitalActors) -> dict:
+        return self._driver.run(started)
+
+    def progress(self) -> Progress:
+        return self._driver.progress()
+
+    def stop(self) -> None:
+        self._driver.stop()
 
 
 def run_study(
@@ -31,12 +66,14 @@ def run_study(
     resume: bool = False,
     skipped: tuple[dict, ...] = (),
     stop: threading.Event | None = None,
+    callbacks: tuple = (),
 ) -> dict:
     """Run (or resume from its last checkpoint) a study on Ray and return its summary.
 
     Ctrl-C, or setting `stop` (how a parallel sweep stops the studies its threads run), stops it after
     the current round's checkpoint and raises KeyboardInterrupt; the MLflow run ends KILLED. `skipped`
-    lists the cases left out as bad input ({site, case, file, reason}), recorded with the run.
+    lists the cases left out as bad input ({site, case, file, reason}), recorded with the run;
+    `callbacks` run in the driver actor after fedray's own. Most callers want `run_experiment`.
     """
     check_resource_overrides(config, hospitals)
     started = init_ray(config.resources)
@@ -49,7 +86,7 @@ def run_study(
                 max_concurrency=2,  # so progress() and stop() answer while run() is busy
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
             )
-            .remote(config, hospitals, test_dir, resume, skipped)
+            .remote(config, hospitals, test_dir, resume, skipped, callbacks)
         )
         # Hospital actors start here, while the driver actor's process starts: both import torch and
         # MONAI, so starting them one after the other would add seconds before the first round.

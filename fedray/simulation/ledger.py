@@ -38,6 +38,7 @@ class RoundLedger:
     def __init__(self, strategy: Strategy, global_state: State) -> None:
         self.strategy = strategy
         self.global_state = global_state
+        self.template = strategy.update_template(global_state)  # what a valid update holds
         self.aggregate: WeightedSum = strategy.new_aggregate()
         self.account = RoundAccount()
 
@@ -54,11 +55,9 @@ class RoundLedger:
             account.late.append(result.hospital_id)  # it received the model, but sent nothing in time
             return
         account.bytes_up += result.bytes_up
-        if not self.strategy.communicates:  # local-only: nothing to fold in
-            account.accepted[result.hospital_id] = (result.train_loss, result.num_examples)
-            return
-        update = decode_state(result.payload) if update is None else update
-        problem = update_problem(update, self.global_state)
+        if update is None:
+            update = decode_state(result.payload) if result.payload else {}
+        problem = update_problem(update, self.template)
         if problem is not None:
             log.warning("rejected the update of %s in round %d: %s", result.hospital_id, result.round, problem)
             account.rejected.append(result.hospital_id)

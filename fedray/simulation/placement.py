@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass
 
 import ray
@@ -45,9 +44,7 @@ def check_resource_overrides(config: StudyConfig, hospitals: list[Hospital]) -> 
 def actor_count(config: StudyConfig, n_hospitals: int, available: dict[str, float]) -> int:
     """resources.actors, or as many actors as the cluster's CPUs (and GPUs) hold, at most one per hospital."""
     res = config.resources
-    fit = math.floor(available.get("CPU", 0) / res.cpus_per_actor + 1e-9)
-    if res.gpus_per_actor > 0:
-        fit = min(fit, math.floor(available.get("GPU", 0) / res.gpus_per_actor + 1e-9))
+    fit = res.actors_fitting(available.get("CPU", 0), available.get("GPU", 0))
     wanted = min(res.actors or fit, n_hospitals)
     if fit < 1 or wanted > fit:
         raise FedrayError(

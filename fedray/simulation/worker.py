@@ -1,4 +1,4 @@
-"""A hospital actor: loads hospitals' data once into Ray's object store and trains any hospital on request."""
+"""A hospital actor: loads hospitals' data once into Ray's object store and runs any hospital's task on request."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import_monai()  # first, before anything imports MONAI (see lean_imports)
 import logging
 import os
 import time
+from typing import Any
 
 import numpy as np
 import ray
@@ -18,12 +19,22 @@ from fedray.config import StudyConfig
 from fedray.data.datasets import PatchSampler, load_training_arrays
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import ClientResult, RoundAccount, RoundPart, TaskReport, decode_state, encode_state, encoded_size
+from fedray.messages import (
+    ClientResult,
+    PrepareTask,
+    RoundAccount,
+    RoundPart,
+    TaskReport,
+    TrainTask,
+    decode_state,
+    encode_state,
+    encoded_size,
+)
 from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
 from fedray.strategies import build_strategy
-from fedray.strategies.base import ClientContext, state_to_torch
-from fedray.strategies.fedkd import TeacherHooks
+from fedray.strategies.base import state_to_torch
+from fedray.training.hooks import ClientContext, ClientHooks
 from fedray.training.local import make_optimizer, train_locally
 
 log = logging.getLogger(__name__)
@@ -35,7 +46,7 @@ def task_seed(seed: int, round_index: int, hospital_index: int) -> int:
 
 
 class HospitalWorker:
-    """Trains hospitals on request: one model, a teacher cache and this round's partial sum.
+    """Runs hospitals' tasks on request: one model, the method's decoded broadcast and this round's partial sum.
 
     A hospital's data is loaded once (`load`, on its home actor) into Ray's object store, from where
     any actor can train it (zero-copy on the same node): the driver hands each idle actor the next
@@ -52,10 +63,11 @@ class HospitalWorker:
         if self.device.type == "cuda":
             # Ray only books fractional GPUs; this makes the share a hard cap on the allocator.
             torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_fraction), self.device)
-        self.strategy = build_strategy(config.method)
         self.model = build_model(config.model, len(config.data.organs)).to(self.device)
-        self._teachers: dict[str, torch.nn.Module] = {}
-        self._global: tuple[int, dict, dict] | None = None  # (round, global weights: numpy, torch on device)
+        self.strategy = build_strategy(config.method)
+        self.strategy.setup(config.data.organs, (), self.model)
+        self._global: tuple[int, dict, dict, int] | None = None  # (round, numpy, torch on device, bytes down)
+        self._extras: tuple[int, dict, int] | None = None  # (round, opened broadcast, its bytes per hospital)
         self._sampler = PatchSampler(
             config.data.patch_size,
             config.data.foreground_ratio,
@@ -63,6 +75,7 @@ class HospitalWorker:
             augment=config.data.preprocess.augment,
         )
         self._sums: dict[int, RoundLedger] = {}  # round -> partial sum of the updates trained here
+        self._runtime = HospitalRuntime(config, self.device, self._sampler)
         _warm_up(self.model, self.device, config.data.patch_size)
 
     def pid(self) -> int:
@@ -85,75 +98,11 @@ class HospitalWorker:
         """
         return load_training_arrays(hospital, self.config.data)
 
-    def pretrain_teacher(self, hospital: Hospital, data: list[dict], steps: int) -> bytes:
-        """Train an organ-specific teacher on this hospital alone: one head per organ it labels.
-
-        Uses the shared local loop with plain supervised hooks; round index 0 seeds it.
-        """
-        cfg = self.config
-        seed = task_seed(cfg.seed, 0, hospital.index)
-        torch.manual_seed(seed)
-        own = [k for k, organ in enumerate(cfg.data.organs) if organ in hospital.organs]
-        teacher = build_model(cfg.model, len(own)).to(self.device)
-        hooks = TeacherHooks(own, ClientContext(hospital.hospital_id, 0, tuple(True for _ in own), "sigmoid"))
-        optimizer = make_optimizer(teacher, cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay)
-        train_locally(teacher, self._sampler.batches(data, seed), steps, optimizer, hooks, self.device)
-        return encode_state(hooks.payload(teacher))
-
-    def train(
-        self,
-        round_index: int,
-        hospital: Hospital,
-        data: list[dict],
-        global_payload: bytes,
-        teachers: dict | None = None,
-        client_state: bytes | None = None,
-        slowdown: float = 1.0,
-        deadline_s: float | None = None,
-    ) -> TaskReport:
-        """One round of local training for one hospital, starting from the global weights.
-
-        For methods whose aggregation is a weighted sum, the update is folded into this actor's
-        partial sum for the round (collected by `flush`) and only a report returns; otherwise the
-        report carries the update. Training that raises is reported as failed for the driver to
-        retry; a configuration error propagates. `slowdown` (a simulated straggler) scales the
-        measured time before the deadline check. `teachers` maps organ index -> (teacher id, head,
-        head count, payload); decoded teachers are cached on the actor by teacher id.
-        """
-        if self._global is None or self._global[0] != round_index:  # decoded once per round and actor
-            decoded = decode_state(global_payload)
-            weights = {k: v.to(self.device) for k, v in state_to_torch(decoded).items()}
-            self._global = (round_index, decoded, weights)
-        _, global_state, global_weights = self._global
-        try:
-            update, loss, seconds, state = self._train_hospital(
-                hospital, data, round_index, global_weights, teachers or {}, client_state
-            )
-        except FedrayError:
-            raise
-        except Exception as error:  # noqa: BLE001 - reported, retried by the driver, then dropped
-            log.warning("local training of %s failed in round %d: %r", hospital.hospital_id, round_index, error)
-            return TaskReport(hospital.hospital_id, failed=repr(error))
-        summed = self.strategy.partial_aggregation and self.strategy.communicates
-        result = ClientResult(
-            hospital_id=hospital.hospital_id,
-            round=round_index,
-            # An update folded into this actor's partial sum is not encoded: only its size is counted.
-            payload=encode_state(update) if self.strategy.communicates and not summed else b"",
-            num_examples=hospital.num_cases,
-            train_loss=loss,
-            train_seconds=seconds,
-            bytes_down=len(global_payload) if self.strategy.communicates else 0,
-            late=deadline_s is not None and seconds * slowdown > deadline_s,
-            summed_bytes=encoded_size(update) if summed else None,
-        )
-        kept = encode_state(state) if state is not None else None
-        if not self.strategy.partial_aggregation:
-            return TaskReport(hospital.hospital_id, result=result, client_state=kept)
-        if round_index not in self._sums:
-            self._sums[round_index] = RoundLedger(self.strategy, global_state)
-        self._sums[round_index].add(result, update)
-        return TaskReport(hospital.hospital_id, client_state=kept)
+    def run(self, task: TrainTask | PrepareTask) -> TaskReport:
+        """Run one task: a round's local training or a preparation job of the method."""
+        if isinstance(task, PrepareTask):
+            return self._prepare(task)
+        return self._train(task)
 
     def flush(self, round_index: int) -> RoundPart:
         """This actor's partial sum and accounts for the round (then forgotten here)."""
@@ -163,47 +112,97 @@ class HospitalWorker:
             return RoundPart(round=round_index, account=RoundAccount())
         return ledger.part(round_index)
 
+    # -- tasks ------------------------------------------------------------------------------------
+    def _prepare(self, task: PrepareTask) -> TaskReport:
+        hospital = task.job.hospital
+        seed = task_seed(self.config.seed, 0, hospital.index)  # round 0 seeds the preparation
+        torch.manual_seed(seed)
+        data = _resolve(task.data)
+        return TaskReport(hospital.hospital_id, prepared=self.strategy.prepare(task.job, data, self._runtime, seed))
+
+    def _train(self, task: TrainTask) -> TaskReport:
+        """One round of local training for one hospital, starting from the global weights.
+
+        For methods whose aggregation is a weighted sum, the update is folded into this actor's
+        partial sum for the round (collected by `flush`) and only a report returns; otherwise the
+        report carries the update. Training that raises is reported as failed for the driver to
+        retry; a configuration error propagates. `slowdown` (a simulated straggler) scales the
+        measured time before the deadline check.
+        """
+        round_index, hospital = task.round, task.hospital
+        strategy = self.strategy
+        if self._global is None or self._global[0] != round_index:  # fetched and decoded once per round and actor
+            decoded = decode_state(_resolve(task.global_payload))
+            weights = {k: v.to(self.device) for k, v in state_to_torch(decoded).items()}
+            self._global = (round_index, decoded, weights, strategy.download_bytes(decoded))
+        if self._extras is None or self._extras[0] != round_index:
+            raw = _resolve(task.extras) if task.extras is not None else {}
+            self._extras = (round_index, strategy.open_broadcast(raw, self._runtime), strategy.broadcast_bytes(raw))
+        _, global_state, global_weights, bytes_down = self._global
+        _, extras, extras_bytes = self._extras
+        try:
+            update, loss, seconds, state = self._train_hospital(
+                hospital, _resolve(task.data), round_index, global_weights, extras, task.client_state
+            )
+        except FedrayError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported, retried by the driver, then dropped
+            log.warning("local training of %s failed in round %d: %r", hospital.hospital_id, round_index, error)
+            return TaskReport(hospital.hospital_id, failed=repr(error))
+        summed = strategy.partial_aggregation
+        result = ClientResult(
+            hospital_id=hospital.hospital_id,
+            round=round_index,
+            # An update folded into this actor's partial sum is not encoded: only its size is counted.
+            payload=encode_state(update) if update and not summed else b"",
+            num_examples=hospital.num_cases,
+            train_loss=loss,
+            train_seconds=seconds,
+            bytes_down=bytes_down + extras_bytes,
+            late=task.deadline_s is not None and seconds * task.slowdown > task.deadline_s,
+            summed_bytes=(encoded_size(update) if update else 0) if summed else None,
+        )
+        kept = encode_state(state) if state is not None else None
+        if not summed:
+            return TaskReport(hospital.hospital_id, result=result, client_state=kept)
+        if round_index not in self._sums:
+            self._sums[round_index] = RoundLedger(strategy, global_state)
+        self._sums[round_index].add(result, update)
+        return TaskReport(hospital.hospital_id, client_state=kept)
+
     def _train_hospital(
         self,
         hospital: Hospital,
         data: list[dict],
         round_index: int,
         global_weights: dict[str, torch.Tensor],
-        teachers: dict,
+        extras: dict,
         client_state: bytes | None,
     ) -> tuple[dict, float, float, dict | None]:
         """Local training of one hospital: (update, mean loss, seconds of the bare update, state to keep)."""
-        hospital_id = hospital.hospital_id
         cfg = self.config
         self.model.load_state_dict(global_weights)
         seed = task_seed(cfg.seed, round_index, hospital.index)
         torch.manual_seed(seed)
+        lr = cfg.train.lr_at(round_index, cfg.rounds)
         hooks = self.strategy.client_hooks(
             ClientContext(
-                hospital_id=hospital_id,
+                hospital_id=hospital.hospital_id,
                 round=round_index,
                 labelled=tuple(o in hospital.organs for o in cfg.data.organs),
                 output=cfg.model.output,
-                teachers={
-                    organ: (self._teacher(teacher_id, n_heads, payload), head)
-                    for organ, (teacher_id, head, n_heads, payload) in teachers.items()
-                    if cfg.data.organs[organ] not in hospital.organs
-                },
+                extras=extras,
                 client_state=(
                     {k: v.to(self.device) for k, v in state_to_torch(decode_state(client_state)).items()}
                     if client_state is not None
                     else None
                 ),
+                lr=lr,
+                local_steps=cfg.train.local_steps,
             )
         )
         hooks.on_train_start(self.model, global_weights)
-        optimizer = make_optimizer(
-            self.model,
-            cfg.train.optimizer,
-            cfg.train.lr_at(round_index, cfg.rounds),
-            cfg.train.momentum,
-            cfg.train.weight_decay,
-        )
+        optimizer = make_optimizer(self.model, cfg.train.optimizer, lr, cfg.train.momentum, cfg.train.weight_decay)
         start = time.perf_counter()
         local = train_locally(
             self.model, self._sampler.batches(data, seed), cfg.train.local_steps, optimizer, hooks, self.device
@@ -211,15 +210,31 @@ class HospitalWorker:
         seconds = time.perf_counter() - start
         return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)
 
-    def _teacher(self, teacher_id: str, n_heads: int, payload: bytes) -> torch.nn.Module:
-        """A frozen teacher, decoded once per actor (teachers never change after pre-training)."""
-        if teacher_id not in self._teachers:
-            state = decode_state(payload)
-            teacher = build_model(self.config.model, n_heads).to(self.device)
-            teacher.load_state_dict(state_to_torch(state))
-            self._teachers[teacher_id] = teacher.eval().requires_grad_(False)
-        return self._teachers[teacher_id]
 
+class HospitalRuntime:
+    """What a hospital actor lends a method's preparation phase and broadcast decoding (ClientRuntime)."""
+
+    def __init__(self, config: StudyConfig, device: torch.device, sampler: PatchSampler) -> None:
+        self.config = config
+        self.device = device
+        self.sampler = sampler
+        self.cache: dict[str, Any] = {}  # what the method decodes once per actor
+
+    def build_model(self, n_organs: int) -> torch.nn.Module:
+        """The study's network with `n_organs` outputs, on this actor's device."""
+        return build_model(self.config.model, n_organs).to(self.device)
+
+    def train_model(self, model: torch.nn.Module, hooks: ClientHooks, data: list[dict], steps: int, seed: int) -> float:
+        """`steps` steps of the shared loop with the study's optimiser at its base rate; the mean loss."""
+        cfg = self.config.train
+        optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        return train_locally(model, self.sampler.batches(data, seed), steps, optimizer, hooks, self.device).mean_loss
+
+
+def _resolve(value: Any) -> Any:
+    """A task field's value: fetched from Ray's object store when it is a reference (as the driver
+    sends them), as it is otherwise (tests and in-process use)."""
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
 def _warm_up(model: torch.nn.Module, device: torch.device, patch_size: tuple[int, int, int]) -> None:

@@ -1,31 +1,15 @@
-"""Federated methods: a registry of strategies by name, with did-you-mean errors."""
+"""Federated methods: build the strategy a config names (the registry itself is fedray.methods)."""
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING
 
-from fedray.config import MethodConfig
-from fedray.errors import ConfigError, did_you_mean
-from fedray.strategies.params import METHODS, MethodSpec
+from fedray.methods import method_spec
 
 if TYPE_CHECKING:
+    from fedray.config import MethodConfig
     from fedray.strategies.base import Strategy
-
-
-def method_spec(name: str) -> MethodSpec:
-    """The method registered as `name`: its parameters, required model output and implementation.
-
-    Raises:
-        ConfigError: unknown name, with the closest match and the full list.
-    """
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ConfigError(
-            f"Unknown method.name '{name}'.{did_you_mean(name, METHODS)} "
-            f"Available: {', '.join(sorted(METHODS))}."
-        ) from None
 
 
 def get_strategy_class(name: str) -> type[Strategy]:

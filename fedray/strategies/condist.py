@@ -7,10 +7,10 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from fedray.strategies.base import Batch, ClientContext, ClientHooks
+from fedray.training.hooks import Batch, ClientContext, ClientHooks
 from fedray.strategies.fedavg import FedAvg
 from fedray.strategies.marginal import require_softmax
-from fedray.strategies.params import ConDistParams
+from fedray.methods import ConDistParams
 from fedray.training.partial_losses import condist_loss, marginal_loss
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fedray.strategies.base import Batch, ClientContext, ClientHooks
+from fedray.training.hooks import Batch, ClientContext, ClientHooks
 from fedray.strategies.fedavg import FedAvg
-from fedray.strategies.params import FedProxParams
+from fedray.methods import FedProxParams
 
 
 class FedProxHooks(ClientHooks):

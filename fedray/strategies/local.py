@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 from torch import Tensor, nn
 
 from fedray.messages import State
-from fedray.strategies.base import ClientHooks, Strategy
+from fedray.models.ensemble import OrganEnsemble
+from fedray.strategies.base import ClientStates, Strategy, organ_owners, state_to_torch
+from fedray.training.hooks import ClientHooks
 
 
 class LocalHooks(ClientHooks):
@@ -28,11 +32,29 @@ class LocalHooks(ClientHooks):
 class LocalOnly(Strategy):
     """Every hospital trains its own model on its own partial labels with the masked sigmoid loss.
 
-    Evaluation predicts each organ with the model of the hospital that labels it (most cases first),
-    merged into the same multi-organ label map as every other method; nothing is communicated, so
-    every byte count is 0. Hospitals keep their models in the driver's ClientStateStore.
+    Every weight stays local, so nothing is communicated and every byte count is 0 (round 1 starts
+    from the study's shared initial weights, which every hospital can draw from the seed). Hospitals
+    keep their models in the driver's ClientStateStore. Evaluation predicts each organ with the model
+    of the hospital that labels it (most cases first), merged into the same multi-organ label map as
+    every other method.
     """
 
     client_hooks_class = LocalHooks
-    communicates = False
-    stateful = True
+
+    def local_keys(self, model: nn.Module) -> set[str]:
+        """Every weight."""
+        return set(model.state_dict())
+
+    def evaluation_model(self, model: nn.Module, round_index: int, client_states: ClientStates) -> nn.Module:
+        """Each organ from its owner's latest model (the initial weights for an owner not trained yet)."""
+        models, picks, column = [], [], {}
+        for k, hospital in organ_owners(self.organs, self.hospitals).items():
+            if hospital.hospital_id not in column:
+                own = copy.deepcopy(model)
+                state = client_states.get(hospital.hospital_id, round_index + 1)
+                if state is not None:
+                    own.load_state_dict(state_to_torch(state))
+                column[hospital.hospital_id] = len(models)
+                models.append(own)
+            picks.append((column[hospital.hospital_id], k))
+        return OrganEnsemble(models, picks)

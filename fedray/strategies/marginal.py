@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from fedray.errors import ConfigError
-from fedray.strategies.base import Batch, ClientContext, ClientHooks
+from fedray.training.hooks import Batch, ClientContext, ClientHooks
 from fedray.strategies.fedavg import FedAvg
-from fedray.strategies.params import MarginalParams
+from fedray.methods import MarginalParams
 from fedray.training.partial_losses import exclusion_loss, marginal_loss
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedray.atomic import atomic_file
 from fedray.messages import State
+from fedray.tracking.callbacks import Callback, RunContext
 
 _WEIGHT = "weights/"
 _BLOB = "blob/"
@@ -26,7 +28,7 @@ class Checkpoint:
         round: the last completed round.
         global_state: the global weights after that round.
         meta: JSON-safe values (MLflow run id, rounds.csv rows, counters, last evaluation).
-        blobs: opaque byte strings (server optimiser state, teacher payloads).
+        blobs: opaque byte strings (the method's state: server optimiser, preparation results).
     """
 
     round: int
@@ -47,19 +49,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     arrays.update({f"{_BLOB}{k}": np.frombuffer(v, dtype=np.uint8) for k, v in checkpoint.blobs.items()})
     meta = {**checkpoint.meta, "round": checkpoint.round}
     arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file, fsync, then rename, so readers see the old file or the new one."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with atomic_file(path) as handle:
+        np.savez(handle, **arrays)
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -85,3 +76,32 @@ def torch_state_from_bytes(blob: bytes) -> dict:
     import torch
 
     return torch.load(io.BytesIO(blob), weights_only=True)
+
+
+class CheckpointCallback(Callback):
+    """Writes the driver's state (`run.snapshot()`) at round 0, after each preparation job, every
+    `tracking.checkpoint_every` rounds, at the last round and when the user stops the study, so a
+    study killed at any moment resumes from its last checkpoint. `on_saved(round)` runs after each
+    write (the driver prunes client states the checkpoint no longer needs)."""
+
+    def __init__(self, on_saved: Callable[[int], None] | None = None) -> None:
+        self.on_saved = on_saved
+
+    def save(self, run: RunContext) -> None:
+        checkpoint = run.snapshot()
+        save_checkpoint(checkpoint, checkpoint_path(run.config.run_dir))
+        if self.on_saved is not None:
+            self.on_saved(checkpoint.round)
+
+    def on_run_start(self, run: RunContext) -> None:
+        if run.resumed is None:  # from here on `fedray resume` continues this MLflow run
+            self.save(run)
+
+    def on_prepared(self, run: RunContext) -> None:
+        self.save(run)
+
+    def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
+        cfg, round_index = run.config, row["round"]
+        every = cfg.tracking.checkpoint_every
+        if round_index == cfg.rounds or run.stopping or (every and round_index % every == 0):
+            self.save(run)

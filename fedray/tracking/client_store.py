@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from fedray.tracking.checkpoint import atomic_write_bytes
+from fedray.atomic import atomic_write_bytes
+from fedray.messages import State, decode_state
 
 
 class ClientStateStore:
@@ -56,3 +57,15 @@ class ClientStateStore:
     def _rounds(self, hospital_id: str) -> list[int]:
         folder = self._folder(hospital_id)
         return [int(p.stem) for p in folder.glob("*.npz")] if folder.is_dir() else []
+
+
+class DecodedClientStates:
+    """A read-only view of a ClientStateStore that returns decoded weight dicts (what methods read)."""
+
+    def __init__(self, store: ClientStateStore) -> None:
+        self.store = store
+
+    def get(self, hospital_id: str, before_round: int) -> State | None:
+        """The hospital's latest state from a round before `before_round`, decoded, or None."""
+        payload = self.store.get(hospital_id, before_round)
+        return decode_state(payload) if payload is not None else None

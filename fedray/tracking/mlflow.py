@@ -13,6 +13,11 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from fedray.config import flatten
+from fedray.configtypes import to_data
+from fedray.messages import Metric as StudyMetric
+from fedray.tracking.callbacks import Callback, RunContext
+
 log = logging.getLogger(__name__)
 
 _PARAM_LIMIT = 6000  # MLflow's maximum length of a param value
@@ -123,3 +128,52 @@ def open_parent_run(uri: str, experiment: str, artifact_root: Path, name: str) -
 def close_run(uri: str, run_id: str, status: str) -> None:
     """Mark a run FINISHED, FAILED or KILLED."""
     MlflowClient(tracking_uri=uri).set_terminated(run_id, status=status)
+
+
+class MlflowCallback(Callback):
+    """The study's MLflow run: opened (or reopened on resume) at the start, one step per round, closed
+    with the study's status. Round metrics already in MLflow (a resumed run redoes rounds after its
+    checkpoint) are not logged twice."""
+
+    def __init__(self) -> None:
+        self.tracker: MlflowTracker | None = None
+        self.logged_through = 0  # rounds MLflow already holds
+
+    def on_run_start(self, run: RunContext) -> None:
+        cfg = run.config
+        self.tracker = tracker = MlflowTracker(
+            cfg.tracking.uri or default_tracking_uri(cfg.tracking.results_dir),
+            cfg.tracking.experiment,
+            Path(cfg.tracking.results_dir) / "mlartifacts",
+        )
+        if run.resumed is None:
+            run.run_id = tracker.start(cfg.run_name, flatten(to_data(cfg)), run.tags)
+            tracker.log_artifact(cfg.run_dir / "data_manifest.json")
+            return
+        tracker.reopen(run.resumed.meta["run_id"])
+        run.run_id = tracker.run_id
+        logged = tracker.last_step(StudyMetric.BYTES_TOTAL.value)  # always finite, so logged every round
+        for row in run.rows:
+            if row["round"] > logged:
+                tracker.log_metrics(_logged(row), step=row["round"])
+        self.logged_through = max(logged, len(run.rows))
+
+    def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
+        if row["round"] > self.logged_through:
+            self.tracker.log_metrics(_logged(row), step=row["round"])
+
+    def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:
+        if self.tracker is None:
+            return
+        if summary is not None:
+            self.tracker.log_metrics(
+                {k: summary[k] for k in ("dice/mean_untrained", "params_total", "comm/bytes_preparation")}, step=0
+            )
+            for name in ("config.resolved.yaml", "rounds.csv", "summary.json"):
+                self.tracker.log_artifact(run.config.run_dir / name)
+        self.tracker.end(status)
+
+
+def _logged(row: dict) -> dict[str, float]:
+    """A rounds.csv row as MLflow metrics (without the round and client count)."""
+    return {k: v for k, v in row.items() if k not in ("round", "clients")}

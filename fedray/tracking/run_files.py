@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from fedray.atomic import atomic_write_text
 from fedray.config import StudyConfig, save_config
+from fedray.tracking.callbacks import Callback, RunContext
+from fedray.tracking.checksums import ChecksumCache
+from fedray.tracking.provenance import data_manifest
 
 
 class RunFiles:
@@ -44,19 +47,44 @@ class RunFiles:
 
     def rewrite(self) -> None:
         """Write rounds.csv from the rows held (after a resume, the checkpoint's rows)."""
-        temporary = self.rounds_path.with_suffix(".csv.tmp")
-        pd.DataFrame(self.rows).to_csv(temporary, index=False)
-        os.replace(temporary, self.rounds_path)
+        atomic_write_text(self.rounds_path, pd.DataFrame(self.rows).to_csv(index=False))
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         """Save a JSON file in the run folder."""
-        temporary = self.run_dir / f"{name}.tmp"
-        temporary.write_text(json.dumps(data, indent=2))
-        os.replace(temporary, self.run_dir / name)
+        atomic_write_text(self.run_dir / name, json.dumps(data, indent=2))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Save the final values (NaN written as null)."""
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
-        temporary = self.summary_path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(clean, indent=2))
-        os.replace(temporary, self.summary_path)
+        atomic_write_text(self.summary_path, json.dumps(clean, indent=2))
+
+
+class RunFilesCallback(Callback):
+    """Keeps the run folder: the resolved config and data manifest at the start, rounds.csv every
+    round, summary.json at the end."""
+
+    def __init__(self) -> None:
+        self.files: RunFiles | None = None
+
+    def on_run_start(self, run: RunContext) -> None:
+        cfg = run.config
+        self.files = files = RunFiles(cfg.run_dir)
+        if run.resumed is not None:
+            files.rows = run.rows
+            files.rewrite()  # rounds after the checkpoint are redone: drop them from rounds.csv
+            return
+        files.write_config(cfg)
+        cache = Path(cfg.data.cache_dir) / "checksums.sqlite" if cfg.data.persistent_cache else None
+        manifest = data_manifest({h.hospital_id: h.files for h in run.hospitals}, run.test_dir, ChecksumCache(cache))
+        files.write_json("data_manifest.json", manifest)
+        run.tags["data_manifest_sha256"] = manifest["study"]
+        if run.skipped:
+            files.write_json("skipped_cases.json", run.skipped)
+        files.rows = run.rows
+
+    def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
+        self.files.rewrite()  # run.rows, shared with the driver, already ends with `row`
+
+    def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:
+        if summary is not None:
+            self.files.write_summary(summary)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedray.strategies.base import Batch, ClientHooks
+from fedray.training.hooks import Batch, ClientHooks
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ def train_locally(
             loss = loss + extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        hooks.before_step(model)
         optimizer.step()
         total += float(loss.detach())
     return LocalTrainingResult(steps=steps, mean_loss=total / steps, seconds=time.perf_counter() - start)

@@ -164,7 +164,14 @@ def test_rewriting_a_folder_replaces_it(tmp_path):
     meta = json.loads((folder / "dataset.json").read_text())
     assert meta["fedray"]["organs"] == ["spleen"]
     assert all(set(np.unique(label)) == {0, 2} for _, label in arrays(folder))
-    assert not list(folder.glob("*.partial"))
+    assert not list(folder.glob("*.tmp"))
+
+
+def test_rewriting_with_fewer_cases_leaves_no_stale_files(tmp_path):
+    folder = write_site(tmp_path / "h", ["liver"], 3, seed=0, site_index=0, spec=SMALL)
+    write_site(folder, ["liver"], 1, seed=0, site_index=0, spec=SMALL)
+    assert [p.name for p in (folder / "imagesTr").iterdir()] == ["site_000_000.nii.gz"]
+    assert [p.name for p in (folder / "labelsTr").iterdir()] == ["site_000_000.nii.gz"]
 
 
 def test_sites_differ_in_scanner_and_hu(tmp_path):

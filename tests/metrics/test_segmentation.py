@@ -48,3 +48,49 @@ def test_hd95_of_a_shifted_slab_by_hand():
     assert distances[0] == 10.0
     assert np.isnan(distances[1]) and np.isnan(distances[2])  # absent from both; from the truth
     assert hd95_mm(truth, truth, 1, (2.0, 1.0, 2.5)).tolist() == [0.0]
+
+
+def _two_label_maps():
+    # Organs 1-2 overlap partly, organ 3 is only in the truth, organ 4 only predicted, organ 5 absent.
+    truth = torch.zeros(16, 14, 12, dtype=torch.long)
+    truth[2:9, 3:10, 2:8] = 1
+    truth[10:14, 2:6, 5:11] = 2
+    truth[3:6, 11:13, 9:11] = 3
+    prediction = torch.roll(truth, (1, -1, 2), dims=(0, 1, 2))
+    prediction[prediction == 3] = 0
+    prediction[12:15, 10:13, 1:3] = 4
+    return prediction, truth
+
+
+def test_counts_match_monais_confusion_matrix():
+    # What the comment in confusion_counts relies on: the same TP/FP/FN as MONAI's (one-hot) function.
+    from monai.metrics import get_confusion_matrix
+    from monai.networks.utils import one_hot
+
+    prediction, truth = _two_label_maps()
+    matrix = get_confusion_matrix(
+        one_hot(prediction[None, None], 6, dtype=torch.uint8), one_hot(truth[None, None], 6, dtype=torch.uint8),
+        include_background=False,
+    )[0]  # (organ, [TP, FP, TN, FN])
+    assert confusion_counts(prediction, truth, 5).tolist() == matrix[:, [0, 1, 3]].long().tolist()
+
+
+def test_hd95_matches_monais_metric_with_nan_for_absent_organs():
+    # hd95_mm equals HausdorffDistanceMetric(percentile=95) on one-hot maps, whose non-finite values
+    # (organ on one side only: inf, or NaN from the quantile of infs; on neither: NaN) are NaN here.
+    import warnings
+
+    from monai.metrics import HausdorffDistanceMetric
+    from monai.networks.utils import one_hot
+
+    prediction, truth = _two_label_maps()
+    spacing = (2.0, 1.0, 2.5)
+    metric = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI warns about the empty organs
+        theirs = metric(y_pred=one_hot(prediction[None, None], 6), y=one_hot(truth[None, None], 6), spacing=list(spacing))
+    theirs = theirs[0].double().numpy()
+    assert not np.isfinite(theirs[2:]).any()
+    ours = hd95_mm(prediction, truth, 5, spacing)
+    assert np.array_equal(ours, np.where(np.isfinite(theirs), theirs, np.nan), equal_nan=True)
+    assert np.isfinite(ours[:2]).all() and ours[0] > 0

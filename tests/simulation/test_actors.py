@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from fedray.simulation.actors import DriverActor, HospitalActor
+from fedray.simulation.actors import HospitalActor
+from fedray.simulation.launch import DriverActor
 from fedray.simulation.driver import Driver
 from fedray.simulation.worker import HospitalWorker
 

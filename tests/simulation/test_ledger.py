@@ -8,7 +8,7 @@ import pytest
 from fedray.messages import ClientResult, encode_state
 from fedray.simulation.ledger import RoundLedger, update_problem
 from fedray.strategies.fedavg import FedAvg
-from fedray.strategies.params import FedAvgParams
+from fedray.methods import FedAvgParams
 
 GLOBAL = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -18,7 +17,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import TIMING_METRICS, Metric
 from fedray.simulation.launch import run_study
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
-from tests.conftest import start_cli, tiny_study
+from tests.conftest import kill_when, start_cli, tiny_study
 
 pytestmark = pytest.mark.ray
 
@@ -39,18 +38,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
     path.write_text(yaml.safe_dump({**study, "tracking": {**study["tracking"], "run_name": "killed"}}))
     killed_dir = tmp_path / "results" / "killed"
     process = start_cli("run", str(path))
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        ckpt = checkpoint_path(killed_dir)
-        if ckpt.is_file() and load_checkpoint(ckpt).round >= 2:
-            break
-        assert process.poll() is None, "the study ended before it could be killed"
-        time.sleep(0.2)
-    else:
-        pytest.fail("no checkpoint of round 2 within 240 s")
-    os.killpg(process.pid, signal.SIGKILL)  # the CLI, its Ray instance and every actor
-    process.wait()
-    stopped_at = load_checkpoint(checkpoint_path(killed_dir)).round
+    stopped_at = kill_when(process, killed_dir, lambda checkpoint: checkpoint.round >= 2).round
     assert stopped_at < ROUNDS
 
     resumed = load_config(killed_dir / "config.resolved.yaml")
@@ -74,15 +62,18 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(1, ROUNDS + 1))
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    from fedray.cli import main
-
-    config = config_from_data(tiny_study(tmp_path))
-    config.run_dir.mkdir(parents=True)
+def test_resume_without_checkpoint_starts_the_study_again_and_without_config_is_a_clear_error(tmp_path, monkeypatch):
+    import fedray.cli
     from fedray.config import save_config
 
+    config = config_from_data(tiny_study(tmp_path))
+    assert fedray.cli.main(["resume", str(config.run_dir)]) == 2  # not a run folder
+    config.run_dir.mkdir(parents=True)
     save_config(config, config.run_dir / "config.resolved.yaml")
-    assert main(["resume", str(config.run_dir)]) == 2
+    started = []
+    monkeypatch.setattr(fedray.cli, "_run_config", lambda cfg, resume: started.append((cfg.run_name, resume)) or 0)
+    assert fedray.cli.main(["resume", str(config.run_dir)]) == 0
+    assert started == [(config.run_name, False)]  # killed before its first checkpoint: nothing to continue
 
 
 def test_ctrl_c_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path):

@@ -13,6 +13,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import encode_state
 from fedray.models.factory import build_model
 from fedray.simulation.driver import Driver
+from fedray.simulation.scheduler import RoundScheduler
 from fedray.simulation.launch import run_study
 from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import release_placement, start_hospital_actors
@@ -64,20 +65,23 @@ def test_a_round_loads_the_next_rounds_new_hospitals_once_it_has_handed_out_its_
     config = with_absolute_paths(config_from_data(data))
     hospitals, test_dir = prepare_hospitals(config)
     driver = Driver(config, hospitals, test_dir)
-    driver._adopt_actors(start_hospital_actors(config, hospitals))
+    scheduler = RoundScheduler(config, start_hospital_actors(config, hospitals), driver.client_store)
     try:
-        driver._await_actors()
+        scheduler.await_actors()
         torch.manual_seed(0)
         initial = {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()}
         ids = [{h.hospital_id for h in driver._sample(r)} for r in range(1, ROUNDS + 1)]
         assert ids[2] - ids[0] - ids[1]  # this seed's round 3 brings a hospital rounds 1 and 2 do not have
 
         ledger = RoundLedger(driver.strategy, initial)
-        driver._train_round(1, driver._sample(1), ray.put(encode_state(initial)), None, ledger)
+        scheduler.train_round(
+            1, driver._sample(1), ray.put(encode_state(initial)), None, ledger, True,
+            next_round=lambda: driver._sample(2), on_progress=lambda done, ledger: None,
+        )
         assert set(ledger.account.accepted) == ids[0] and ledger.aggregate.count == 2  # round 1 complete
-        assert set(driver.data) == ids[0] | ids[1]  # round 2's data asked for already, round 3's not yet
-        assert all(isinstance(ray.get(driver.data[h]), list) for h in ids[1])
+        assert set(scheduler.data) == ids[0] | ids[1]  # round 2's data asked for already, round 3's not yet
+        assert all(isinstance(ray.get(scheduler.data[h]), list) for h in ids[1])
     finally:
-        for actor in driver.actors:
+        for actor in scheduler.actors:
             ray.kill(actor)
         release_placement(config)

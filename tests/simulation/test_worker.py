@@ -7,7 +7,7 @@ import torch
 
 from fedray.config import config_from_data, with_absolute_paths
 from fedray.data.federation import prepare_hospitals
-from fedray.messages import encode_state
+from fedray.messages import TrainTask, encode_state
 from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.worker import HospitalWorker
@@ -25,7 +25,7 @@ def test_partial_sum_equals_per_hospital_updates_and_failures_are_reported(tmp_p
     assert data["a"][0]["image"].dtype == np.float32 and data["a"][0]["label"].dtype == np.uint8
 
     reports = [
-        worker.train(1, h, data[h.hospital_id], payload, slowdown=1e9 if h.hospital_id == "b" else 1.0, deadline_s=1e6)
+        worker.run(TrainTask(1, h, data[h.hospital_id], payload, slowdown=1e9 if h.hospital_id == "b" else 1.0, deadline_s=1e6))
         for h in hospitals
     ]
     summed = worker.flush(1)
@@ -34,9 +34,9 @@ def test_partial_sum_equals_per_hospital_updates_and_failures_are_reported(tmp_p
     assert worker.flush(1).count == 0  # flushed once, then forgotten
 
     worker.strategy.partial_aggregation = False  # as a method with non-linear aggregation would
-    one_by_one = [worker.train(1, h, data[h.hospital_id], payload) for h in hospitals]
+    one_by_one = [worker.run(TrainTask(1, h, data[h.hospital_id], payload)) for h in hospitals]
     garbled = [{**data["a"][0], "image": np.zeros((1, 3, 3), np.float32)}]  # a 2-D image: training raises
-    broken = worker.train(1, hospitals[0], garbled, payload)
+    broken = worker.run(TrainTask(1, hospitals[0], garbled, payload))
     assert broken.failed is not None and broken.result is None  # reported for retry, not raised
 
     hierarchical, flat = RoundLedger(worker.strategy, initial), RoundLedger(worker.strategy, initial)

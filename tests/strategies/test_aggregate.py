@@ -9,7 +9,7 @@ import pytest
 
 from fedray.strategies.aggregate import WeightedSum, weighted_mean
 from fedray.strategies.fedavg import FedAvg
-from fedray.strategies.params import FedAvgParams
+from fedray.methods import FedAvgParams
 
 
 def test_weighted_mean_by_hand():

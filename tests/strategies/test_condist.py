@@ -10,10 +10,10 @@ from torch import nn
 
 from fedray.configtypes import build
 from fedray.errors import ConfigError
-from fedray.strategies.base import Batch, ClientContext
+from fedray.training.hooks import Batch, ClientContext
 from fedray.strategies.condist import ConDist
 from fedray.strategies.marginal import Marginal
-from fedray.strategies.params import ConDistParams, MarginalParams
+from fedray.methods import ConDistParams, MarginalParams
 from fedray.training.local import train_locally
 from fedray.training.partial_losses import condist_loss
 

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from fedray.config import config_from_data, with_absolute_paths
-from fedray.data.federation import prepare_hospitals
+from fedray.data.federation import Hospital, prepare_hospitals
 from fedray.errors import ConfigError
-from fedray.strategies.base import Batch, ClientContext
+from fedray.methods import FedKDParams
 from fedray.strategies.fedkd import FedKD, FedKDHooks, soft_target_bce
-from fedray.strategies.params import FedKDParams
+from fedray.training.hooks import Batch, ClientContext
 from tests.conftest import tiny_study
 
 
@@ -37,7 +37,7 @@ def batch(n_organs=3, labelled=(True, False, False)):
 
 
 def hooks(params=FedKDParams(), labelled=(True, False, False), teachers=None):
-    return FedKDHooks(params, ClientContext("h", 1, labelled, "sigmoid", teachers or {}))
+    return FedKDHooks(params, ClientContext("h", 1, labelled, "sigmoid", {"teachers": teachers or {}}))
 
 
 def test_soft_target_bce_by_hand():
@@ -96,9 +96,39 @@ def test_fedkd_needs_a_sigmoid_model():
         FedKDHooks(FedKDParams(), ClientContext("h", 1, (True,), "softmax"))
 
 
-def test_ablations_switch_teacher_pretraining():
-    assert FedKD(FedKDParams(teacher_steps=7)).teacher_steps() == 7
-    assert FedKD(FedKDParams(teacher_kd_weight=0.0)).teacher_steps() == 0
+def _hospital(name, index, organs, cases):
+    return Hospital(name, index, organs, tuple(object() for _ in range(cases)))
+
+
+def test_preparation_trains_one_teacher_per_owning_hospital_and_ablations_switch_it_off():
+    organs = ("liver", "spleen", "pancreas")
+    hospitals = [
+        _hospital("a", 0, ("liver", "spleen"), 2),
+        _hospital("b", 1, ("liver",), 3),  # most liver cases: liver's owner
+        _hospital("c", 2, ("pancreas", "spleen"), 2),  # spleen tie with a: lowest index owns it
+    ]
+    fedkd = FedKD(FedKDParams(teacher_steps=7))
+    fedkd.setup(organs, hospitals, torch.nn.Linear(1, 1))
+    jobs = fedkd.preparation()
+    assert [(j.key, j.spec) for j in jobs] == [("teacher/a", (0, 1)), ("teacher/b", (0,)), ("teacher/c", (1, 2))]
+    for job in jobs[:2]:
+        fedkd.prepared(job, b"x" * 10)
+    assert [j.key for j in fedkd.preparation()] == ["teacher/c"]  # a resumed study trains only what is missing
+    assert fedkd.broadcast(1) == {}  # no teacher is shared before all are trained
+    fedkd.prepared(jobs[2], b"y" * 20)
+    # organ -> (teacher hospital, head, heads), heads in study-organ order: liver b/0/1, spleen a/1/2, pancreas c/1/2
+    assert {k: v[:3] for k, v in fedkd.broadcast(1)["teachers"].items()} == {0: ("b", 0, 1), 1: ("a", 1, 2), 2: ("c", 1, 2)}
+    # uploads 10 + 10 + 20; downloads: a lacks pancreas (c: 20), b lacks spleen and pancreas (a, c: 30),
+    # c lacks liver (b: 10)
+    assert fedkd.preparation_bytes() == 40 + 20 + 30 + 10
+    restored = FedKD(FedKDParams(teacher_steps=7))
+    restored.setup(organs, hospitals, torch.nn.Linear(1, 1))
+    restored.load_state_dict(fedkd.state_dict())
+    assert restored.preparation() == [] and restored.broadcast(1)["teachers"] == fedkd.broadcast(1)["teachers"]
+
+    ablation = FedKD(FedKDParams(teacher_kd_weight=0.0))
+    ablation.setup(organs, hospitals, torch.nn.Linear(1, 1))
+    assert ablation.preparation() == [] and ablation.preparation_bytes() == 0
     assert FedKD(FedKDParams()).client_weight(10) == 1.0
 
 
@@ -118,7 +148,7 @@ def test_fedkd_study_pretrains_teachers_and_counts_their_bytes(tmp_path, ray_loc
     summary = run_study(config, hospitals, test_dir)
     # 3 hospitals; liver is labelled by a (2 cases) and c (2 cases): a (lower index) teaches liver.
     # Teachers: a, b, c all teach something, so 3 uploads; each hospital downloads the 2 others.
-    assert summary["comm/bytes_teachers"] > 0
+    assert summary["comm/bytes_preparation"] > 0
     model_round_bytes = 2 * 3 * summary["bytes_per_model"]
-    assert summary["comm/bytes_total"] == model_round_bytes + summary["comm/bytes_teachers"]
+    assert summary["comm/bytes_total"] == model_round_bytes + summary["comm/bytes_preparation"]
     assert not math.isnan(summary["dice/mean"])

@@ -11,9 +11,9 @@ from torch import nn
 
 from fedray.configtypes import build
 from fedray.errors import ConfigError
-from fedray.strategies.base import Batch, ClientContext, ClientHooks
+from fedray.training.hooks import Batch, ClientContext, ClientHooks
 from fedray.strategies.fedprox import FedProx
-from fedray.strategies.params import FedProxParams
+from fedray.methods import FedProxParams
 from fedray.training.local import train_locally
 
 CONTEXT = ClientContext(hospital_id="a", round=1, labelled=(True, False), output="softmax")

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from fedray.config import config_from_data, deep_merge
-from fedray.strategies import get_strategy_class, method_spec
-from fedray.strategies.params import METHODS
+from fedray.methods import method_spec
+from fedray.strategies import get_strategy_class
+from fedray.methods import METHODS
 from fedray.strategies.condist import ConDist
 from fedray.strategies.fedprox import FedProx
 from fedray.strategies.marginal import Marginal

@@ -1,4 +1,4 @@
-"""Each method's parameters and model-output rule: all that loading a config needs (no torch, so it is quick)."""
+"""The method registry: each method's parameters, model-output rule and implementation (no torch, so loading a config is quick)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fedray.configtypes import require
+from fedray.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,18 @@ METHODS: dict[str, MethodSpec] = {
     "fedkd": MethodSpec(FedKDParams, "fedray.strategies.fedkd:FedKD", "sigmoid"),
     "local": MethodSpec(NoParams, "fedray.strategies.local:LocalOnly", "sigmoid"),
 }
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The method registered as `name`: its parameters, required model output and implementation.
+
+    Raises:
+        ConfigError: unknown name, with the closest match and the full list.
+    """
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown method.name '{name}'.{did_you_mean(name, METHODS)} "
+            f"Available: {', '.join(sorted(METHODS))}."
+        ) from None

@@ -1,0 +1,55 @@
+"""A round's metric row (rounds.csv, MLflow) and a study's summary: the one place their fields are named."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedray.messages import Metric, RoundAccount, dice_metric, hd95_metric
+from fedray.metrics.segmentation import dice_from_counts, mean_dice
+
+
+def evaluation_fields(organs: Sequence[str], evaluation, evaluated: bool) -> dict[str, float]:
+    """Mean and per-organ Dice (pooled over test volumes), per-organ HD95 and inference time; NaN
+    everywhere when the round was not evaluated."""
+    n = len(organs)
+    dice = dice_from_counts(evaluation.counts) if evaluated else np.full(n, np.nan)
+    return {
+        Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
+        **{dice_metric(o): float(d) for o, d in zip(organs, dice)},
+        **{hd95_metric(o): float(h) if evaluated else math.nan for o, h in zip(organs, evaluation.hd95_mm)},
+        Metric.INFER_S_PER_VOLUME.value: evaluation.seconds_per_volume if evaluated else math.nan,
+    }
+
+
+def round_row(
+    round_index: int,
+    organs: Sequence[str],
+    evaluation,
+    evaluated: bool,
+    account: RoundAccount,
+    bytes_total: int,
+    seconds: dict[str, float],
+    train_loss: float,
+    faults: dict[str, int],
+    clients: int,
+) -> dict[str, float]:
+    """One round's row; `seconds` holds the round's, training's and evaluation's durations."""
+    return {
+        "round": round_index,
+        **evaluation_fields(organs, evaluation, evaluated),
+        Metric.BYTES_DOWN.value: account.bytes_down,
+        Metric.BYTES_UP.value: account.bytes_up,
+        Metric.BYTES_TOTAL.value: bytes_total,
+        Metric.ROUND_S.value: seconds["round"],
+        Metric.TRAIN_S.value: seconds["train"],
+        Metric.EVAL_S.value: seconds["eval"],
+        Metric.TRAIN_LOSS.value: train_loss,
+        Metric.REJECTED.value: len(account.rejected),
+        Metric.COMPUTE_MAX_S.value: max(account.compute_s.values(), default=0.0),
+        Metric.COMPUTE_SUM_S.value: sum(account.compute_s.values()),
+        **faults,
+        "clients": clients,
+    }

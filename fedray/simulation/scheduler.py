@@ -1,0 +1,301 @@
+"""Hand hospital tasks to idle actors: dispatch, retries, actor replacement and partial-sum collection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from fedray.config import StudyConfig
+from fedray.data.federation import Hospital
+from fedray.errors import FedrayError
+from fedray.messages import Metric, PrepareTask, TrainTask
+from fedray.simulation.ledger import RoundLedger
+from fedray.simulation.placement import HospitalActors, create_hospital_actor
+from fedray.strategies.base import PrepareJob
+from fedray.tracking.client_store import ClientStateStore
+
+log = logging.getLogger(__name__)
+
+PIPELINE = 2  # tasks queued per hospital actor: one running, one ready, so an actor never waits on the driver
+
+
+class RoundScheduler:
+    """Runs a study's hospital tasks on its hospital actors, and keeps them (and their data) alive.
+
+    Each hospital's data is loaded by its home actor on first use and kept by the driver in Ray's
+    object store; any actor may train any hospital unless scheduling is pinned or the hospital (or
+    the actor) is dedicated. An actor that dies is replaced in its own bundle.
+    """
+
+    def __init__(self, config: StudyConfig, started: HospitalActors, client_store: ClientStateStore) -> None:
+        self.config = config
+        self.plans, self.placement, self.actors = started.plans, started.placement, list(started.actors)
+        self.home = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
+        self.dedicated = {g for g, plan in enumerate(self.plans) if plan.dedicated}
+        self.data: dict[str, ray.ObjectRef] = {}  # hospital -> its training arrays in the object store
+        self.tasks = [0] * len(self.actors)  # local updates each actor group ran (this session)
+        self.generations: dict[int, int] = {}  # group -> replacements so far
+        self.client_store = client_store
+        self.placed: list[dict] = []
+
+    def await_actors(self) -> None:
+        """Wait until every hospital actor is up; note where each runs."""
+        ray.get([actor.ready.remote() for actor in self.actors])
+        nodes = ray.get([actor.node_id.remote() for actor in self.actors])
+        self.placed = [
+            {"actor": g, "node_id": node, "cpus": plan.cpus, "gpus": plan.gpus,
+             "hospitals": [h.hospital_id for h in plan.hospitals]}
+            for g, (plan, node) in enumerate(zip(self.plans, nodes))
+        ]
+
+    def load(self, hospitals: Sequence[Hospital]) -> None:
+        """Start loading the data of `hospitals` that were never loaded (on their home actors).
+
+        Called for the next round once the current one has handed out its last hospital: the loads
+        queue on their home actors behind that round's last tasks and partial sums, so the next round
+        finds its data in the object store instead of loading it on first use, when a task handed to
+        another actor would wait for the home actor to get to the load.
+        """
+        for hospital in hospitals:
+            self._data(hospital)
+
+    def _data(self, hospital: Hospital) -> ray.ObjectRef:
+        """The hospital's training arrays, loaded by its home actor on first use and kept by the driver.
+
+        The object is owned by the driver, so it outlives the actor that loaded it; a load that
+        failed with its actor is forgotten (`_forget_lost_data`) and done again.
+        """
+        ref = self.data.get(hospital.hospital_id)
+        if ref is None:
+            ref = self.actors[self.home[hospital.hospital_id]].load.remote(hospital)
+            self.data[hospital.hospital_id] = ref
+        return ref
+
+    def _forget_lost_data(self, hospital: Hospital) -> None:
+        ref = self.data.get(hospital.hospital_id)
+        if ref is None:
+            return
+        ready, _ = ray.wait([ref], timeout=0)
+        if not ready:
+            del self.data[hospital.hospital_id]  # pending on an actor that may be gone: load again
+            return
+        try:
+            ray.get(ref, timeout=0)
+        except (RayActorError, RayTaskError):
+            del self.data[hospital.hospital_id]
+
+    def prepare(self, jobs: Sequence[PrepareJob], on_done: Callable[[PrepareJob, bytes], None]) -> None:
+        """Run a method's preparation jobs on their hospitals' home actors; `on_done` as each finishes.
+
+        A job whose actor died is run again on the replacement, up to faults.max_retries times.
+        """
+        attempts = {job.key: 0 for job in jobs}
+        running: dict = {}
+
+        def submit(job: PrepareJob) -> None:
+            group = self.home[job.hospital.hospital_id]
+            actor = self.actors[group]
+            running[actor.run.remote(PrepareTask(job, self._data(job.hospital)))] = (job, group, actor)
+
+        for job in jobs:
+            submit(job)
+        while running:
+            [task], _ = ray.wait(list(running), num_returns=1)
+            job, group, actor = running.pop(task)
+            try:
+                report = ray.get(task)
+            except RayActorError:
+                if attempts[job.key] >= self.config.faults.max_retries:
+                    raise
+                attempts[job.key] += 1
+                self._replace_actor(group, actor)
+                self._forget_lost_data(job.hospital)
+                submit(job)
+                continue
+            except RayTaskError as error:
+                if isinstance(getattr(error, "cause", None), FedrayError):
+                    raise error.cause from None
+                raise
+            on_done(job, report.prepared)
+
+    def train_round(
+        self,
+        round_index: int,
+        chosen: list[Hospital],
+        payload_ref,
+        extras_ref,
+        ledger: RoundLedger,
+        partial_aggregation: bool,
+        next_round: Callable[[], list[Hospital]],
+        on_progress: Callable[[int, RoundLedger], None],
+    ) -> dict[str, int]:
+        """Hand the round's hospitals to idle actors one by one, then collect each actor's partial sum.
+
+        Each actor has up to PIPELINE tasks queued, preferring hospitals whose data it loaded. Once no
+        hospital is left to hand out, each actor is asked for its partial sum straight away: the
+        request queues behind its last training task, so the sum comes back without another round
+        trip, and the next round's data (`next_round`) starts loading. Simulated dropouts are not
+        dispatched; a hospital whose training raised, or whose actor died (taking the updates summed
+        there with it), is retried up to faults.max_retries times, then dropped; with a deadline,
+        updates whose slowed local time exceeds it are discarded as late. Returns the fault counts.
+        """
+        faults = self.config.faults
+        counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
+        draws = {h.hospital_id: self._fault_draws(round_index, h) for h in chosen}
+        queue: list[Hospital] = []
+        for hospital in chosen:
+            if draws[hospital.hospital_id][0] < faults.dropout:
+                counts[Metric.DROPOUT.value] += 1
+            else:
+                queue.append(hospital)
+        attempts = {h.hospital_id: 0 for h in queue}
+        trains: dict = {}  # task -> (actor group, actor handle, hospital)
+        flushes: dict = {}  # task -> (actor group, actor handle)
+        busy = [0] * len(self.actors)
+        unflushed: set[int] = set()  # groups sent training since their last flush
+        summed_on: dict[int, list[Hospital]] = {}  # group -> trained there, in its sum, not merged yet
+        merged: set[str] = set()  # hospitals whose updates are in `ledger`
+        done = counts[Metric.DROPOUT.value]
+        pinned = self.config.resources.scheduling == "pinned"
+        prefetched = False
+
+        def takes(group: int, hospital: Hospital) -> bool:
+            home = self.home[hospital.hospital_id]
+            return home == group or not (pinned or home in self.dedicated or group in self.dedicated)
+
+        def fill(group: int, depth: int = PIPELINE) -> None:
+            while busy[group] < depth and queue:
+                pick = next((i for i, h in enumerate(queue) if self.home[h.hospital_id] == group), None)
+                if pick is None:
+                    pick = next((i for i, h in enumerate(queue) if takes(group, h)), None)
+                if pick is None:
+                    return
+                hospital = queue.pop(pick)
+                hid = hospital.hospital_id
+                slowdown = faults.straggler_slowdown if draws[hid][1] < faults.straggler_fraction else 1.0
+                actor = self.actors[group]
+                task = actor.run.remote(
+                    TrainTask(
+                        round=round_index,
+                        hospital=hospital,
+                        data=self._data(hospital),
+                        global_payload=payload_ref,
+                        extras=extras_ref,
+                        client_state=self.client_store.get(hid, round_index),
+                        slowdown=slowdown,
+                        deadline_s=faults.deadline_s,
+                    )
+                )
+                trains[task] = (group, actor, hospital)
+                unflushed.add(group)
+                busy[group] += 1
+
+        def dispatch() -> None:
+            nonlocal prefetched
+            for depth in range(1, PIPELINE + 1):  # one task each first, so small rounds spread out
+                for group in range(len(self.actors)):
+                    fill(group, depth)
+            if queue:
+                return
+            if partial_aggregation:
+                for group in sorted(unflushed):  # nothing left to hand out: collect the sums
+                    actor = self.actors[group]
+                    flushes[actor.flush.remote(round_index)] = (group, actor)
+                unflushed.clear()
+            if not prefetched:
+                prefetched = True
+                self.load(next_round())
+
+        def retry_or_drop(hospital: Hospital, why: object) -> None:
+            hid = hospital.hospital_id
+            if attempts[hid] < faults.max_retries:
+                attempts[hid] += 1
+                counts[Metric.RETRIES.value] += 1
+                queue.append(hospital)
+            else:
+                log.warning("dropped %s from round %d after %d retries: %s", hid, round_index, attempts[hid], why)
+                counts[Metric.DROPPED.value] += 1
+
+        def actor_died(group: int, dead) -> None:
+            nonlocal done
+            if self.actors[group] is not dead:
+                return  # already replaced; its losses were counted then
+            self._replace_actor(group, dead)
+            unflushed.discard(group)  # its tasks fail one by one and are retried
+            lost = summed_on.pop(group, [])
+            done -= len(lost)
+            for hospital in lost:  # their updates were in the dead actor's partial sum
+                retry_or_drop(hospital, "its actor died before sending the round's sum")
+
+        def trained(task) -> None:
+            nonlocal done
+            group, actor, hospital = trains.pop(task)
+            busy[group] -= 1
+            try:
+                report = ray.get(task)
+            except (RayActorError, RayTaskError) as error:
+                if isinstance(getattr(error, "cause", None), FedrayError):
+                    raise error.cause from None  # a configuration problem, not a failing hospital
+                if isinstance(error, RayActorError):
+                    actor_died(group, actor)
+                self._forget_lost_data(hospital)
+                retry_or_drop(hospital, error)
+                return
+            if report.failed is not None:
+                retry_or_drop(hospital, report.failed)
+                return
+            hid = hospital.hospital_id
+            if report.result is not None:
+                ledger.add(report.result)
+            elif hid not in merged:
+                if self.actors[group] is not actor:  # trained, but summed on an actor that died since
+                    retry_or_drop(hospital, "its actor died before sending the round's sum")
+                    return
+                summed_on.setdefault(group, []).append(hospital)
+            if report.client_state is not None:
+                self.client_store.put(hid, round_index, report.client_state)
+            done += 1
+            self.tasks[group] += 1
+            on_progress(done, ledger)
+
+        def summed(task) -> None:
+            group, actor = flushes.pop(task)
+            try:
+                part = ray.get(task)
+            except RayActorError:
+                actor_died(group, actor)
+                return
+            ledger.merge(part)
+            covered = set(part.account.compute_s)  # every hospital the actor's ledger took in
+            merged.update(covered)
+            summed_on[group] = [h for h in summed_on.get(group, []) if h.hospital_id not in covered]
+
+        dispatch()
+        while trains or flushes:
+            [task], _ = ray.wait([*trains, *flushes], num_returns=1)
+            if task in trains:
+                trained(task)
+            else:
+                summed(task)
+            dispatch()
+        return {**counts, Metric.LATE.value: len(ledger.account.late)}
+
+    def _fault_draws(self, round_index: int, hospital: Hospital) -> tuple[float, float]:
+        """(dropout draw, straggler draw) for one hospital and round, from (seed, round, hospital)."""
+        rng = np.random.default_rng([self.config.seed, round_index, hospital.index, 0xFA])
+        return float(rng.random()), float(rng.random())
+
+    def _replace_actor(self, group: int, dead) -> None:
+        """Start a fresh actor in the bundle of group `group`'s dead actor (once per death)."""
+        if self.actors[group] is not dead:
+            return  # already replaced
+        self.generations[group] = self.generations.get(group, 0) + 1
+        ray.kill(dead)  # unreachable but maybe alive: free its bundle for the replacement
+        actor = create_hospital_actor(self.config, self.plans[group], self.placement, group, self.generations[group])
+        ray.get(actor.ready.remote())
+        self.actors[group] = actor
+        log.warning("hospital actor %d died; replaced it", group)
