@@ -124,6 +124,17 @@ class FedKDParams:
 
 
 @dataclass(frozen=True)
+class ScaffoldParams:
+    """SCAFFOLD parameters (Karimireddy et al., 2020).
+
+    Attributes:
+        weighted: weight hospitals by training cases; the paper averages uniformly (False).
+    """
+
+    weighted: bool = False
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A method as configs name it: its parameters, the model output it needs, and where it is implemented.
 
@@ -143,6 +154,7 @@ METHODS: dict[str, MethodSpec] = {
     "condist": MethodSpec(ConDistParams, "fedray.strategies.condist:ConDist", "softmax"),
     "fedkd": MethodSpec(FedKDParams, "fedray.strategies.fedkd:FedKD", "sigmoid"),
     "local": MethodSpec(NoParams, "fedray.strategies.local:LocalOnly", "sigmoid"),
+    "scaffold": MethodSpec(ScaffoldParams, "fedray.strategies.scaffold:Scaffold"),
 }
 
 
