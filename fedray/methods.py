@@ -135,6 +135,21 @@ class ScaffoldParams:
 
 
 @dataclass(frozen=True)
+class FedDynParams:
+    """FedDyn parameters (Acar et al., 2021).
+
+    Attributes:
+        alpha: weight of the dynamic regulariser (alpha / 2) ||w - w_global||^2 and of the linear
+            term's update; the paper sweeps 1e-3..1e-1 and uses 1e-2 most often.
+    """
+
+    alpha: float = 0.01
+
+    def __post_init__(self) -> None:
+        require(self.alpha > 0, f"method.params.alpha must be > 0, got {self.alpha}.")
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A method as configs name it: its parameters, the model output it needs, and where it is implemented.
 
@@ -155,6 +170,7 @@ METHODS: dict[str, MethodSpec] = {
     "fedkd": MethodSpec(FedKDParams, "fedray.strategies.fedkd:FedKD", "sigmoid"),
     "local": MethodSpec(NoParams, "fedray.strategies.local:LocalOnly", "sigmoid"),
     "scaffold": MethodSpec(ScaffoldParams, "fedray.strategies.scaffold:Scaffold"),
+    "feddyn": MethodSpec(FedDynParams, "fedray.strategies.feddyn:FedDyn"),
 }
 
 
