@@ -150,6 +150,17 @@ class FedDynParams:
 
 
 @dataclass(frozen=True)
+class FedBNParams:
+    """FedBN parameters (Li et al., 2021).
+
+    Attributes:
+        weighted: weight each hospital by its training cases, as in FedAvg.
+    """
+
+    weighted: bool = True
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A method as configs name it: its parameters, the model output it needs, and where it is implemented.
 
@@ -171,6 +182,7 @@ METHODS: dict[str, MethodSpec] = {
     "local": MethodSpec(NoParams, "fedray.strategies.local:LocalOnly", "sigmoid"),
     "scaffold": MethodSpec(ScaffoldParams, "fedray.strategies.scaffold:Scaffold"),
     "feddyn": MethodSpec(FedDynParams, "fedray.strategies.feddyn:FedDyn"),
+    "fedbn": MethodSpec(FedBNParams, "fedray.strategies.fedbn:FedBN"),
 }
 
 
