@@ -192,13 +192,9 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _load_run(run_dir: Path, overrides: list[str] | None = None):
     """A run's resolved config, relocated to where the folder is now (it may have been moved)."""
-    from fedray.config import load_config
-    from fedray.errors import ConfigError
+    from fedray.config import load_run_config
 
-    if not (run_dir / "config.resolved.yaml").is_file():
-        raise ConfigError(f"'{run_dir}' is not a fedray run folder (no config.resolved.yaml).")
-    here = [f"tracking.results_dir={run_dir.resolve().parent}", f"tracking.run_name={run_dir.name}"]
-    return load_config(run_dir / "config.resolved.yaml", [*here, *(overrides or [])])
+    return load_run_config(run_dir, overrides or ())
 
 
 def _run_config(config, resume: bool) -> int:

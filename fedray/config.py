@@ -418,9 +418,11 @@ class TrackingConfig:
     run_name: str | None = None
     parent_run_id: str | None = None  # set by `fedray sweep`: cells are children of the sweep's run
     checkpoint_every: int = 1  # rounds between checkpoints; 0 = none (the last round is always saved)
+    keep_every: int = 0  # also keep checkpoints/round_NNNNNN.npz every this many rounds (fedray predict --round)
 
     def __post_init__(self) -> None:
         require(self.checkpoint_every >= 0, "tracking.checkpoint_every must be >= 0.")
+        require(self.keep_every >= 0, "tracking.keep_every must be >= 0.")
 
 
 @dataclass(frozen=True)
@@ -573,6 +575,19 @@ def config_from_data(raw: dict) -> StudyConfig:
             f"(or use one of the configs/methods/ fragments)."
         )
     return replace(config, method=replace(config.method, params=params))
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """A run folder's resolved config, relocated to where the folder is now (it may have been moved).
+
+    Raises:
+        ConfigError: the folder holds no config.resolved.yaml.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.resolved.yaml").is_file():
+        raise ConfigError(f"'{run_dir}' is not a fedray run folder (no config.resolved.yaml).")
+    here = [f"tracking.results_dir={run_dir.resolve().parent}", f"tracking.run_name={run_dir.name}"]
+    return load_config(run_dir / "config.resolved.yaml", [*here, *overrides])
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:

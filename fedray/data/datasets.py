@@ -61,13 +61,18 @@ def site_table(label_map: LabelMap, organs: Sequence[str]) -> np.ndarray:
 
 
 def preprocessing(
-    table: np.ndarray, hu_window: tuple[float, float], preprocess: PreprocessConfig | None = None
+    table: np.ndarray | None,
+    hu_window: tuple[float, float],
+    preprocess: PreprocessConfig | None = None,
+    with_label: bool = True,
 ) -> Compose:
     """Deterministic chain, cached per case: load, RAS, [spacing], HU window, [body crop], study labels.
 
     The HU window is scaled to [-1, 1]; spacing and crop are optional (`preprocess`). Each case also
     keeps its study label map on the file's own grid (`original_label`) and the affines of both grids
-    (`affine`, `original_affine`), so evaluation can score in the original image space.
+    (`affine`, `original_affine`), so evaluation can score in the original image space. Without a
+    label (`with_label=False`, a new scan to segment) the same chain runs on the image alone and keeps
+    the original grid as `original_image`'s shape and `original_affine`.
     """
     preprocess = PreprocessConfig() if preprocess is None else preprocess
 
@@ -78,30 +83,33 @@ def preprocessing(
             raise DataError(f"label value {int(values.max())} is not in the site's label map")
         return torch.as_tensor(table)[values].to(torch.uint8)  # up to 255 structures fit; 8x less memory
 
+    original = "original_label" if with_label else "original_image"
+
     def keep_geometry(data: dict) -> dict:
         # Read before EnsureTyped drops the metadata; float64 so a round trip of the grid is exact.
         data["affine"] = data["image"].affine.to(torch.float64).clone()
-        data["original_affine"] = data["original_label"].affine.to(torch.float64).clone()
+        data["original_affine"] = data[original].affine.to(torch.float64).clone()
         return data
 
-    keys = ["image", "label"]
+    keys = ["image", "label"] if with_label else ["image"]
     low, high = hu_window
     steps = [
         LoadImaged(keys=keys, image_only=True),
         EnsureChannelFirstd(keys=keys),
-        CopyItemsd(keys="label", names="original_label"),  # before any spatial change
+        CopyItemsd(keys=keys[-1], names=original),  # before any spatial change
         Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
     ]
     if preprocess.spacing is not None:
-        steps.append(Spacingd(keys=keys, pixdim=preprocess.spacing, mode=("bilinear", "nearest")))
+        steps.append(Spacingd(keys=keys, pixdim=preprocess.spacing, mode=("bilinear", "nearest")[: len(keys)]))
     steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=-1.0, b_max=1.0, clip=True))
     if preprocess.crop_foreground:
         body = CropForegroundd(keys=keys, source_key="image", select_fn=above_window, allow_smaller=True)
         steps.append(body)
+    if with_label:
+        steps.append(Lambdad(keys=["label", "original_label"], func=to_study_labels))
     steps += [
-        Lambdad(keys=["label", "original_label"], func=to_study_labels),
         Lambda(keep_geometry),  # a MONAI Transform, so PersistentDataset caches past it
-        EnsureTyped(keys=[*keys, "original_label"], track_meta=False),
+        EnsureTyped(keys=[*keys, original], track_meta=False),
     ]
     return Compose(steps)
 
@@ -123,7 +131,7 @@ def to_original_space(labels: torch.Tensor, case: dict) -> torch.Tensor:
     if "original_affine" not in case:
         return labels
     affine, original = case["affine"], case["original_affine"]
-    shape = tuple(case["original_label"].shape[1:])
+    shape = tuple((case["original_label"] if "original_label" in case else case["original_image"]).shape[1:])
     if tuple(labels.shape) == shape and torch.allclose(affine, original):
         return labels
     resample = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float64)

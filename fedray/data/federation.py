@@ -28,6 +28,17 @@ class Hospital:
         """How many cases the hospital trains on."""
         return len(self.cases)
 
+    def record(self) -> dict:
+        """What a trained study needs to know of the hospital later (hospitals.json in the run folder)."""
+        return {"hospital_id": self.hospital_id, "index": self.index, "organs": list(self.organs),
+                "cases": [c.case_id for c in self.cases]}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Hospital:
+        """A hospital as a finished study knew it: id, index, organs and case count, without its files
+        (enough for a method's organ owners and weights when its model is used, see fedray predict)."""
+        return cls(record["hospital_id"], record["index"], tuple(record["organs"]), tuple(record["cases"]))
+
     @property
     def folders(self) -> tuple[Path, ...]:
         """Where the cases come from: each site's folder (MSD) or CSV file, in order."""

@@ -37,9 +37,10 @@ class Checkpoint:
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
-def checkpoint_path(run_dir: Path) -> Path:
-    """results/<run>/checkpoints/latest.npz."""
-    return run_dir / "checkpoints" / "latest.npz"
+def checkpoint_path(run_dir: Path, round_index: int | None = None) -> Path:
+    """results/<run>/checkpoints/latest.npz, or a kept round's round_NNNNNN.npz."""
+    name = "latest.npz" if round_index is None else f"round_{round_index:06d}.npz"
+    return run_dir / "checkpoints" / name
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
@@ -81,8 +82,9 @@ def torch_state_from_bytes(blob: bytes) -> dict:
 class CheckpointCallback(Callback):
     """Writes the driver's state (`run.snapshot()`) at round 0, after each preparation job, every
     `tracking.checkpoint_every` rounds, at the last round and when the user stops the study, so a
-    study killed at any moment resumes from its last checkpoint. `on_saved(round)` runs after each
-    write (the driver prunes client states the checkpoint no longer needs)."""
+    study killed at any moment resumes from its last checkpoint; every `tracking.keep_every` rounds a
+    copy is also kept as round_NNNNNN.npz (for `fedray predict --round`). `on_saved(round)` runs after
+    each write (the driver prunes client states the checkpoint no longer needs)."""
 
     def __init__(self, on_saved: Callable[[int], None] | None = None) -> None:
         self.on_saved = on_saved
@@ -90,6 +92,9 @@ class CheckpointCallback(Callback):
     def save(self, run: RunContext) -> None:
         checkpoint = run.snapshot()
         save_checkpoint(checkpoint, checkpoint_path(run.config.run_dir))
+        keep = run.config.tracking.keep_every
+        if keep and checkpoint.round and checkpoint.round % keep == 0:  # a round a user may predict with later
+            save_checkpoint(checkpoint, checkpoint_path(run.config.run_dir, checkpoint.round))
         if self.on_saved is not None:
             self.on_saved(checkpoint.round)
 
@@ -102,6 +107,11 @@ class CheckpointCallback(Callback):
 
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
         cfg, round_index = run.config, row["round"]
-        every = cfg.tracking.checkpoint_every
-        if round_index == cfg.rounds or run.stopping or (every and round_index % every == 0):
+        every, keep = cfg.tracking.checkpoint_every, cfg.tracking.keep_every
+        if (
+            round_index == cfg.rounds
+            or run.stopping
+            or (every and round_index % every == 0)
+            or (keep and round_index % keep == 0)
+        ):
             self.save(run)

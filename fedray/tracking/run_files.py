@@ -77,6 +77,7 @@ class RunFilesCallback(Callback):
         cache = Path(cfg.data.cache_dir) / "checksums.sqlite" if cfg.data.persistent_cache else None
         manifest = data_manifest({h.hospital_id: h.files for h in run.hospitals}, run.test_dir, ChecksumCache(cache))
         files.write_json("data_manifest.json", manifest)
+        files.write_json("hospitals.json", {"hospitals": [h.record() for h in run.hospitals]})
         run.tags["data_manifest_sha256"] = manifest["study"]
         if run.skipped:
             files.write_json("skipped_cases.json", run.skipped)
