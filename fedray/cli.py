@@ -74,6 +74,25 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="default: results/<experiment>/")
     report.set_defaults(handler=_report)
 
+    predict = commands.add_parser(
+        "predict", help="segment CT volumes with a study's model (label maps in each input's own grid)"
+    )
+    predict.add_argument("source", metavar="RUN_DIR_OR_MLFLOW_RUN",
+                         help="a study's results folder (e.g. results/quickstart) or its MLflow run id")
+    predict.add_argument("--input", required=True, type=Path, help="a .nii/.nii.gz CT volume or a folder of them")
+    predict.add_argument("--out", required=True, type=Path, help="folder for the label maps and labels.json")
+    predict.add_argument("--round", type=int, default=None, dest="round_index",
+                         help="use the checkpoint of this round (kept with tracking.keep_every; default: the last)")
+    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (a GPU if there is one)")
+    predict.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the study's)")
+    predict.add_argument("--roi-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                         help="sliding-window size (default: the study's eval.roi_size)")
+    predict.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: the study's)")
+    predict.add_argument("--overlay", action="store_true", help="also write a PNG of axial and coronal slices per input")
+    predict.add_argument("--tracking-uri", default=None,
+                         help="MLflow store to look the run id up in (default: MLFLOW_TRACKING_URI or results/mlflow.db)")
+    predict.set_defaults(handler=_predict)
+
     bench = commands.add_parser("bench", help="benchmarks that write results/bench_*.json")
     bench_commands = bench.add_subparsers(metavar="BENCHMARK")
     inference = bench_commands.add_parser(
@@ -316,6 +335,50 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{len(status) - len(failed)} of {len(status)} studies finished; report: fedray report --experiment {sweep.name}"
     )
     return 1 if failed else 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from fedray.inference.predict import eval_with, input_files, load_trained, predict_files
+
+    run_dir = _run_folder(args.source, args.tracking_uri)
+    inputs = input_files(args.input)
+    trained = load_trained(run_dir, args.round_index, args.device)
+    eval_cfg = eval_with(trained.config.eval, {"overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
+                                               "roi_size": tuple(args.roi_size) if args.roi_size else None})
+    console.print(f"Segmenting {len(inputs)} volume(s) with [bold]{trained.config.run_name}[/] "
+                  f"({trained.config.method.name}, round {trained.round}) on {trained.device}", highlight=False)
+    with _progress_bar() as bar:
+        task = bar.add_task("segmenting", total=len(inputs))
+
+        def done(result) -> None:
+            if result.error is not None:
+                console.print(f"[red]not segmented[/] {result.error}", highlight=False)
+            elif args.overlay:
+                from fedray.reporting.overlay import prediction_overlay
+
+                prediction_overlay(result.input, result.output, trained, args.out)
+            bar.advance(task)
+
+        results = predict_files(trained, inputs, args.out, eval_cfg, on_volume=done)
+    failed = [r for r in results if r.error is not None]
+    console.print(f"{len(results) - len(failed)} of {len(results)} label maps in {args.out} "
+                  f"(names in {args.out / 'labels.json'})", highlight=False)
+    return 1 if failed else 0
+
+
+def _run_folder(source: str, tracking_uri: str | None) -> Path:
+    """A study's folder from its path or its MLflow run id."""
+    from fedray.errors import ConfigError
+
+    path = Path(source)
+    if path.is_dir():
+        return path
+    from fedray.tracking.query import run_folder
+
+    folder = run_folder(tracking_uri, source)
+    if folder is None:
+        raise ConfigError(f"'{source}' is neither a run folder nor an MLflow run id with a run folder on this machine.")
+    return folder
 
 
 def _report(args: argparse.Namespace) -> int:

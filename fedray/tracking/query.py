@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fedray.errors import FedrayError
@@ -38,3 +41,18 @@ def metric_histories(uri: str, run_ids: list[str], names: list[str]) -> pd.DataF
         for m in client.get_metric_history(run_id, name)
     ]
     return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+
+
+def run_folder(uri: str | None, run_id: str) -> Path | None:
+    """The results folder of MLflow run `run_id` (from its logged params), if it exists on this machine."""
+    from fedray.tracking.mlflow import default_tracking_uri
+
+    client = MlflowClient(uri or default_tracking_uri("results"))
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    params = run.data.params
+    results = params.get("tracking.results_dir")
+    folder = Path(results) / run.info.run_name if results and run.info.run_name else None
+    return folder if folder is not None and (folder / "config.resolved.yaml").is_file() else None

@@ -1,0 +1,124 @@
+"""fedray predict: a study's model segments new CT in the input's grid, as the study's evaluation scored it."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from fedray.cli import main
+from fedray.config import config_from_data, with_absolute_paths
+from fedray.data.datasets import load_folder
+from fedray.data.federation import prepare_hospitals
+from fedray.errors import ConfigError, DataError
+from fedray.inference.predict import input_files, load_trained, predict_files
+from fedray.metrics.segmentation import confusion_counts, dice_from_counts, mean_dice
+from fedray.simulation.launch import run_study
+from tests.conftest import tiny_study
+
+pytestmark = pytest.mark.ray
+
+MULTIHEAD = {"name": "multihead_unet", "output": "sigmoid", "channels": [4, 8, 16], "norm_groups": 2}
+
+
+def train(tmp_path, name: str, tracking_extra=None, **overrides):
+    data = tiny_study(tmp_path, **overrides)
+    data["tracking"] = {**data["tracking"], "run_name": name, **(tracking_extra or {})}
+    config = with_absolute_paths(config_from_data(data))
+    hospitals, test_dir = prepare_hospitals(config)
+    return config, test_dir, run_study(config, hospitals, test_dir)
+
+
+def pooled_dice(outputs, config, test_dir) -> float:
+    cases = load_folder(test_dir, config.data.organs, config.data.hu_window, preprocess=config.data.preprocess)
+    n = len(config.data.organs)
+    counts = np.zeros((n, 3), dtype=np.int64)
+    for output, case in zip(outputs, cases, strict=True):
+        predicted = torch.as_tensor(np.asarray(nib.load(output).dataobj)).long()
+        counts += confusion_counts(predicted, case["original_label"][0].long(), n)
+    return mean_dice(dice_from_counts(counts))
+
+
+@pytest.fixture(scope="module")
+def fedavg_run(tmp_path_factory, ray_local):
+    tmp_path = tmp_path_factory.mktemp("fedavg")
+    data = tiny_study(tmp_path, rounds=2)
+    data["data"]["preprocess"] = {"spacing": [9.0, 9.0, 9.0]}  # resampled, so mapping back is exercised
+    data["tracking"] = {**data["tracking"], "run_name": "fedavg", "keep_every": 1}
+    config = with_absolute_paths(config_from_data(data))
+    hospitals, test_dir = prepare_hospitals(config)
+    return config, test_dir, run_study(config, hospitals, test_dir)
+
+
+def test_predicting_the_test_set_gives_the_studys_final_dice_in_each_inputs_grid(fedavg_run, tmp_path):
+    config, test_dir, summary = fedavg_run
+    trained = load_trained(config.run_dir)
+    assert trained.round == 2
+    inputs = input_files(test_dir / "imagesTr")
+    results = predict_files(trained, inputs, tmp_path / "out")
+    assert all(r.error is None for r in results)
+    assert pooled_dice([r.output for r in results], config, test_dir) == summary["dice/mean"]  # exactly
+    source, written = nib.load(inputs[0]), nib.load(results[0].output)
+    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+    assert written.get_data_dtype() == np.uint8
+    names = json.loads((tmp_path / "out" / "labels.json").read_text())
+    assert names["0"] == "background" and names["1"] == config.data.organs[0]
+    assert set(results[0].voxels) == set(config.data.organs)
+
+
+def test_a_kept_round_can_be_chosen_and_a_missing_one_is_refused(fedavg_run):
+    config, _, _ = fedavg_run
+    first = load_trained(config.run_dir, round_index=1)
+    last = load_trained(config.run_dir)
+    assert first.round == 1
+    assert any(not torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), last.model.state_dict().values()))
+    with pytest.raises(ConfigError, match="round_000001.npz"):
+        load_trained(config.run_dir, round_index=7)
+
+
+def test_bad_inputs_are_reported_by_name_and_the_others_still_segmented(fedavg_run, tmp_path):
+    config, test_dir, _ = fedavg_run
+    good = input_files(test_dir / "imagesTr")[0]
+    image = nib.load(good)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    voxels = np.asarray(image.dataobj, dtype=np.float32)
+    nib.save(nib.Nifti1Image(np.stack([voxels, voxels], -1), image.affine), folder / "a_series.nii.gz")
+    voxels_nan = voxels.copy()
+    voxels_nan[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(voxels_nan, image.affine), folder / "b_nan.nii.gz")
+    (folder / "c_broken.nii.gz").write_bytes(b"not a nifti")
+    nib.save(image, folder / "d_good.nii.gz")
+    results = predict_files(load_trained(config.run_dir), input_files(folder), tmp_path / "out")
+    errors = {r.input.name: r.error for r in results}
+    assert "4-D" in errors["a_series.nii.gz"] and "a_series.nii.gz" in errors["a_series.nii.gz"]
+    assert "NaN" in errors["b_nan.nii.gz"] and "cannot be read" in errors["c_broken.nii.gz"]
+    assert errors["d_good.nii.gz"] is None and (tmp_path / "out" / "d_good.nii.gz").is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .nii"):
+        input_files(tmp_path / "empty")
+
+
+def test_cli_predict_writes_label_maps_and_fails_on_a_bad_input(fedavg_run, tmp_path):
+    config, test_dir, _ = fedavg_run
+    good = input_files(test_dir / "imagesTr")[0]
+    assert main(["predict", str(config.run_dir), "--input", str(good), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--overlap", "0.5"]) == 0
+    assert (tmp_path / "o" / good.name).is_file()
+    assert main(["predict", str(config.run_dir), "--input", str(tmp_path / "missing.nii.gz"), "--out",
+                 str(tmp_path / "o")]) == 2
+
+
+def test_local_only_predicts_with_its_ensemble_and_only_its_last_round(tmp_path, ray_local):
+    config, test_dir, summary = train(tmp_path, "local", rounds=2, model=MULTIHEAD, method={"name": "local"},
+                                      tracking_extra={"keep_every": 1})
+    trained = load_trained(config.run_dir)
+    outputs = [tmp_path / "o" / p.name for p in input_files(test_dir / "imagesTr")]
+    predict_files(trained, input_files(test_dir / "imagesTr"), tmp_path / "o")
+    assert pooled_dice(outputs, config, test_dir) == summary["dice/mean"]
+    assert type(trained.model).__name__ == "OrganEnsemble"
+    with pytest.raises(ConfigError, match="no longer keeps"):
+        load_trained(config.run_dir, round_index=1)
