@@ -173,6 +173,22 @@ def prepare_hospitals(
     return PreparedData(hospitals, test_dir, tuple(skipped))
 
 
+def held_out_folder(config: StudyConfig) -> Path:
+    """The study's fully-labelled test folder: data.test_set, or where its phantom test set is (or will be)
+    written. Nothing is read or written (`prepare_hospitals` writes a missing phantom test set)."""
+    data = config.data
+    if data.source != "phantom":
+        return Path(data.test_set)
+    from fedray.data.phantom import PhantomSpec
+    from fedray.organs import TUMOURS
+
+    phantom = data.phantom
+    tumours = tuple(t for t in TUMOURS if t in data.organs)
+    spec = PhantomSpec(shape=phantom.shape, spacing=phantom.spacing)
+    key = _fingerprint(spec, phantom.seed, -1, (), phantom.test_cases, tumours)
+    return Path(data.cache_dir) / "phantom" / f"test-{key}"
+
+
 def pool(hospitals: list[Hospital]) -> Hospital:
     """One client holding every hospital's cases; each case keeps its own site's partial labels."""
     organs = tuple(dict.fromkeys(o for h in hospitals for o in h.organs))
@@ -202,7 +218,7 @@ def _phantom_hospitals(
         hospitals.append(Hospital(plan.name, index, plan.organs, site.cases))
         if progress is not None:
             progress(index + 1, len(plans) + 1)
-    test_dir = root / f"test-{_fingerprint(spec, phantom.seed, -1, (), phantom.test_cases, tumours)}"
+    test_dir = held_out_folder(config)
     if not (test_dir / "dataset.json").is_file():
         write_test_set(test_dir, phantom.test_cases, seed=phantom.seed, spec=spec, tumours=tumours)
     if progress is not None:
