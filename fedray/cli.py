@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import threading
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -19,16 +20,23 @@ from rich.table import Table
 from fedray.errors import FedrayError
 
 console = Console(stderr=True)
+_STARTED = time.monotonic()  # when the command started (the summary says what each time covers)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fedray` console script; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides given after an option (`fedray run CONFIG --dry-run rounds=3`) belong to them
+        if getattr(args, "overrides", None) is None or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
     _quiet_libraries()
+    if args.verbose:
+        os.environ["FEDRAY_VERBOSE"] = "1"  # read by init_ray
     try:
         return args.handler(args)
     except FedrayError as error:
@@ -41,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fedray import __version__
+
     parser = argparse.ArgumentParser(prog="fedray", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fedray {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own start-up messages")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     run = commands.add_parser("run", help="run one study from a YAML config")
@@ -54,7 +66,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FRAGMENT.yaml | section.key=value",
         help="YAML fragments merged in order (e.g. configs/methods/fedkd.yaml), then single-value overrides",
     )
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved config and check the data layout; run nothing")
+    run.add_argument("--overwrite", action="store_true",
+                     help="reuse the run's folder and name if they exist (default: a new one, NAME-2, NAME-3, ...)")
     run.set_defaults(handler=_run)
+
+    config_group = commands.add_parser("config", help="inspect study configs without running them")
+    config_commands = config_group.add_subparsers(metavar="ACTION")
+    show = config_commands.add_parser("show", help="print the resolved YAML (fragments and overrides applied)")
+    show.add_argument("config", help="study YAML file")
+    show.add_argument("overrides", nargs="*", metavar="FRAGMENT.yaml | section.key=value",
+                      help="as for fedray run")
+    show.set_defaults(handler=_config_show)
+    config_group.set_defaults(handler=_group_help(config_group))
+
+    methods = commands.add_parser("methods", help="list the federated methods, their parameters and fragments")
+    methods.set_defaults(handler=_methods)
 
     resume = commands.add_parser("resume", help="continue a stopped or killed study from its last checkpoint")
     resume.add_argument("run_dir", type=Path, help="the study's results folder, e.g. results/quickstart")
@@ -95,19 +123,21 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks that write results/bench_*.json")
     bench_commands = bench.add_subparsers(metavar="BENCHMARK")
+    bench.set_defaults(handler=_group_help(bench))
     inference = bench_commands.add_parser(
         "inference", help="multi-head model (one pass) vs one single-organ model per organ"
     )
-    inference.add_argument("--out", type=Path, default=Path("results/bench_inference.json"))
-    inference.add_argument("--repeats", type=int, default=3)
-    inference.add_argument("--threads", type=int, default=2)
+    inference.add_argument("--out", type=Path, default=Path("results/bench_inference.json"),
+                           help="JSON to write (default results/bench_inference.json)")
+    inference.add_argument("--repeats", type=int, default=3, help="timed passes per volume; the median is kept (default 3)")
+    inference.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     inference.set_defaults(handler=_bench_inference)
     scale = bench_commands.add_parser(
         "scale", help="efficiency E, launch to first round and peak memory at 10-1000 hospitals"
     )
     scale.add_argument("--scenarios", nargs="+", default=None, metavar="TOTALxPER_ROUND",
                        help="e.g. 100x50 (default: 10x10 100x10 100x50 100x100 1000x10 1000x50 1000x100)")
-    scale.add_argument("--rounds", type=int, default=5)
+    scale.add_argument("--rounds", type=int, default=5, help="rounds per scenario (default 5)")
     scale.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance (= hospital actors)")
     scale.add_argument("--running-ray", action="store_true",
                        help="start one local Ray before the scenarios, as `ray start` or a sweep would, so the "
@@ -115,12 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--cli-runs", type=int, default=5,
                        help="times the first scenario runs as `fedray run` in a new process (the others once), for "
                             "the time from typing the command to the first round; 0 skips these runs")
-    scale.add_argument("--work-dir", type=Path, default=Path("results/bench_scale_work"))
-    scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"))
+    scale.add_argument("--work-dir", type=Path, default=Path("results/bench_scale_work"),
+                       help="data, runs and MLflow store of the scenarios (default results/bench_scale_work)")
+    scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"),
+                       help="JSON to write; the plot goes beside it as .png (default results/bench_scale.json)")
     scale.set_defaults(handler=_bench_scale)
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
+    data.set_defaults(handler=_group_help(data))
     phantom = data_commands.add_parser("phantom", help="write a synthetic abdominal CT phantom (MSD layout)")
     phantom.add_argument("--out", required=True, type=Path, help="output folder")
     phantom.add_argument("--hospitals", type=int, default=7, help="number of hospitals (default 7)")
@@ -157,16 +190,88 @@ def _add_volume_options(data_parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedray.config import load_config, with_absolute_paths
+    from fedray.config import with_absolute_paths
     from fedray.errors import ConfigError
 
     if args.repro is not None:
         return _repro(args.repro)
     if args.config is None:
         raise ConfigError("fedray run needs a study YAML file (or --repro RUN_DIR).")
-    fragments = [a for a in args.overrides if "=" not in a]
-    overrides = [a for a in args.overrides if "=" in a]
-    return _run_config(with_absolute_paths(load_config([args.config, *fragments], overrides)), resume=False)
+    config = with_absolute_paths(_config_of(args.config, args.overrides))
+    if args.dry_run:
+        from fedray.data.federation import check_layout
+
+        check_layout(config)
+        print(_resolved_yaml(config), end="")
+        console.print(f"config and data layout are valid; fedray run would write {config.run_dir}", highlight=False)
+        return 0
+    if not args.overwrite:
+        config = _unused_run_name(config)
+    return _run_config(config, resume=False)
+
+
+def _config_of(path: str, items: list[str]):
+    from fedray.config import load_config
+
+    fragments = [a for a in items if "=" not in a]
+    overrides = [a for a in items if "=" in a]
+    return load_config([path, *fragments], overrides)
+
+
+def _resolved_yaml(config) -> str:
+    import yaml
+
+    from fedray.configtypes import to_data
+
+    return yaml.safe_dump(to_data(config), sort_keys=False, default_flow_style=None)  # short lists on one line
+
+
+def _unused_run_name(config):
+    """The config itself if its run folder is new, else the same study as NAME-2, NAME-3, ... (the
+    first whose folder does not exist), so a run never overwrites another's results or MLflow name."""
+    from dataclasses import replace
+
+    if not (config.run_dir / "config.resolved.yaml").exists():
+        return config
+    base, n = config.run_name, 2
+    while (config.run_dir.parent / f"{base}-{n}").exists():
+        n += 1
+    renamed = replace(config, tracking=replace(config.tracking, run_name=f"{base}-{n}"))
+    console.print(f"[yellow]{config.run_dir} exists; this run is {renamed.run_name} "
+                  f"(--overwrite reuses the old name)[/]", highlight=False)
+    return renamed
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    print(_resolved_yaml(_config_of(args.config, args.overrides)), end="")  # stdout, so it can be piped to a file
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from fedray.methods import METHODS
+
+    fragments = Path(__file__).resolve().parents[1] / "configs" / "methods"
+    table = Table(title="fedray methods (method.name, method.params)")
+    for column in ("method", "parameters (default)", "model output", "fragments"):
+        table.add_column(column)
+    for name, spec in sorted(METHODS.items()):
+        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(spec.params)) or "-"
+        using = sorted(p.name for p in fragments.glob("*.yaml") if f"name: {name}" in p.read_text()) if fragments.is_dir() else []
+        table.add_row(name, params, spec.required_output or "any", ", ".join(using) or "-")
+    Console().print(table)  # stdout
+    return 0
+
+
+def _group_help(parser: argparse.ArgumentParser):
+    """A command group's handler when no subcommand is given: its own help, exit code 2."""
+
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return show
 
 
 def _repro(run_dir: Path) -> int:
@@ -523,7 +628,7 @@ def _progress_bar() -> Progress:
 
 
 def _print_summary(config, summary: dict) -> None:
-    table = Table(title=f"{config.name}: final global model on the held-out set")
+    table = Table(title=f"{config.run_name}: final global model on the held-out set")
     table.add_column("organ")
     table.add_column("Dice %", justify="right")
     for organ in config.data.organs:
@@ -536,7 +641,11 @@ def _print_summary(config, summary: dict) -> None:
     out.print(
         f"communicated {summary['comm/bytes_total'] / 1e6:.1f} MB in {config.rounds} rounds "
         f"(model {summary['params_total']:,} parameters, {summary['bytes_per_model'] / 1e6:.2f} MB); "
-        f"inference {summary['infer/s_per_volume']:.2f} s/volume; wall time {summary['wall_s']:.0f} s"
+        f"inference {summary['infer/s_per_volume']:.2f} s/volume"
+    )
+    out.print(
+        f"time: {summary['wall_s']:.0f} s in the study (evaluation, preparation and rounds, all sessions), "
+        f"{time.monotonic() - _STARTED:.0f} s for this command (with Ray's start and the data)"
     )
     out.print(f"results: {summary['run_dir']}  ·  MLflow run {summary['run_id']} in {summary['tracking_uri']}")
 

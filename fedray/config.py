@@ -492,6 +492,30 @@ class StudyConfig:
                 bool(self.federation.hospitals) or self.federation.rule is not None,
                 "federation: a phantom study needs 'hospitals' or 'rule'.",
             )
+            self._check_patch_fits_the_phantom()
+        federation = self.federation
+        known = len(federation.hospitals) or (federation.rule.count if federation.rule else 0)  # 0: from the sites
+        require(
+            federation.clients_per_round is None or federation.pooled or not known
+            or federation.clients_per_round <= known,
+            f"federation.clients_per_round is {federation.clients_per_round}, but the study has only {known} "
+            f"hospital(s): set it to at most {known}, or null for all of them.",
+        )
+
+    def _check_patch_fits_the_phantom(self) -> None:
+        """A training patch larger than the (resampled) volume would be mostly padding and slow every
+        step, so it is refused rather than padded."""
+        phantom, target = self.data.phantom, self.data.preprocess.spacing
+        size = [
+            math.floor(n * s / t) if target else n
+            for n, s, t in zip(phantom.shape, phantom.spacing, target or phantom.spacing)
+        ]
+        require(
+            all(p <= n for p, n in zip(self.data.patch_size, size)),
+            f"data.patch_size {list(self.data.patch_size)} is larger than the phantom volumes "
+            f"({size} voxels{' after resampling' if target else ''}): use a patch of at most that size "
+            "in every axis, or a larger data.phantom.shape.",
+        )
 
     @property
     def run_name(self) -> str:

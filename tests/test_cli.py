@@ -87,3 +87,36 @@ def test_data_phantom_command_writes_msd_folders(tmp_path):
     assert sorted(o for group in organs[:7] for o in group) == sorted(
         ["liver", "spleen", "kidney_left", "kidney_right", "pancreas", "stomach", "gallbladder"]
     )
+
+
+def test_cli_explains_itself_without_running(tmp_path, capsys):
+    from fedray.cli import main
+
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0 and capsys.readouterr().out.startswith("fedray ")
+    for group in ("bench", "data", "config"):
+        assert main([group]) == 2
+        assert f"usage: fedray {group}" in capsys.readouterr().out  # the group's own help, not the top level
+    assert main(["methods"]) == 0
+    assert "scaffold" in capsys.readouterr().out
+    assert main(["config", "show", "configs/quickstart.yaml", "rounds=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["rounds"] == 3 and shown["method"]["params"] == {"weighted": True}
+    results = tmp_path / "results"
+    assert main(["run", "configs/quickstart.yaml", "--dry-run", f"tracking.results_dir={results}",
+                 f"data.cache_dir={tmp_path / 'data'}"]) == 0
+    assert not results.exists()  # nothing run, nothing written
+
+
+def test_a_new_run_never_overwrites_an_old_one(tmp_path):
+    from fedray.cli import _unused_run_name
+    from fedray.config import config_from_data, save_config
+
+    config = config_from_data(tiny_study(tmp_path))
+    assert _unused_run_name(config) is config  # a new name stays as it is
+    for name in (config.run_name, f"{config.run_name}-2"):
+        (config.run_dir.parent / name).mkdir(parents=True)
+    save_config(config, config.run_dir / "config.resolved.yaml")
+    renamed = _unused_run_name(config)
+    assert renamed.run_name == f"{config.run_name}-3" and renamed.run_dir.name == renamed.run_name

@@ -174,3 +174,15 @@ def test_paper_study_has_tumours_and_the_bench_sweep_stays_organ_only():
         assert cell.config.data.organs == ORGANS and cell.config.federation.hospitals == ()
         rule = cell.config.federation.rule
         assert (rule.count, rule.organs_per_hospital, rule.cases) == (7, 1, 4)
+
+
+def test_cross_field_impossibilities_are_refused_at_load(tmp_path):
+    base = {"name": "t", "federation": {"hospitals": [{"organs": ["liver"]}, {"organs": ["spleen"]}]}}
+    with pytest.raises(ConfigError, match="clients_per_round is 10, but the study has only 2"):
+        config_from_data({**base, "federation": {**base["federation"], "clients_per_round": 10}})
+    with pytest.raises(ConfigError, match=r"patch_size \[128, 128, 128\] is larger than the phantom volumes \(\[64, 64, 48\]"):
+        config_from_data({**base, "data": {"patch_size": [128, 128, 128]}})
+    with pytest.raises(ConfigError, match="after resampling"):  # 64 x 6 mm resampled to 12 mm: 32 voxels
+        config_from_data({**base, "data": {"patch_size": [48, 32, 16], "preprocess": {"spacing": [12, 5, 5]}}})
+    rule = {"name": "t", "federation": {"rule": {"count": 300}, "clients_per_round": 300}}
+    assert config_from_data(rule).federation.clients_per_round == 300

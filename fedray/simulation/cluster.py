@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
@@ -19,6 +20,8 @@ def init_ray(resources: ResourcesConfig) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = resources.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict = {"log_to_driver": False, "include_dashboard": resources.dashboard}
+    if not os.environ.get("FEDRAY_VERBOSE"):  # `fedray --verbose` shows Ray's start-up INFO/WARNING lines
+        kwargs["logging_level"] = logging.ERROR
     if resources.dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
     if address == "local":

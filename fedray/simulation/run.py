@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -54,6 +55,7 @@ def run_experiment(
 
     preparing = InThread(prepare)
     started = init_ray(config.resources)  # in the calling thread: Ray sets its SIGTERM handler only in the main one
+    previous = _sigterm_as_ctrl_c()
     try:
         prepared = preparing.result()
         if stop is not None and stop.is_set():
@@ -65,8 +67,23 @@ def run_experiment(
             skipped=tuple(bad.as_dict() for bad in prepared.skipped), stop=stop, callbacks=tuple(callbacks),
         )
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if started:
             shutdown_ray()
+
+
+def _sigterm_as_ctrl_c():
+    """In the main thread, make SIGTERM (`kill`, `timeout`, a job scheduler) stop the study like Ctrl-C:
+    finish the round, checkpoint, mark the MLflow run KILLED (instead of Ray's handler, which exits at
+    once and leaves the run RUNNING). Returns the handler it replaced, or None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 class InThread:

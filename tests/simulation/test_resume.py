@@ -76,7 +76,8 @@ def test_resume_without_checkpoint_starts_the_study_again_and_without_config_is_
     assert started == [(config.run_name, False)]  # killed before its first checkpoint: nothing to continue
 
 
-def test_ctrl_c_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path, stop_signal):
     study = tiny_study(tmp_path, rounds=30)
     study["tracking"] = {**study["tracking"], "run_name": "interrupted"}
     path = tmp_path / "study.yaml"
@@ -87,10 +88,11 @@ def test_ctrl_c_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path):
     while not checkpoint_path(run_dir).is_file():
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    process.send_signal(stop_signal)  # what Ctrl-C sends, or `kill` / `timeout`
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 130
     assert "fedray resume" in " ".join(stderr.split())
+    assert "SIGTERM received" not in stderr  # Ray's own handler (exit at once, run left RUNNING) is not used
     stopped = load_checkpoint(checkpoint_path(run_dir))
     assert stopped.round < 30
     client = MlflowClient(study["tracking"]["uri"])
