@@ -109,8 +109,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="a study's results folder (e.g. results/quickstart) or its MLflow run id")
     predict.add_argument("--input", required=True, type=Path, help="a .nii/.nii.gz CT volume or a folder of them")
     predict.add_argument("--out", required=True, type=Path, help="folder for the label maps and labels.json")
-    predict.add_argument("--round", type=int, default=None, dest="round_index",
-                         help="use the checkpoint of this round (kept with tracking.keep_every; default: the last)")
+    predict.add_argument("--round", type=_round_choice, default=None, dest="round_index", metavar="N|best",
+                         help="use round N's checkpoint (kept with tracking.keep_every) or the best evaluated "
+                              "round's (default: the last)")
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (a GPU if there is one)")
     predict.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the study's)")
     predict.add_argument("--roi-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
@@ -469,6 +470,15 @@ def _predict(args: argparse.Namespace) -> int:
     console.print(f"{len(results) - len(failed)} of {len(results)} label maps in {args.out} "
                   f"(names in {args.out / 'labels.json'})", highlight=False)
     return 1 if failed else 0
+
+
+def _round_choice(text: str) -> int | str:
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a round number nor 'best'") from None
 
 
 def _run_folder(source: str, tracking_uri: str | None) -> Path:

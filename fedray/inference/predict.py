@@ -63,9 +63,10 @@ class _StatesOfRound:
         return self.states.get(hospital_id, before_round)
 
 
-def load_trained(run_dir: str | Path, round_index: int | None = None, device: str = "cpu") -> TrainedStudy:
-    """The model of `run_dir` after its last checkpointed round, or after `round_index` (a checkpoint
-    kept with `tracking.keep_every`), built as the study's own evaluation built it.
+def load_trained(run_dir: str | Path, round_index: int | str | None = None, device: str = "cpu") -> TrainedStudy:
+    """The model of `run_dir` after its last checkpointed round, after `round_index` (a checkpoint
+    kept with `tracking.keep_every`) or at its best evaluated round ("best"), built as the study's
+    own evaluation built it.
 
     Raises:
         ConfigError: not a run folder, no such checkpoint, or an unavailable device.

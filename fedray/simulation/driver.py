@@ -296,6 +296,7 @@ class Driver:
             Metric.BYTES_TOTAL.value: state.bytes_total,
             Metric.TRAIN_LOSS.value: run.rows[-1][Metric.TRAIN_LOSS.value],
             "dice/mean_untrained": state.untrained_dice,
+            **_best(run.rows),
             "comm/bytes_preparation": self.strategy.preparation_bytes(),
             "params_total": count_parameters(model),
             "bytes_per_model": len(encode_state(state.global_state)),
@@ -339,6 +340,15 @@ class Driver:
             **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.parent_run_id else {}),
             **_skipped_tags(self.skipped),
         }
+
+
+def _best(rows: list[dict]) -> dict:
+    """The evaluated round with the highest mean Dice (its checkpoint is checkpoints/best.npz)."""
+    evaluated = [r for r in rows if not math.isnan(r[Metric.DICE_MEAN.value])]
+    if not evaluated:
+        return {"best_round": None, "dice/mean_best": math.nan}
+    best = max(evaluated, key=lambda r: r[Metric.DICE_MEAN.value])  # the first of equal ones
+    return {"best_round": best["round"], "dice/mean_best": best[Metric.DICE_MEAN.value]}
 
 
 def _tracking_uri(config: StudyConfig) -> str:

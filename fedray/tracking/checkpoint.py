@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,13 @@ class Checkpoint:
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
-def checkpoint_path(run_dir: Path, round_index: int | None = None) -> Path:
-    """results/<run>/checkpoints/latest.npz, or a kept round's round_NNNNNN.npz."""
-    name = "latest.npz" if round_index is None else f"round_{round_index:06d}.npz"
+def checkpoint_path(run_dir: Path, round_index: int | str | None = None) -> Path:
+    """results/<run>/checkpoints/latest.npz, a kept round's round_NNNNNN.npz, or "best" (best.npz:
+    the evaluated round with the highest dice/mean so far)."""
+    if round_index is None or round_index == "best":
+        name = f"{round_index or 'latest'}.npz"
+    else:
+        name = f"round_{int(round_index):06d}.npz"
     return run_dir / "checkpoints" / name
 
 
@@ -108,6 +113,8 @@ class CheckpointCallback(Callback):
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
         cfg, round_index = run.config, row["round"]
         every, keep = cfg.tracking.checkpoint_every, cfg.tracking.keep_every
+        if _is_best(run.rows):  # written first: a study killed now still has its best model
+            save_checkpoint(run.snapshot(), checkpoint_path(cfg.run_dir, "best"))
         if (
             round_index == cfg.rounds
             or run.stopping
@@ -115,3 +122,10 @@ class CheckpointCallback(Callback):
             or (keep and round_index % keep == 0)
         ):
             self.save(run)
+
+
+def _is_best(rows: list[dict[str, Any]]) -> bool:
+    """True when the last row's dice/mean is finite and higher than every earlier evaluated round's."""
+    dice = [row.get("dice/mean", math.nan) for row in rows]
+    last, earlier = dice[-1], [d for d in dice[:-1] if not math.isnan(d)]
+    return not math.isnan(last) and all(last > d for d in earlier)

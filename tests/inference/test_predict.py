@@ -77,6 +77,9 @@ def test_a_kept_round_can_be_chosen_and_a_missing_one_is_refused(fedavg_run):
     assert any(not torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), last.model.state_dict().values()))
     with pytest.raises(ConfigError, match="round_000001.npz"):
         load_trained(config.run_dir, round_index=7)
+    best = load_trained(config.run_dir, round_index="best")
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    assert best.round == summary["best_round"] and summary["dice/mean_best"] >= summary["dice/mean"]
 
 
 def test_bad_inputs_are_reported_by_name_and_the_others_still_segmented(fedavg_run, tmp_path):

@@ -1,0 +1,20 @@
+"""Checkpoint paths and the best-round rule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from fedray.tracking.checkpoint import _is_best, checkpoint_path
+
+
+def test_best_is_the_first_strictly_highest_evaluated_round():
+    rows = [{"dice/mean": math.nan}, {"dice/mean": 0.4}, {"dice/mean": math.nan}, {"dice/mean": 0.4}, {"dice/mean": 0.5}]
+    assert [_is_best(rows[: i + 1]) for i in range(len(rows))] == [False, True, False, False, True]
+
+
+def test_checkpoint_paths():
+    run = Path("results/r")
+    assert checkpoint_path(run) == run / "checkpoints" / "latest.npz"
+    assert checkpoint_path(run, 7) == run / "checkpoints" / "round_000007.npz"
+    assert checkpoint_path(run, "best") == run / "checkpoints" / "best.npz"
