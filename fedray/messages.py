@@ -166,6 +166,8 @@ class RoundAccount:
     compute_s: dict[str, float] = field(default_factory=dict)  # hospital -> bare local update seconds
     rejected: list[str] = field(default_factory=list)
     late: list[str] = field(default_factory=list)
+    losses: dict[str, float] = field(default_factory=dict)  # hospital -> mean local loss (accepted or not)
+    traffic: dict[str, tuple[int, int]] = field(default_factory=dict)  # hospital -> (bytes down, bytes up)
 
     def merge(self, other: RoundAccount) -> None:
         """Add `other`'s hospitals to this account."""
@@ -175,6 +177,8 @@ class RoundAccount:
         self.compute_s.update(other.compute_s)
         self.rejected.extend(other.rejected)
         self.late.extend(other.late)
+        self.losses.update(other.losses)
+        self.traffic.update(other.traffic)
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,32 @@ def round_row(
         **faults,
         "clients": clients,
     }
+
+
+HOSPITAL_COLUMNS = ("round", "hospital", "status", "loss", "steps", "seconds", "bytes_down", "bytes_up", "retries")
+
+
+def hospital_rows(
+    round_index: int, chosen: Sequence[str], account: RoundAccount, outcomes: dict[str, tuple[str, int]], steps: int
+) -> list[dict]:
+    """One row per hospital sampled in the round (hospitals.csv): status is accepted, rejected (bad
+    update), late (past the deadline), dropped (failed after its retries) or dropout (simulated)."""
+    rows = []
+    for hid in chosen:
+        why, retries = outcomes.get(hid, ("", 0))
+        if hid in account.accepted:
+            status = "accepted"
+        elif hid in account.late:
+            status = "late"
+        elif hid in account.rejected:
+            status = "rejected"
+        else:
+            status = why or "dropped"
+        down, up = account.traffic.get(hid, (0, 0))
+        trained = hid in account.losses
+        rows.append({
+            "round": round_index, "hospital": hid, "status": status,
+            "loss": account.losses.get(hid, math.nan), "steps": steps if trained else 0,
+            "seconds": account.compute_s.get(hid, math.nan), "bytes_down": down, "bytes_up": up, "retries": retries,
+        })
+    return rows

@@ -23,7 +23,7 @@ from fedray.config import StudyConfig
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
 from fedray.messages import Metric, Progress, State, encode_state
-from fedray.metrics.rows import evaluation_fields, round_row
+from fedray.metrics.rows import evaluation_fields, hospital_rows, round_row
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
@@ -34,6 +34,7 @@ from fedray.tracking.callbacks import Callback, CallbackList, RunContext
 from fedray.tracking.checkpoint import Checkpoint, CheckpointCallback, checkpoint_path, load_checkpoint
 from fedray.tracking.client_store import ClientStateStore, DecodedClientStates
 from fedray.tracking.mlflow import MlflowCallback
+from fedray.tracking.model_logging import ModelLoggingCallback
 from fedray.tracking.provenance import git_commit
 from fedray.tracking.run_files import RunFilesCallback
 from fedray.training.evaluate import Evaluation, evaluate
@@ -170,8 +171,8 @@ class Driver:
         resumed = load_checkpoint(path) if self.resume and path.exists() else None
         run = RunContext(cfg, self.hospitals, self.test_dir, self._tags(), self.skipped, resumed)
         callbacks = CallbackList(
-            [RunFilesCallback(), MlflowCallback(), CheckpointCallback(self.client_store.prune), self.board,
-             *self.user_callbacks]
+            [RunFilesCallback(), ModelLoggingCallback(), MlflowCallback(), CheckpointCallback(self.client_store.prune),
+             self.board, *self.user_callbacks]
         )
         self.board.update(phase="loading data")
         try:
@@ -265,6 +266,10 @@ class Driver:
                 round_index, self.organs, state.last_eval, evaluated, ledger.account, state.bytes_total,
                 {"round": time.perf_counter() - round_start, "train": train_s, "eval": eval_s},
                 ledger.train_loss, faults, len(chosen),
+            )
+            run.hospital_rows = hospital_rows(
+                round_index, [h.hospital_id for h in chosen], ledger.account, self.scheduler.outcomes,
+                cfg.train.local_steps,
             )
             state.round = round_index
             state.wall_s = run.wall_s = wall_before + time.perf_counter() - session_start

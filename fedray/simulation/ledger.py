@@ -51,10 +51,13 @@ class RoundLedger:
         account = self.account
         account.bytes_down += result.bytes_down
         account.compute_s[result.hospital_id] = result.train_seconds
+        account.losses[result.hospital_id] = result.train_loss
         if result.late:
             account.late.append(result.hospital_id)  # it received the model, but sent nothing in time
+            account.traffic[result.hospital_id] = (result.bytes_down, 0)
             return
         account.bytes_up += result.bytes_up
+        account.traffic[result.hospital_id] = (result.bytes_down, result.bytes_up)
         if update is None:
             update = decode_state(result.payload) if result.payload else {}
         problem = update_problem(update, self.template)

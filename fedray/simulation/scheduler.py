@@ -41,6 +41,7 @@ class RoundScheduler:
         self.generations: dict[int, int] = {}  # group -> replacements so far
         self.client_store = client_store
         self.placed: list[dict] = []
+        self.outcomes: dict[str, tuple[str, int]] = {}  # last round: hospital -> (not trained: why, retries)
 
     def await_actors(self) -> None:
         """Wait until every hospital actor is up; note where each runs."""
@@ -153,6 +154,8 @@ class RoundScheduler:
             else:
                 queue.append(hospital)
         attempts = {h.hospital_id: 0 for h in queue}
+        queued = {h.hospital_id for h in queue}
+        self.outcomes = {h.hospital_id: ("dropout", 0) for h in chosen if h.hospital_id not in queued}
         trains: dict = {}  # task -> (actor group, actor handle, hospital)
         flushes: dict = {}  # task -> (actor group, actor handle)
         busy = [0] * len(self.actors)
@@ -219,6 +222,7 @@ class RoundScheduler:
             else:
                 log.warning("dropped %s from round %d after %d retries: %s", hid, round_index, attempts[hid], why)
                 counts[Metric.DROPPED.value] += 1
+                self.outcomes[hid] = ("dropped", attempts[hid])
 
         def actor_died(group: int, dead) -> None:
             nonlocal done
@@ -282,6 +286,8 @@ class RoundScheduler:
             else:
                 summed(task)
             dispatch()
+        for hid, retries in attempts.items():
+            self.outcomes.setdefault(hid, ("", retries))
         return {**counts, Metric.LATE.value: len(ledger.account.late)}
 
     def _fault_draws(self, round_index: int, hospital: Hospital) -> tuple[float, float]:

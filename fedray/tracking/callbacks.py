@@ -34,6 +34,7 @@ class RunContext:
     rows: list[dict[str, Any]] = field(default_factory=list)
     stopping: bool = False
     wall_s: float = 0.0  # the study's time so far, over all its sessions
+    hospital_rows: list[dict[str, Any]] = field(default_factory=list)  # the last round's, one per sampled hospital
     snapshot: Callable[[], Checkpoint] | None = None
 
 

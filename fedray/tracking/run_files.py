@@ -11,6 +11,7 @@ import pandas as pd
 
 from fedray.atomic import atomic_write_text
 from fedray.config import StudyConfig, save_config
+from fedray.metrics.rows import HOSPITAL_COLUMNS
 from fedray.tracking.callbacks import Callback, RunContext
 from fedray.tracking.checksums import ChecksumCache
 from fedray.tracking.provenance import data_manifest
@@ -27,6 +28,25 @@ class RunFiles:
     @property
     def config_path(self) -> Path:
         return self.run_dir / "config.resolved.yaml"
+
+    @property
+    def hospitals_path(self) -> Path:
+        return self.run_dir / "hospitals.csv"
+
+    def add_hospital_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append one round's per-hospital rows to hospitals.csv (appended, not rewritten: it grows
+        with rounds x hospitals)."""
+        if not rows:
+            return
+        new = not self.hospitals_path.is_file()
+        with open(self.hospitals_path, "a") as handle:
+            pd.DataFrame(rows, columns=HOSPITAL_COLUMNS).to_csv(handle, index=False, header=new)
+
+    def truncate_hospital_rows(self, through_round: int) -> None:
+        """On resume: drop the rows of rounds after the checkpoint (they are redone)."""
+        if self.hospitals_path.is_file():
+            table = pd.read_csv(self.hospitals_path)
+            atomic_write_text(self.hospitals_path, table[table["round"] <= through_round].to_csv(index=False))
 
     @property
     def rounds_path(self) -> Path:
@@ -72,6 +92,7 @@ class RunFilesCallback(Callback):
         if run.resumed is not None:
             files.rows = run.rows
             files.rewrite()  # rounds after the checkpoint are redone: drop them from rounds.csv
+            files.truncate_hospital_rows(run.resumed.round)
             return
         files.write_config(cfg)
         cache = Path(cfg.data.cache_dir) / "checksums.sqlite" if cfg.data.persistent_cache else None
@@ -85,6 +106,7 @@ class RunFilesCallback(Callback):
 
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
         self.files.rewrite()  # run.rows, shared with the driver, already ends with `row`
+        self.files.add_hospital_rows(run.hospital_rows)
 
     def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:
         if summary is not None:

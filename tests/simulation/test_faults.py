@@ -81,3 +81,6 @@ def test_dropout_and_deadline_behave_as_configured(tmp_path, ray_local):
     assert (rounds[Metric.BYTES_UP.value] == 0).all()
     assert (rounds[Metric.BYTES_DOWN.value] == rounds[Metric.LATE.value] * summary["bytes_per_model"]).all()
     assert summary["dice/mean"] == summary["dice/mean_untrained"]  # nothing arrived: the model never changed
+    statuses = pd.read_csv(config.run_dir / "hospitals.csv").groupby("round")["status"].value_counts()
+    assert [statuses.get((r, "dropout"), 0) for r in (1, 2)] == expected_dropouts
+    assert [statuses.get((r, "late"), 0) for r in (1, 2)] == [3 - d for d in expected_dropouts]

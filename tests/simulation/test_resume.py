@@ -54,6 +54,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
     ref_rows = pd.read_csv(reference.run_dir / "rounds.csv").drop(columns=timing)
     resumed_rows = pd.read_csv(killed_dir / "rounds.csv").drop(columns=timing)
     pd.testing.assert_frame_equal(ref_rows, resumed_rows)
+    hospitals = [pd.read_csv(d / "hospitals.csv").drop(columns="seconds") for d in (reference.run_dir, killed_dir)]
+    pd.testing.assert_frame_equal(*hospitals)  # each round's hospitals once, as if never interrupted
 
     client = MlflowClient(study["tracking"]["uri"])
     run = client.get_run(summary["run_id"])

@@ -64,3 +64,11 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     assert summary[Metric.BYTES_TOTAL.value] == 2 * 2 * 3 * model_bytes
     assert rounds[Metric.BYTES_TOTAL.value].tolist() == [6 * model_bytes, 12 * model_bytes]
     assert 0.0 <= summary["dice/mean"] <= 1.0 and not math.isnan(summary["dice/mean"])
+
+    # per hospital: who trained each round, its loss, time and bytes (hospitals.csv, also in MLflow)
+    per_hospital = pd.read_csv(run_dir / "hospitals.csv")
+    assert sorted(zip(per_hospital["round"], per_hospital["hospital"])) == [(r, h) for r in (1, 2) for h in "abc"]
+    assert (per_hospital["status"] == "accepted").all() and (per_hospital["steps"] == 2).all()
+    assert (per_hospital["bytes_down"] == model_bytes).all() and (per_hospital["bytes_up"] == model_bytes).all()
+    assert per_hospital["loss"].notna().all() and (per_hospital["retries"] == 0).all()
+    assert "hospitals.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
