@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", default="fedkd", help="variant the paired tests compare against")
     report.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or results/mlflow.db")
     report.add_argument("--out", type=Path, default=None, help="default: results/<experiment>/")
+    report.add_argument("--no-pictures", action="store_true",
+                        help="skip the segmentations figure (it loads one model per method and segments a test volume)")
     report.set_defaults(handler=_report)
 
     predict = commands.add_parser(
@@ -506,7 +508,15 @@ def _report(args: argparse.Namespace) -> int:
     runs = tidy_runs(study_runs(uri, args.experiment), args.experiment)
     names = [Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value, Metric.BYTES_DOWN.value]
     histories = metric_histories(uri, list(runs["run_id"]), names)
-    report = write_report(runs, histories, args.experiment, args.out or Path("results") / args.experiment, args.reference)
+    out = args.out or Path("results") / args.experiment
+    overlays = None
+    if not args.no_pictures:
+        from fedray.reporting.overlay import method_overlays
+
+        overlays = method_overlays(runs, out, tracking_uri=uri)
+        for note in overlays.notes:
+            console.print(f"[yellow]{note}[/]", highlight=False)
+    report = write_report(runs, histories, args.experiment, out, args.reference, overlays=overlays)
     console.print(f"{len(runs)} studies, {runs['variant'].nunique()} variants -> {report.markdown}")
     return 0
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -17,6 +19,9 @@ from scipy import stats  # noqa: E402
 
 from fedray.organs import STRUCTURES  # noqa: E402
 
+if TYPE_CHECKING:
+    from fedray.reporting.overlay import MethodOverlays
+
 PLATEAU_TOLERANCE = 0.01  # a run has plateaued once its Dice is within 1 point of its best
 
 
@@ -28,6 +33,7 @@ class Report:
     summary_csv: Path
     paired_csv: Path
     plots: tuple[Path, ...]
+    segmentations: Path | None = None  # the methods' segmentation panel (`overlays`), when drawn
 
 
 def variant_of(run_name: str, experiment: str) -> str:
@@ -113,9 +119,18 @@ def paired_tests(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 
 def write_report(
-    runs: pd.DataFrame, histories: pd.DataFrame, experiment: str, out_dir: Path, reference: str
+    runs: pd.DataFrame,
+    histories: pd.DataFrame,
+    experiment: str,
+    out_dir: Path,
+    reference: str,
+    overlays: MethodOverlays | None = None,
 ) -> Report:
-    """Write report.md, summary.csv, paired.csv and PNG plots under `out_dir`."""
+    """Write report.md, summary.csv, paired.csv and PNG plots under `out_dir`.
+
+    `overlays`: `fedray.reporting.overlay.method_overlays(runs, out_dir)`, the methods' segmentations
+    of one test volume, shown (with what it left out) in a Segmentations section.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     organs = [o for o in STRUCTURES if f"dice/{o}" in runs.columns]
     summary = summarise(runs, histories, organs)
@@ -130,8 +145,9 @@ def write_report(
         _plot_costs(summary, out_dir / "inference_and_parameters.png"),
     )
     markdown = out_dir / "report.md"
-    markdown.write_text(_markdown(experiment, summary, paired, organs, reference, plots))
-    return Report(markdown, summary_csv, paired_csv, plots)
+    markdown.write_text(_markdown(experiment, summary, paired, organs, reference, plots)
+                        + (_segmentations(overlays, out_dir) if overlays is not None else ""))
+    return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None)
 
 
 def _pm(mean: float, std: float) -> str:
@@ -188,6 +204,23 @@ two-sided Wilcoxon p-value is 0.25, so read the spread of the differences, not t
 
 {images}
 """
+
+
+def _segmentations(overlays: MethodOverlays, out_dir: Path) -> str:
+    lines = ["", "## Segmentations", ""]
+    if overlays.png is not None:
+        lines += [
+            f"Test case {overlays.case} segmented by each method's seed-{overlays.seed} model (best mean Dice first),",
+            "on the axial and coronal slices through the most reference foreground. Solid lines: reference;",
+            "filled, dashed edge: prediction. A line without fill is missed, a fill without line is false positive.",
+            "",
+            f"![segmentations]({Path(os.path.relpath(overlays.png, out_dir)).as_posix()})",
+        ]
+    else:
+        lines.append("No segmentation panel could be drawn.")
+    if overlays.notes:
+        lines += ["", *[f"- {note}" for note in overlays.notes]]
+    return "\n".join(lines) + "\n"
 
 
 def _plot_organs(summary: pd.DataFrame, organs: list[str], path: Path) -> Path:
