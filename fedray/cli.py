@@ -109,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("source", metavar="RUN_DIR_OR_MLFLOW_RUN",
                          help="a study's results folder (e.g. results/quickstart) or its MLflow run id")
-    predict.add_argument("--input", required=True, type=Path, help="a .nii/.nii.gz CT volume or a folder of them")
+    predict.add_argument("--input", type=Path, default=None, help="a .nii/.nii.gz CT volume or a folder of them")
+    predict.add_argument("--test-set", action="store_true",
+                         help="segment the study's own held-out test set instead, and score it against its references")
     predict.add_argument("--out", required=True, type=Path, help="folder for the label maps and labels.json")
     predict.add_argument("--round", type=_round_choice, default=None, dest="round_index", metavar="N|best",
                          help="use round N's checkpoint (kept with tracking.keep_every) or the best evaluated "
@@ -448,9 +450,14 @@ def _sweep(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from fedray.inference.predict import eval_with, input_files, load_trained, predict_files
 
+    from fedray.errors import ConfigError
+    from fedray.inference.predict import pooled_dice, study_test_set
+
+    if (args.input is None) == (not args.test_set):
+        raise ConfigError("fedray predict needs --input PATH or --test-set (one of them).")
     run_dir = _run_folder(args.source, args.tracking_uri)
-    inputs = input_files(args.input)
     trained = load_trained(run_dir, args.round_index, args.device)
+    inputs = input_files(study_test_set(trained.config) if args.test_set else args.input)
     eval_cfg = eval_with(trained.config.eval, {"overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
                                                "roi_size": tuple(args.roi_size) if args.roi_size else None})
     console.print(f"Segmenting {len(inputs)} volume(s) with [bold]{trained.config.run_name}[/] "
@@ -471,6 +478,14 @@ def _predict(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.error is not None]
     console.print(f"{len(results) - len(failed)} of {len(results)} label maps in {args.out} "
                   f"(names in {args.out / 'labels.json'})", highlight=False)
+    if args.test_set and not failed:
+        dice = pooled_dice({r.input.name: r.output for r in results}, trained.config)
+        table = Table(title="Dice on the test set (pooled counts)")
+        table.add_column("organ")
+        table.add_column("Dice %", justify="right")
+        for organ, value in dice.items():
+            table.add_row(organ, "-" if math.isnan(value) else f"{100 * value:.1f}")
+        Console().print(table)
     return 1 if failed else 0
 
 

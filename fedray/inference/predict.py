@@ -229,6 +229,45 @@ def predict_files(
     return results
 
 
+def study_test_set(config: StudyConfig) -> Path:
+    """The images of the study's own fully-labelled test folder (data.test_set or its phantom's)."""
+    from fedray.data.federation import held_out_folder
+
+    folder = held_out_folder(config)
+    images = folder / "imagesTr" if (folder / "imagesTr").is_dir() else folder
+    if not images.is_dir():
+        raise DataError(f"the study's test set '{folder}' is not on this machine.")
+    return images
+
+
+def pooled_dice(outputs: dict[str, Path], config: StudyConfig) -> dict[str, float]:
+    """Dice of label maps written for the study's test set (input file name -> label map) against its
+    references, from TP/FP/FN summed over the volumes, as the study's own `dice/*`: organ -> Dice, and
+    "mean" (NaN organs skipped).
+
+    Raises:
+        DataError: a test volume has no label map.
+    """
+    from fedray.config import SiteConfig
+    from fedray.data.datasets import load_cases
+    from fedray.data.federation import held_out_folder
+    from fedray.data.sites import read_site_cases
+    from fedray.metrics.segmentation import confusion_counts, dice_from_counts, mean_dice
+
+    organs = list(config.data.organs)
+    listed = read_site_cases(SiteConfig(path=str(held_out_folder(config))), require_files=True).cases
+    missing = [c.image.name for c in listed if c.image.name not in outputs]
+    if missing:
+        raise DataError(f"no label map for test volume(s) {', '.join(missing[:5])}")
+    cases = load_cases(listed, organs, config.data.hu_window, config.data.preprocess)
+    counts = np.zeros((len(organs), 3), dtype=np.int64)
+    for site_case, case in zip(listed, cases, strict=True):
+        predicted = torch.as_tensor(np.asarray(nib.load(outputs[site_case.image.name]).dataobj)).long()
+        counts += confusion_counts(predicted, case["original_label"][0].long(), len(organs))
+    dice = dice_from_counts(counts)
+    return {**{o: float(d) for o, d in zip(organs, dice)}, "mean": mean_dice(dice)}
+
+
 def eval_with(cfg: EvalConfig, overrides: dict) -> EvalConfig:
     """The study's sliding-window settings with some replaced (`fedray predict --overlap 0.5`)."""
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -11,11 +11,9 @@ import torch
 
 from fedray.cli import main
 from fedray.config import config_from_data, with_absolute_paths
-from fedray.data.datasets import load_folder
 from fedray.data.federation import prepare_hospitals
 from fedray.errors import ConfigError, DataError
-from fedray.inference.predict import input_files, load_trained, predict_files
-from fedray.metrics.segmentation import confusion_counts, dice_from_counts, mean_dice
+from fedray.inference.predict import input_files, load_trained, pooled_dice, predict_files
 from fedray.simulation.launch import run_study
 from tests.conftest import tiny_study
 
@@ -30,16 +28,6 @@ def train(tmp_path, name: str, tracking_extra=None, **overrides):
     config = with_absolute_paths(config_from_data(data))
     hospitals, test_dir = prepare_hospitals(config)
     return config, test_dir, run_study(config, hospitals, test_dir)
-
-
-def pooled_dice(outputs, config, test_dir) -> float:
-    cases = load_folder(test_dir, config.data.organs, config.data.hu_window, preprocess=config.data.preprocess)
-    n = len(config.data.organs)
-    counts = np.zeros((n, 3), dtype=np.int64)
-    for output, case in zip(outputs, cases, strict=True):
-        predicted = torch.as_tensor(np.asarray(nib.load(output).dataobj)).long()
-        counts += confusion_counts(predicted, case["original_label"][0].long(), n)
-    return mean_dice(dice_from_counts(counts))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +48,7 @@ def test_predicting_the_test_set_gives_the_studys_final_dice_in_each_inputs_grid
     inputs = input_files(test_dir / "imagesTr")
     results = predict_files(trained, inputs, tmp_path / "out")
     assert all(r.error is None for r in results)
-    assert pooled_dice([r.output for r in results], config, test_dir) == summary["dice/mean"]  # exactly
+    assert pooled_dice({r.input.name: r.output for r in results}, config)["mean"] == summary["dice/mean"]  # exactly
     source, written = nib.load(inputs[0]), nib.load(results[0].output)
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     assert written.get_data_dtype() == np.uint8
@@ -105,8 +93,13 @@ def test_bad_inputs_are_reported_by_name_and_the_others_still_segmented(fedavg_r
         input_files(tmp_path / "empty")
 
 
-def test_cli_predict_writes_label_maps_and_fails_on_a_bad_input(fedavg_run, tmp_path):
-    config, test_dir, _ = fedavg_run
+def test_cli_predict_writes_label_maps_and_fails_on_a_bad_input(fedavg_run, tmp_path, capsys):
+    config, test_dir, summary = fedavg_run
+    assert main(["predict", str(config.run_dir), "--test-set", "--out", str(tmp_path / "t"), "--overlay"]) == 0
+    assert f"{100 * summary['dice/mean']:.1f}" in capsys.readouterr().out  # the study's own final Dice
+    outputs = {p.name: p for p in (tmp_path / "t").glob("*.nii.gz")}
+    assert pooled_dice(outputs, config)["mean"] == summary["dice/mean"]
+    assert len(list((tmp_path / "t").glob("*.png"))) == len(outputs) > 0
     good = input_files(test_dir / "imagesTr")[0]
     assert main(["predict", str(config.run_dir), "--input", str(good), "--out", str(tmp_path / "o"),
                  "--device", "cpu", "--overlap", "0.5"]) == 0
@@ -121,7 +114,7 @@ def test_local_only_predicts_with_its_ensemble_and_only_its_last_round(tmp_path,
     trained = load_trained(config.run_dir)
     outputs = [tmp_path / "o" / p.name for p in input_files(test_dir / "imagesTr")]
     predict_files(trained, input_files(test_dir / "imagesTr"), tmp_path / "o")
-    assert pooled_dice(outputs, config, test_dir) == summary["dice/mean"]
+    assert pooled_dice({p.name: p for p in outputs}, config)["mean"] == summary["dice/mean"]
     assert type(trained.model).__name__ == "OrganEnsemble"
     with pytest.raises(ConfigError, match="no longer keeps"):
         load_trained(config.run_dir, round_index=1)
