@@ -515,12 +515,18 @@ def _run_folder(source: str, tracking_uri: str | None) -> Path:
 
 def _report(args: argparse.Namespace) -> int:
     from fedray.messages import Metric
-    from fedray.reporting.report import tidy_runs, write_report
+    from fedray.reporting.report import config_differences, tidy_runs, write_report
     from fedray.tracking.mlflow import default_tracking_uri
     from fedray.tracking.query import metric_histories, study_runs
 
     uri = args.tracking_uri or default_tracking_uri("results")
-    runs = tidy_runs(study_runs(uri, args.experiment), args.experiment)
+    raw = study_runs(uri, args.experiment)
+    runs = tidy_runs(raw, args.experiment)
+    differences = config_differences(raw, runs)
+    if args.reference not in set(runs["variant"]):
+        console.print(f"[yellow]The reference variant '{args.reference}' is not among the runs "
+                      f"({', '.join(sorted(set(runs['variant'])))}): no paired comparison. "
+                      f"Choose one with --reference.[/]", highlight=False)
     names = [Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value, Metric.BYTES_DOWN.value]
     histories = metric_histories(uri, list(runs["run_id"]), names)
     out = args.out or Path("results") / args.experiment
@@ -531,7 +537,8 @@ def _report(args: argparse.Namespace) -> int:
         overlays = method_overlays(runs, out, tracking_uri=uri)
         for note in overlays.notes:
             console.print(f"[yellow]{note}[/]", highlight=False)
-    report = write_report(runs, histories, args.experiment, out, args.reference, overlays=overlays)
+    report = write_report(runs, histories, args.experiment, out, args.reference, overlays=overlays,
+                          differences=differences)
     console.print(f"{len(runs)} studies, {runs['variant'].nunique()} variants -> {report.markdown}")
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -419,10 +421,20 @@ class TrackingConfig:
     parent_run_id: str | None = None  # set by `fedray sweep`: cells are children of the sweep's run
     checkpoint_every: int = 1  # rounds between checkpoints; 0 = none (the last round is always saved)
     keep_every: int = 0  # also keep checkpoints/round_NNNNNN.npz every this many rounds (fedray predict --round)
+    log_model: bool = True  # log the model to the MLflow run at the end (and at each kept round) as a pyfunc
+    register_as: str | None = None  # also register the final model under this name in MLflow's registry
 
     def __post_init__(self) -> None:
         require(self.checkpoint_every >= 0, "tracking.checkpoint_every must be >= 0.")
         require(self.keep_every >= 0, "tracking.keep_every must be >= 0.")
+        require(
+            self.register_as is None or (isinstance(self.register_as, str) and self.register_as.strip() != ""),
+            "tracking.register_as must be a non-empty model name (or null for no registration).",
+        )
+        require(
+            self.register_as is None or self.log_model,
+            "tracking.register_as needs tracking.log_model: true (only a logged model can be registered).",
+        )
 
 
 @dataclass(frozen=True)
@@ -650,3 +662,17 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): data}
+
+
+# Keys that name a run or place it, but do not change what it computes (results are bit-identical
+# across actor counts); everything else, seed aside, decides which runs are seeds of one configuration.
+NOT_IN_DIGEST = ("name", "seed")
+NOT_IN_DIGEST_SECTIONS = ("tracking.", "resources.")
+
+
+def config_digest(flat: dict[str, Any]) -> str:
+    """A short digest of a flattened config (`flatten(to_data(config))`, or a run's MLflow params)
+    without the seed and the keys that only name or place the run: runs with the same digest are
+    seeds of one configuration (what `fedray report` groups)."""
+    kept = {k: str(v) for k, v in flat.items() if k not in NOT_IN_DIGEST and not k.startswith(NOT_IN_DIGEST_SECTIONS)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]

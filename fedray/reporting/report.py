@@ -42,13 +42,42 @@ def variant_of(run_name: str, experiment: str) -> str:
     return parts[1] if len(parts) >= 3 and parts[0] == experiment else run_name
 
 
+def run_digests(runs: pd.DataFrame) -> list[str]:
+    """Each run's config digest: its `config_digest` tag, else computed from its logged params."""
+    from fedray.config import config_digest
+
+    params = [c for c in runs.columns if c.startswith("params.")]
+    tags = runs["tags.config_digest"] if "tags.config_digest" in runs.columns else pd.Series([None] * len(runs))
+    digests = []
+    for (_, row), tag in zip(runs.iterrows(), tags):
+        if isinstance(tag, str) and tag:
+            digests.append(tag)
+        else:
+            flat = {c.removeprefix("params."): row[c] for c in params if isinstance(row[c], str)}
+            digests.append(config_digest(flat))
+    return digests
+
+
 def tidy_runs(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """One row per run: variant, seed and the final metrics under their plain names."""
+    """One row per run: variant, seed, config digest and the final metrics under their plain names.
+
+    Runs are seeds of one variant only when their configs are the same but for the seed (the same
+    `config_digest`); a name shared by several configs is split as `<name>@<digest>`.
+    """
+    names = [variant_of(n, experiment) for n in runs["tags.mlflow.runName"]]
+    if "tags.study" in runs.columns:  # runs outside a sweep: grouped by study, not by their -2, -3 names
+        names = [n if n != r else (s if isinstance(s, str) and s else n)
+                 for n, r, s in zip(names, runs["tags.mlflow.runName"], runs["tags.study"])]
+    digests = run_digests(runs)
+    groups: dict[str, set[str]] = {}
+    for name, digest in zip(names, digests):
+        groups.setdefault(name, set()).add(digest)
     table = pd.DataFrame(
         {
             "run_id": runs["run_id"],
-            "variant": [variant_of(n, experiment) for n in runs["tags.mlflow.runName"]],
+            "variant": [n if len(groups[n]) == 1 else f"{n}@{d[:6]}" for n, d in zip(names, digests)],
             "seed": runs["tags.seed"].astype(int),
+            "config_digest": digests,
         }
     )
     for column in runs.columns:
@@ -118,6 +147,21 @@ def paired_tests(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def config_differences(raw: pd.DataFrame, tidy: pd.DataFrame) -> pd.DataFrame:
+    """The logged config keys (MLflow params) whose values differ between variants: variant x key."""
+    from fedray.config import NOT_IN_DIGEST, NOT_IN_DIGEST_SECTIONS
+
+    params = [c for c in raw.columns if c.startswith("params.")]
+    table = raw.set_index("run_id")[params].loc[tidy["run_id"]]
+    table.index = tidy["variant"].to_numpy()
+    table = table.groupby(level=0).first()
+    keep = [c for c in params
+            if table[c].nunique(dropna=False) > 1
+            and c.removeprefix("params.") not in NOT_IN_DIGEST
+            and not c.removeprefix("params.").startswith(NOT_IN_DIGEST_SECTIONS)]
+    return table[keep].rename(columns=lambda c: c.removeprefix("params."))
+
+
 def write_report(
     runs: pd.DataFrame,
     histories: pd.DataFrame,
@@ -125,6 +169,7 @@ def write_report(
     out_dir: Path,
     reference: str,
     overlays: MethodOverlays | None = None,
+    differences: pd.DataFrame | None = None,
 ) -> Report:
     """Write report.md, summary.csv, paired.csv and PNG plots under `out_dir`.
 
@@ -145,9 +190,24 @@ def write_report(
         _plot_costs(summary, out_dir / "inference_and_parameters.png"),
     )
     markdown = out_dir / "report.md"
-    markdown.write_text(_markdown(experiment, summary, paired, organs, reference, plots)
+    notes = ""
+    if reference not in set(runs["variant"]):
+        notes += (f"\n**The reference variant `{reference}` is not among these runs** "
+                  f"({', '.join(sorted(set(runs['variant'])))}), so there is no paired comparison; "
+                  "choose one with `fedray report --reference VARIANT`.\n")
+    if differences is not None and not differences.empty:
+        notes += ("\n## How the variants' configs differ\n\n(logged config keys that differ; seeds of one "
+                  "variant share everything but the seed)\n\n" + _markdown_table(differences) + "\n")
+    markdown.write_text(_markdown(experiment, summary, paired, organs, reference, plots) + notes
                         + (_segmentations(overlays, out_dir) if overlays is not None else ""))
     return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None)
+
+
+def _markdown_table(table: pd.DataFrame) -> str:
+    head = ["variant", *table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([str(i), *(str(v) for v in row)]) + " |" for i, row in zip(table.index, table.to_numpy())]
+    return "\n".join(lines)
 
 
 def _pm(mean: float, std: float) -> str:

@@ -19,7 +19,8 @@ import ray
 import torch
 
 import fedray
-from fedray.config import StudyConfig
+from fedray.config import StudyConfig, config_digest, flatten
+from fedray.configtypes import to_data
 from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
 from fedray.messages import Metric, Progress, State, encode_state
@@ -342,6 +343,7 @@ class Driver:
             "git_commit": git_commit(),
             "python_version": platform.python_version(),
             "role": "study",
+            "config_digest": config_digest(flatten(to_data(cfg))),  # seeds of one configuration share it
             **({"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.parent_run_id else {}),
             **_skipped_tags(self.skipped),
         }

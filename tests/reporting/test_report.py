@@ -35,3 +35,26 @@ def test_paired_differences_by_seed():
     assert row["mean diff (Dice points)"] == pytest.approx(100 * (0.10 + 0.02 + 0.10) / 3)
     assert row["reference wins"] == 3
     assert row["wilcoxon p"] == pytest.approx(0.25)  # the smallest two-sided p with 3 pairs
+
+
+def test_runs_group_by_config_not_by_name_and_the_differing_keys_are_shown():
+    from fedray.reporting.report import config_differences, tidy_runs
+
+    def run(run_id, name, seed, lr, rounds="40", digest=None):
+        row = {"run_id": run_id, "tags.mlflow.runName": name, "tags.seed": str(seed), "tags.study": "quickstart",
+               "params.name": "quickstart", "params.seed": str(seed), "params.rounds": rounds, "params.train.lr": lr,
+               "params.tracking.run_name": name, "metrics.dice/mean": 0.5}
+        if digest:
+            row["tags.config_digest"] = digest
+        return row
+
+    raw = pd.DataFrame([
+        run("a", "quickstart", 0, "0.003"), run("b", "quickstart-2", 1, "0.003"),  # seeds of one config
+        run("c", "quickstart-3", 0, "0.001"), run("d", "quickstart-4", 0, "0.003", rounds="5"),
+    ])
+    tidy = tidy_runs(raw, "fedray-quickstart")
+    variants = dict(zip(tidy["run_id"], tidy["variant"]))
+    assert variants["a"] == variants["b"] != variants["c"] != variants["d"]  # never 4 "seeds" of one method
+    assert all(v.startswith("quickstart@") for v in variants.values())
+    differences = config_differences(raw, tidy)
+    assert set(differences.columns) == {"rounds", "train.lr"}  # not the seed, the run name or tracking keys

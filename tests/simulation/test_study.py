@@ -42,6 +42,9 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     assert run.info.run_name == "tiny" and run.info.status == "FINISHED"
     assert run.data.tags["method"] == "fedavg" and run.data.tags["n_clients"] == "3"
     assert run.data.params["train.local_steps"] == "2"
+    from fedray.config import config_digest
+
+    assert run.data.tags["config_digest"] == config_digest(run.data.params)  # report can rebuild it from params
     for name in ROUND_METRICS:  # one value per round (all 7 organs are in the test set: none is NaN)
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
     table = mlflow.search_runs(experiment_names=["fedray"], output_format="pandas")  # the users' way in
