@@ -345,9 +345,11 @@ class EvalConfig:
     overlap: float = 0.5
     sw_batch_size: int = 4
     mode: Literal["gaussian", "constant"] = "gaussian"
+    nsd_tolerance_mm: float = 2.0  # normalised surface Dice (cases.csv): surfaces within this many mm agree
 
     def __post_init__(self) -> None:
         require(self.every >= 1, "eval.every must be >= 1.")
+        require(self.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm must be > 0.")
         require(0.0 <= self.overlap < 1.0, "eval.overlap must be in [0, 1).")
 
 

@@ -268,6 +268,9 @@ class Driver:
                 {"round": time.perf_counter() - round_start, "train": train_s, "eval": eval_s},
                 ledger.train_loss, faults, len(chosen),
             )
+            run.case_rows = [
+                {"round": round_index, **case, "organ": self.organs[case["organ"] - 1]} for case in state.last_eval.cases
+            ] if evaluated else []
             run.hospital_rows = hospital_rows(
                 round_index, [h.hospital_id for h in chosen], ledger.account, self.scheduler.outcomes,
                 cfg.train.local_steps,

@@ -35,6 +35,7 @@ class RunContext:
     stopping: bool = False
     wall_s: float = 0.0  # the study's time so far, over all its sessions
     hospital_rows: list[dict[str, Any]] = field(default_factory=list)  # the last round's, one per sampled hospital
+    case_rows: list[dict[str, Any]] = field(default_factory=list)  # the last evaluation's, per test volume and organ
     snapshot: Callable[[], Checkpoint] | None = None
 
 

@@ -169,7 +169,7 @@ class MlflowCallback(Callback):
             self.tracker.log_metrics(
                 {k: summary[k] for k in ("dice/mean_untrained", "params_total", "comm/bytes_preparation")}, step=0
             )
-            for name in ("config.resolved.yaml", "rounds.csv", "hospitals.csv", "summary.json"):
+            for name in ("config.resolved.yaml", "rounds.csv", "hospitals.csv", "cases.csv", "summary.json"):
                 if (run.config.run_dir / name).is_file():
                     self.tracker.log_artifact(run.config.run_dir / name)
         self.tracker.end(status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,24 @@ class RunFiles:
     def hospitals_path(self) -> Path:
         return self.run_dir / "hospitals.csv"
 
-    def add_hospital_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Append one round's per-hospital rows to hospitals.csv (appended, not rewritten: it grows
-        with rounds x hospitals)."""
+    @property
+    def cases_path(self) -> Path:
+        return self.run_dir / "cases.csv"
+
+    def append_rows(self, path: Path, rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+        """Append one round's rows to a per-round table (appended, not rewritten: hospitals.csv grows
+        with rounds x hospitals, cases.csv with evaluations x volumes x organs)."""
         if not rows:
             return
-        new = not self.hospitals_path.is_file()
-        with open(self.hospitals_path, "a") as handle:
-            pd.DataFrame(rows, columns=HOSPITAL_COLUMNS).to_csv(handle, index=False, header=new)
+        new = not path.is_file()
+        with open(path, "a") as handle:
+            pd.DataFrame(rows, columns=columns).to_csv(handle, index=False, header=new)
 
-    def truncate_hospital_rows(self, through_round: int) -> None:
-        """On resume: drop the rows of rounds after the checkpoint (they are redone)."""
-        if self.hospitals_path.is_file():
-            table = pd.read_csv(self.hospitals_path)
-            atomic_write_text(self.hospitals_path, table[table["round"] <= through_round].to_csv(index=False))
+    def truncate_rows(self, path: Path, through_round: int) -> None:
+        """On resume: drop a per-round table's rows of rounds after the checkpoint (they are redone)."""
+        if path.is_file():
+            table = pd.read_csv(path)
+            atomic_write_text(path, table[table["round"] <= through_round].to_csv(index=False))
 
     @property
     def rounds_path(self) -> Path:
@@ -92,7 +97,8 @@ class RunFilesCallback(Callback):
         if run.resumed is not None:
             files.rows = run.rows
             files.rewrite()  # rounds after the checkpoint are redone: drop them from rounds.csv
-            files.truncate_hospital_rows(run.resumed.round)
+            for path in (files.hospitals_path, files.cases_path):
+                files.truncate_rows(path, run.resumed.round)
             return
         files.write_config(cfg)
         cache = Path(cfg.data.cache_dir) / "checksums.sqlite" if cfg.data.persistent_cache else None
@@ -106,7 +112,8 @@ class RunFilesCallback(Callback):
 
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
         self.files.rewrite()  # run.rows, shared with the driver, already ends with `row`
-        self.files.add_hospital_rows(run.hospital_rows)
+        self.files.append_rows(self.files.hospitals_path, run.hospital_rows, HOSPITAL_COLUMNS)
+        self.files.append_rows(self.files.cases_path, run.case_rows)
 
     def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:
         if summary is not None:

@@ -16,7 +16,7 @@ from monai.data.utils import affine_to_spacing
 
 from fedray.config import EvalConfig
 from fedray.data.datasets import to_original_space
-from fedray.metrics.segmentation import confusion_counts, hd95_mm
+from fedray.metrics.segmentation import confusion_counts, dice_from_counts, hd95_mm, surface_dice
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Evaluation:
     counts: np.ndarray
     seconds_per_volume: float
     hd95_mm: np.ndarray | None = None
+    cases: tuple[dict, ...] = ()  # per test volume and organ: Dice, HD95, NSD and counts (cases.csv)
 
     def __post_init__(self) -> None:
         if self.hd95_mm is None:
@@ -83,17 +84,27 @@ def evaluate(
     counts = np.zeros((n_organs, 3), dtype=np.int64)
     distances = np.zeros((len(cases), n_organs))
     seconds = 0.0
+    rows: list[dict] = []
     for index, case in enumerate(cases):
         start = time.perf_counter()
         labels = predict(model, case["image"][None], output, cfg)
         seconds += time.perf_counter() - start
         labels, truth, spacing = in_original_space(labels, case)
-        counts += confusion_counts(labels, truth, n_organs)
+        case_counts = confusion_counts(labels, truth, n_organs)
+        counts += case_counts
         distances[index] = hd95_mm(labels, truth, n_organs, spacing)
+        nsd = surface_dice(labels, truth, n_organs, spacing, cfg.nsd_tolerance_mm)
+        dice = dice_from_counts(case_counts)
+        rows += [
+            {"case": case.get("case_id", str(index)), "organ": k + 1, "dice": float(dice[k]),
+             "hd95_mm": float(distances[index, k]), "nsd": float(nsd[k]),
+             "tp": int(case_counts[k, 0]), "fp": int(case_counts[k, 1]), "fn": int(case_counts[k, 2])}
+            for k in range(n_organs)
+        ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an organ with no defined HD95: NaN is right
         mean_distances = np.nanmean(distances, axis=0)
-    return Evaluation(counts=counts, seconds_per_volume=seconds / len(cases), hd95_mm=mean_distances)
+    return Evaluation(counts=counts, seconds_per_volume=seconds / len(cases), hd95_mm=mean_distances, cases=tuple(rows))
 
 
 def in_original_space(labels: Tensor, case: dict) -> tuple[Tensor, Tensor, tuple[float, ...]]:

@@ -94,3 +94,20 @@ def test_hd95_matches_monais_metric_with_nan_for_absent_organs():
     ours = hd95_mm(prediction, truth, 5, spacing)
     assert np.array_equal(ours, np.where(np.isfinite(theirs), theirs, np.nan), equal_nan=True)
     assert np.isfinite(ours[:2]).all() and ours[0] > 0
+
+
+def test_surface_dice_by_rule():
+    import math
+
+    from fedray.metrics.segmentation import surface_dice
+
+    truth = torch.zeros(20, 20, 20, dtype=torch.long)
+    truth[5:15, 5:15, 5:15] = 1
+    shifted = torch.zeros_like(truth)
+    shifted[6:16, 5:15, 5:15] = 1  # one voxel (2 mm) along x
+    spacing = (2.0, 1.0, 1.0)
+    scores = surface_dice(truth, truth, 3, spacing, 1.0)
+    assert scores[0] == 1.0 and math.isnan(scores[1]) and math.isnan(scores[2])  # organs 2, 3 absent from both
+    assert surface_dice(shifted, truth, 1, spacing, 2.5)[0] == 1.0  # every surface voxel within 2.5 mm
+    assert 0 < surface_dice(shifted, truth, 1, spacing, 1.5)[0] < 1  # the two x-faces are 2 mm off
+    assert surface_dice(torch.zeros_like(truth), truth, 1, spacing, 2.0)[0] == 0.0  # missed entirely

@@ -75,3 +75,12 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     assert (per_hospital["bytes_down"] == model_bytes).all() and (per_hospital["bytes_up"] == model_bytes).all()
     assert per_hospital["loss"].notna().all() and (per_hospital["retries"] == 0).all()
     assert "hospitals.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # per test volume and organ, at each evaluation (cases.csv): Dice, HD95, NSD; pooled counts add up
+    cases = pd.read_csv(run_dir / "cases.csv")
+    assert set(cases["round"]) == {1, 2} and set(cases["organ"]) == set(ORGANS)
+    final = cases[cases["round"] == 2]
+    pooled = final.groupby("organ")[["tp", "fp", "fn"]].sum()
+    dice = 2 * pooled["tp"] / (2 * pooled["tp"] + pooled["fp"] + pooled["fn"])
+    assert dice.to_dict() == pytest.approx({o: summary[f"dice/{o}"] for o in ORGANS}, nan_ok=True)
+    assert final["nsd"].between(0, 1).all() and "cases.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
