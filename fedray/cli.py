@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
         "predict", help="segment CT volumes with a study's model (label maps in each input's own grid)"
     )
     predict.add_argument("source", metavar="RUN_DIR_OR_MLFLOW_RUN",
-                         help="a study's results folder (e.g. results/quickstart) or its MLflow run id")
+                         help="a study's results folder (e.g. results/quickstart), its MLflow run id, or a logged "
+                              "model URI (runs:/ID/model, models:/NAME/VERSION)")
     predict.add_argument("--input", type=Path, default=None, help="a .nii/.nii.gz CT volume or a folder of them")
     predict.add_argument("--test-set", action="store_true",
                          help="segment the study's own held-out test set instead, and score it against its references")
@@ -455,8 +456,15 @@ def _predict(args: argparse.Namespace) -> int:
 
     if (args.input is None) == (not args.test_set):
         raise ConfigError("fedray predict needs --input PATH or --test-set (one of them).")
-    run_dir = _run_folder(args.source, args.tracking_uri)
-    trained = load_trained(run_dir, args.round_index, args.device)
+    if args.source.startswith(("runs:/", "models:/")):  # a logged MLflow model: it names its own round
+        from fedray.tracking.mlflow import default_tracking_uri
+        from fedray.tracking.model_logging import load_logged_study
+
+        if args.round_index is not None:
+            raise ConfigError("--round does not apply to an MLflow model URI: it names its model (model_round_N).")
+        trained = load_logged_study(args.source, args.tracking_uri or default_tracking_uri("results"), args.device)
+    else:
+        trained = load_trained(_run_folder(args.source, args.tracking_uri), args.round_index, args.device)
     inputs = input_files(study_test_set(trained.config) if args.test_set else args.input)
     eval_cfg = eval_with(trained.config.eval, {"overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
                                                "roi_size": tuple(args.roi_size) if args.roi_size else None})

@@ -118,3 +118,12 @@ def test_local_only_predicts_with_its_ensemble_and_only_its_last_round(tmp_path,
     assert type(trained.model).__name__ == "OrganEnsemble"
     with pytest.raises(ConfigError, match="no longer keeps"):
         load_trained(config.run_dir, round_index=1)
+
+
+def test_cli_predicts_through_the_logged_mlflow_model_with_the_studys_dice(fedavg_run, tmp_path):
+    config, _, summary = fedavg_run
+    source = f"runs:/{summary['run_id']}/model"
+    assert main(["predict", source, "--tracking-uri", config.tracking.uri, "--test-set", "--out", str(tmp_path / "m")]) == 0
+    outputs = {p.name: p for p in (tmp_path / "m").glob("*.nii.gz")}
+    assert pooled_dice(outputs, config)["mean"] == summary["dice/mean"]
+    assert main(["predict", source, "--round", "1", "--test-set", "--out", str(tmp_path / "m")]) == 2
