@@ -99,3 +99,20 @@ def kill_when(process: subprocess.Popen, run_dir, ready, timeout_s: float = 240,
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     return load_checkpoint(path)
+
+
+TINY_MULTIHEAD = {"name": "multihead_unet", "output": "sigmoid", "channels": [4, 8, 16], "norm_groups": 2}
+
+
+def train_tiny_study(tmp_path, name: str, tracking_extra=None, **overrides):
+    """Run `tiny_study(tmp_path, **overrides)` named `name` in-process (Ray must be up: `ray_local`);
+    returns (config, test folder, summary)."""
+    from fedray.config import config_from_data, with_absolute_paths
+    from fedray.data.federation import prepare_hospitals
+    from fedray.simulation.launch import run_study
+
+    data = tiny_study(tmp_path, **overrides)
+    data["tracking"] = {**data["tracking"], "run_name": name, **(tracking_extra or {})}
+    config = with_absolute_paths(config_from_data(data))
+    hospitals, test_dir = prepare_hospitals(config)
+    return config, test_dir, run_study(config, hospitals, test_dir)

@@ -15,19 +15,12 @@ from fedray.data.federation import prepare_hospitals
 from fedray.errors import ConfigError, DataError
 from fedray.inference.predict import input_files, load_trained, pooled_dice, predict_files
 from fedray.simulation.launch import run_study
-from tests.conftest import tiny_study
+from tests.conftest import TINY_MULTIHEAD, tiny_study, train_tiny_study
 
 pytestmark = pytest.mark.ray
 
-MULTIHEAD = {"name": "multihead_unet", "output": "sigmoid", "channels": [4, 8, 16], "norm_groups": 2}
 
 
-def train(tmp_path, name: str, tracking_extra=None, **overrides):
-    data = tiny_study(tmp_path, **overrides)
-    data["tracking"] = {**data["tracking"], "run_name": name, **(tracking_extra or {})}
-    config = with_absolute_paths(config_from_data(data))
-    hospitals, test_dir = prepare_hospitals(config)
-    return config, test_dir, run_study(config, hospitals, test_dir)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +102,7 @@ def test_cli_predict_writes_label_maps_and_fails_on_a_bad_input(fedavg_run, tmp_
 
 
 def test_local_only_predicts_with_its_ensemble_and_only_its_last_round(tmp_path, ray_local):
-    config, test_dir, summary = train(tmp_path, "local", rounds=2, model=MULTIHEAD, method={"name": "local"},
+    config, test_dir, summary = train_tiny_study(tmp_path, "local", rounds=2, model=TINY_MULTIHEAD, method={"name": "local"},
                                       tracking_extra={"keep_every": 1})
     trained = load_trained(config.run_dir)
     outputs = [tmp_path / "o" / p.name for p in input_files(test_dir / "imagesTr")]

@@ -30,21 +30,14 @@ from fedray.tracking import pyfunc_model
 from fedray.tracking.callbacks import RunContext
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 from fedray.tracking.model_logging import STUDY_ARTIFACT, ModelLoggingCallback, load_logged_study, log_study_model
-from tests.conftest import tiny_study
+from tests.conftest import TINY_MULTIHEAD, tiny_study, train_tiny_study
 from tests.test_layering import MODULES, imports
 
 pytestmark = pytest.mark.ray
 
-MULTIHEAD = {"name": "multihead_unet", "output": "sigmoid", "channels": [4, 8, 16], "norm_groups": 2}
 REGISTERED = "tiny-fedavg"
 
 
-def train(tmp_path, name: str, tracking_extra=None, **overrides):
-    data = tiny_study(tmp_path, **overrides)
-    data["tracking"] = {**data["tracking"], "run_name": name, **(tracking_extra or {})}
-    config = with_absolute_paths(config_from_data(data))
-    hospitals, test_dir = prepare_hospitals(config)
-    return config, test_dir, run_study(config, hospitals, test_dir)
 
 
 def pooled_dice(outputs, config, test_dir) -> float:
@@ -225,7 +218,7 @@ def test_log_study_model_logs_a_kept_round_from_the_run_folder(fedavg_run, track
 
 
 def test_local_only_logs_its_ensemble_with_the_owners_states_and_the_model_scores_its_dice(tmp_path, ray_local, monkeypatch):
-    config, test_dir, summary = train(tmp_path, "local", rounds=2, model=MULTIHEAD, method={"name": "local"},
+    config, test_dir, summary = train_tiny_study(tmp_path, "local", rounds=2, model=TINY_MULTIHEAD, method={"name": "local"},
                                       tracking_extra={"keep_every": 1})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", config.tracking.uri)
     uri = f"runs:/{summary['run_id']}/model"
