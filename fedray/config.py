@@ -629,7 +629,11 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Return a copy of `raw` with each `a.b.c=value` applied; values are parsed as YAML."""
+    """Return a copy of `raw` with each `a.b.c=value` applied; values are parsed as YAML.
+
+    A key may index a list: `data.sites[2].labels.1=liver`, `federation.hospitals[0].cases=6`,
+    `data.patch_size[0]=48` (the item must exist).
+    """
     raw = to_data(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -639,15 +643,55 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
+        steps = _override_steps(item, key)
         node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"Override '{item}': '{part}' is not a section.")
-            node = child
-        node[leaf] = value
+        for step, following in zip(steps, steps[1:]):
+            node = _child(node, step, following, item)
+        last = steps[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or not -len(node) <= last < len(node):
+                raise ConfigError(f"Override '{item}': there is no item [{last}] to set.")
+        elif not isinstance(node, dict):
+            raise ConfigError(f"Override '{item}': '{last}' is not in a section.")
+        else:
+            last = _dict_key(node, last)
+        node[last] = value
     return raw
+
+
+def _override_steps(item: str, key: str) -> list[str | int]:
+    """'data.sites[2].labels.1' -> ['data', 'sites', 2, 'labels', '1']."""
+    import re
+
+    steps: list[str | int] = []
+    for part in key.split("."):
+        match = re.fullmatch(r"([^\[\]]+)((?:\[-?\d+\])*)", part)
+        if match is None:
+            raise ConfigError(f"Override '{item}': '{part}' is not a key or key[index].")
+        steps.append(match.group(1))
+        steps += [int(i) for i in re.findall(r"\[(-?\d+)\]", match.group(2))]
+    return steps
+
+
+def _dict_key(node: dict, step: str) -> str | int:
+    """A digit key names an integer key where the mapping has integer keys (a site's label values)."""
+    if step.isdigit() and any(isinstance(k, int) for k in node):
+        return int(step)
+    return step
+
+
+def _child(node, step: str | int, following: str | int, item: str):
+    if isinstance(step, int):
+        if not isinstance(node, list) or not -len(node) <= step < len(node):
+            raise ConfigError(f"Override '{item}': there is no item [{step}] (the list has "
+                              f"{len(node) if isinstance(node, list) else 0}).")
+        return node[step]
+    if not isinstance(node, dict):
+        raise ConfigError(f"Override '{item}': '{step}' is not in a section.")
+    child = node.setdefault(_dict_key(node, step), [] if isinstance(following, int) else {})
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"Override '{item}': '{step}' is not a section.")
+    return child
 
 
 def save_config(config: StudyConfig, path: Path) -> None:

@@ -186,3 +186,17 @@ def test_cross_field_impossibilities_are_refused_at_load(tmp_path):
         config_from_data({**base, "data": {"patch_size": [48, 32, 16], "preprocess": {"spacing": [12, 5, 5]}}})
     rule = {"name": "t", "federation": {"rule": {"count": 300}, "clients_per_round": 300}}
     assert config_from_data(rule).federation.clients_per_round == 300
+
+
+def test_overrides_reach_list_items():
+    raw = {"name": "t", "federation": {"hospitals": [{"organs": ["liver"], "cases": 2}, {"organs": ["spleen"]}]},
+           "data": {"sites": [{"path": "a", "labels": {1: "x", 2: "y"}}]}}
+    done = apply_overrides(raw, ["federation.hospitals[1].cases=6", "data.patch_size=[32,32,32]",
+                                 "data.patch_size[0]=48", "data.sites[0].labels.1=liver"])
+    assert done["federation"]["hospitals"][1] == {"organs": ["spleen"], "cases": 6}
+    assert done["data"]["patch_size"] == [48, 32, 32]
+    assert done["data"]["sites"][0]["labels"] == {1: "liver", 2: "y"}  # the site's integer label value
+    with pytest.raises(ConfigError, match=r"no item \[5\] \(the list has 2\)"):
+        apply_overrides(raw, ["federation.hospitals[5].cases=1"])
+    with pytest.raises(ConfigError, match="not a key or key"):
+        apply_overrides(raw, ["federation.hospitals[x].cases=1"])

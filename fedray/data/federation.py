@@ -261,6 +261,9 @@ def _hospital_names(site: str, split: int) -> list[str]:
 def _fingerprint(
     spec: object, seed: int, index: int, organs: tuple[str, ...], cases: int, tumours: tuple[str, ...] = ()
 ) -> str:
-    # Tumours join the key only when there are some, so studies without them keep their cached data.
-    text = json.dumps([repr(spec), seed, index, list(organs), cases, *([list(tumours)] if tumours else [])])
+    from fedray.data.phantom import GENERATOR_VERSION
+
+    # Tumours join the key only when there are some (the key names the data, not how it was asked for).
+    text = json.dumps([GENERATOR_VERSION, repr(spec), seed, index, list(organs), cases,
+                       *([list(tumours)] if tumours else [])])
     return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -56,6 +56,10 @@ _TUMOUR_RADIUS_MM = {
 _TUMOUR_DARKER_HU = (40.0, 60.0)
 _TUMOUR_TEXTURE_HU = 6.0  # tissue heterogeneity inside the tumour, before the scanner's noise
 
+# Bump whenever the generator writes other bytes for the same spec and seed: it is part of every
+# phantom folder's cache key, so a cache written by an older generator is never reused.
+GENERATOR_VERSION = 2
+
 
 @dataclass(frozen=True)
 class PhantomSpec:

@@ -45,3 +45,15 @@ def test_study_organ_that_no_hospital_labels_is_an_error(tmp_path):
     )
     with pytest.raises(ConfigError, match="No hospital labels spleen"):
         prepare_hospitals(config)
+
+
+def test_phantom_cache_is_keyed_by_the_generator_version(tmp_path, monkeypatch):
+    import fedray.data.phantom as phantom
+    from fedray.config import config_from_data
+    from fedray.data.federation import held_out_folder
+
+    config = config_from_data({"name": "t", "data": {"cache_dir": str(tmp_path)},
+                               "federation": {"hospitals": [{"organs": ["liver"]}]}})
+    before = held_out_folder(config)
+    monkeypatch.setattr(phantom, "GENERATOR_VERSION", phantom.GENERATOR_VERSION + 1)
+    assert held_out_folder(config) != before  # an older generator's files are never reused
