@@ -127,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="MLflow store to look the run id up in (default: MLFLOW_TRACKING_URI or results/mlflow.db)")
     predict.set_defaults(handler=_predict)
 
+    export = commands.add_parser("export", help="write a study's model as a MONAI bundle")
+    export.add_argument("run_dir", type=Path, help="the study's results folder, e.g. results/quickstart")
+    export.add_argument("--bundle", required=True, type=Path, help="the bundle folder to write")
+    export.add_argument("--round", type=_round_choice, default=None, dest="round_index", metavar="N|best",
+                        help="export round N's checkpoint (kept with tracking.keep_every) or the best round's")
+    export.set_defaults(handler=_export)
+
     bench = commands.add_parser("bench", help="benchmarks that write results/bench_*.json")
     bench_commands = bench.add_subparsers(metavar="BENCHMARK")
     bench.set_defaults(handler=_group_help(bench))
@@ -495,6 +502,16 @@ def _predict(args: argparse.Namespace) -> int:
             table.add_row(organ, "-" if math.isnan(value) else f"{100 * value:.1f}")
         Console().print(table)
     return 1 if failed else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fedray.inference.bundle import export_bundle
+
+    out = export_bundle(args.run_dir, args.bundle, args.round_index)
+    console.print(f"MONAI bundle in {out}; run it with:\n  python -m monai.bundle run --bundle_root {out} "
+                  f"--config_file {out}/configs/inference.json --meta_file {out}/configs/metadata.json "
+                  "--dataset_dir CT.nii.gz --output_dir SEG", highlight=False)
+    return 0
 
 
 def _round_choice(text: str) -> int | str:

@@ -120,3 +120,11 @@ def test_cli_predicts_through_the_logged_mlflow_model_with_the_studys_dice(fedav
     outputs = {p.name: p for p in (tmp_path / "m").glob("*.nii.gz")}
     assert pooled_dice(outputs, config)["mean"] == summary["dice/mean"]
     assert main(["predict", source, "--round", "1", "--test-set", "--out", str(tmp_path / "m")]) == 2
+
+
+def test_cli_export_writes_a_monai_bundle(fedavg_run, tmp_path):
+    config, _, _ = fedavg_run
+    assert main(["export", str(config.run_dir), "--bundle", str(tmp_path / "bundle")]) == 0
+    for name in ("configs/inference.json", "configs/metadata.json", "models/model.pt", "docs/README.md"):
+        assert (tmp_path / "bundle" / name).is_file(), name
+    assert main(["export", str(config.run_dir), "--bundle", str(tmp_path / "b2"), "--round", "9"]) == 2
