@@ -58,8 +58,10 @@ def test_without_tumours_the_case_is_unchanged():
 
 
 def test_without_tumours_cached_phantom_keys_are_unchanged():
-    def before(spec, seed, index, organs, cases):  # the key as computed before tumours existed
-        text = json.dumps([repr(spec), seed, index, list(organs), cases])
+    from fedray.data.phantom import GENERATOR_VERSION
+
+    def before(spec, seed, index, organs, cases):  # the key as computed before tumours existed (same generator)
+        text = json.dumps([GENERATOR_VERSION, repr(spec), seed, index, list(organs), cases])
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     for args in ((PhantomSpec(), 0, 3, ("liver",), 4), (SMALL, 2, -1, (), 8)):
