@@ -162,7 +162,9 @@ class HospitalWorker:
             late=task.deadline_s is not None and seconds * task.slowdown > task.deadline_s,
             summed_bytes=(encoded_size(update) if update else 0) if summed else None,
         )
-        kept = encode_state(state) if state is not None else None
+        # A diverged update (NaN/inf) is rejected by the ledger; its state is not kept either, so the
+        # hospital's next round starts from its last good state (SCAFFOLD's c_i, FedDyn's g_i, FedBN's norms).
+        kept = encode_state(state) if state is not None and _finite(update) and _finite(state) else None
         if not summed:
             return TaskReport(hospital.hospital_id, result=result, client_state=kept)
         if round_index not in self._sums:
@@ -229,6 +231,11 @@ class HospitalRuntime:
         cfg = self.config.train
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
         return train_locally(model, self.sampler.batches(data, seed), steps, optimizer, hooks, self.device).mean_loss
+
+
+def _finite(state: dict) -> bool:
+    """True when every floating array of a weight dict is finite."""
+    return all(np.isfinite(v).all() for v in state.values() if np.issubdtype(np.asarray(v).dtype, np.floating))
 
 
 def _resolve(value: Any) -> Any:

@@ -165,7 +165,8 @@ class MlflowCallback(Callback):
     def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:
         if self.tracker is None:
             return
-        if summary is not None:
+        already = run.resumed is not None and self.tracker.client.get_metric_history(self.tracker.run_id, "params_total")
+        if summary is not None and not already:  # a finished study resumed again logs them once only
             self.tracker.log_metrics(
                 {k: summary[k] for k in ("dice/mean_untrained", "params_total", "comm/bytes_preparation")}, step=0
             )

@@ -38,6 +38,17 @@ class RunFiles:
     def cases_path(self) -> Path:
         return self.run_dir / "cases.csv"
 
+    def clear_previous_run(self) -> None:
+        """A new study in an existing folder (`fedray run --overwrite`, a sweep cell started again):
+        remove what an earlier run left that this one would otherwise append to or read back (its
+        per-round tables, hospitals' states and checkpoints)."""
+        import shutil
+
+        for name in ("hospitals.csv", "cases.csv", "rounds.csv", "summary.json"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        for name in ("client_state", "checkpoints"):
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+
     def append_rows(self, path: Path, rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
         """Append one round's rows to a per-round table (appended, not rewritten: hospitals.csv grows
         with rounds x hospitals, cases.csv with evaluations x volumes x organs)."""
@@ -50,8 +61,8 @@ class RunFiles:
     def truncate_rows(self, path: Path, through_round: int) -> None:
         """On resume: drop a per-round table's rows of rounds after the checkpoint (they are redone)."""
         if path.is_file():
-            table = pd.read_csv(path)
-            atomic_write_text(path, table[table["round"] <= through_round].to_csv(index=False))
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)  # text kept as written (ids, floats)
+            atomic_write_text(path, table[table["round"].astype(int) <= through_round].to_csv(index=False))
 
     @property
     def rounds_path(self) -> Path:
@@ -100,6 +111,7 @@ class RunFilesCallback(Callback):
             for path in (files.hospitals_path, files.cases_path):
                 files.truncate_rows(path, run.resumed.round)
             return
+        files.clear_previous_run()
         files.write_config(cfg)
         cache = Path(cfg.data.cache_dir) / "checksums.sqlite" if cfg.data.persistent_cache else None
         manifest = data_manifest({h.hospital_id: h.files for h in run.hospitals}, run.test_dir, ChecksumCache(cache))
