@@ -13,8 +13,9 @@ from tests.conftest import tiny_study
 
 
 def fedray(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    # --verbose: Ray's own "Started a local Ray instance" line shows, so tests can tell whether Ray started
     return subprocess.run(
-        [sys.executable, "-m", "fedray.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "fedray.cli", "--verbose", *args], capture_output=True, text=True, cwd=cwd, timeout=300
     )
 
 
@@ -87,6 +88,14 @@ def test_data_phantom_command_writes_msd_folders(tmp_path):
     assert sorted(o for group in organs[:7] for o in group) == sorted(
         ["liver", "spleen", "kidney_left", "kidney_right", "pancreas", "stomach", "gallbladder"]
     )
+
+
+def test_ray_start_up_lines_are_hidden_unless_verbose(tmp_path):
+    quiet = subprocess.run([sys.executable, "-m", "fedray.cli", "run", write_study(tmp_path), "rounds=1"],
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Ray instance" not in quiet.stderr and "authentication" not in quiet.stderr.lower()
+    assert "Ray instance" in fedray("run", write_study(tmp_path), "rounds=1", "--overwrite").stderr
 
 
 def test_cli_explains_itself_without_running(tmp_path, capsys):

@@ -72,8 +72,17 @@ def fedavg_run(tmp_path_factory, ray_local):
 def tracking(fedavg_run, monkeypatch):
     """The study's tracking URI, as MLflow's default in this test (so `runs:/` URIs resolve)."""
     uri = fedavg_run[0].tracking.uri
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    use_tracking_uri(monkeypatch, uri)
     return uri
+
+
+def use_tracking_uri(monkeypatch, uri: str) -> None:
+    """MLflow's default store for one test: the variable, and no URI an earlier test set in this
+    process (mlflow.set_tracking_uri wins over the variable)."""
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(utils, "_tracking_uri", None)
 
 
 def test_the_run_has_the_final_model_and_each_kept_rounds_with_organs_and_preprocessing(fedavg_run, tracking):
@@ -220,7 +229,7 @@ def test_log_study_model_logs_a_kept_round_from_the_run_folder(fedavg_run, track
 def test_local_only_logs_its_ensemble_with_the_owners_states_and_the_model_scores_its_dice(tmp_path, ray_local, monkeypatch):
     config, test_dir, summary = train_tiny_study(tmp_path, "local", rounds=2, model=TINY_MULTIHEAD, method={"name": "local"},
                                       tracking_extra={"keep_every": 1})
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", config.tracking.uri)
+    use_tracking_uri(monkeypatch, config.tracking.uri)
     uri = f"runs:/{summary['run_id']}/model"
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
     states = sorted(p.relative_to(local / "artifacts" / STUDY_ARTIFACT / "client_state").as_posix()
