@@ -163,7 +163,7 @@ class HospitalWorker:
             summed_bytes=(encoded_size(update) if update else 0) if summed else None,
         )
         # A diverged update (NaN/inf) is rejected by the ledger; its state is not kept either, so the
-        # hospital's next round starts from its last good state (SCAFFOLD's c_i, FedDyn's g_i, FedBN's norms).
+        # hospital's next round starts from its last good state (control variates, linear terms, local norms).
         kept = encode_state(state) if state is not None and _finite(update) and _finite(state) else None
         if not summed:
             return TaskReport(hospital.hospital_id, result=result, client_state=kept)
