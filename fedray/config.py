@@ -425,9 +425,13 @@ class TrackingConfig:
     keep_every: int = 0  # also keep checkpoints/round_NNNNNN.npz every this many rounds (fedray predict --round)
     log_model: bool = True  # log the model to the MLflow run at the end (and at each kept round) as a pyfunc
     register_as: str | None = None  # also register the final model under this name in MLflow's registry
+    # A RUNNING run of the experiment owned by another host whose last round ended longer ago is
+    # marked KILLED by the next study (0: never; runs of this host are judged by their process).
+    stale_after_s: float = 21600.0
 
     def __post_init__(self) -> None:
         require(self.checkpoint_every >= 0, "tracking.checkpoint_every must be >= 0.")
+        require(self.stale_after_s >= 0, "tracking.stale_after_s must be >= 0 (0: never judge a run by its heartbeat).")
         require(self.keep_every >= 0, "tracking.keep_every must be >= 0.")
         require(
             self.register_as is None or (isinstance(self.register_as, str) and self.register_as.strip() != ""),
@@ -517,19 +521,22 @@ class StudyConfig:
         )
 
     def _check_patch_fits_the_phantom(self) -> None:
-        """A training patch larger than the (resampled) volume would be mostly padding and slow every
-        step, so it is refused rather than padded."""
+        """A training patch or sliding window larger than the (resampled) volumes would be mostly padding
+        and slow every step, so it is refused rather than padded (real sites: `check_volume_sizes`)."""
         phantom, target = self.data.phantom, self.data.preprocess.spacing
+        # MONAI's Spacing: round((n - 1) * s / t + 1) voxels (validation.resampled_size)
         size = [
-            math.floor(n * s / t) if target else n
+            round((n - 1) * s / t + 1) if target else n
             for n, s, t in zip(phantom.shape, phantom.spacing, target or phantom.spacing)
         ]
-        require(
-            all(p <= n for p, n in zip(self.data.patch_size, size)),
-            f"data.patch_size {list(self.data.patch_size)} is larger than the phantom volumes "
-            f"({size} voxels{' after resampling' if target else ''}): use a patch of at most that size "
-            "in every axis, or a larger data.phantom.shape.",
-        )
+        windows = (("data.patch_size", self.data.patch_size, "patch"), ("eval.roi_size", self.eval.roi_size, "window"))
+        for key, window, use in windows:
+            require(
+                all(p <= n for p, n in zip(window, size)),
+                f"{key} {list(window)} is larger than the phantom volumes ({size} voxels"
+                f"{' after resampling to data.preprocess.spacing' if target else ''}): use a {use} of at most that "
+                "size in every axis, or a larger data.phantom.shape.",
+            )
 
     @property
     def run_name(self) -> str:

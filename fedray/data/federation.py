@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fedray.config import SiteConfig, StudyConfig
 from fedray.data.sites import Site, SiteCase, read_site_cases, split_cases
-from fedray.data.validation import BadCase, check_cases
+from fedray.data.validation import BadCase, check_cases, check_volume_sizes
 from fedray.errors import ConfigError, DataError
 
 
@@ -108,14 +108,16 @@ class Layout:
 
 
 def check_layout(config: StudyConfig) -> Layout:
-    """Check what needs no case read: every site's and the test set's listing, unique hospital names,
-    and a hospital for every study organ; returns what it read, for `prepare_hospitals`.
+    """Check what needs no case's voxels: every site's and the test set's listing, unique hospital
+    names, a hospital for every study organ, and a patch and eval ROI no larger than the smallest
+    volume (NIfTI headers only); returns what it read, for `prepare_hospitals`.
 
-    Milliseconds, where `prepare_hospitals` may take minutes (every case read in full, or phantoms
+    Milliseconds (one NIfTI header per case), where `prepare_hospitals` may take minutes (every case read in full, or phantoms
     written): `fedray run` calls it before it starts Ray.
 
     Raises:
-        ConfigError: a study organ no hospital labels, or repeated hospital names.
+        ConfigError: a study organ no hospital labels, repeated hospital names, or a patch or ROI
+            larger than a volume.
         DataError: a site or test set whose listing cannot be read (the message names the file).
     """
     data = config.data
@@ -139,6 +141,11 @@ def check_layout(config: StudyConfig) -> Layout:
             f"Hospital names must be unique; {', '.join(repeated)} appear more than once "
             "(give sites explicit names, or put them in folders with different names)."
         )
+    if data.source != "phantom":  # a phantom's size is checked with the config (StudyConfig)
+        spacing = data.preprocess.spacing
+        cases = [case for _, site in layout.sites for case in site.cases]
+        check_volume_sizes("data.patch_size", data.patch_size, cases, spacing, "training patch")
+        check_volume_sizes("eval.roi_size", config.eval.roi_size, layout.test.cases, spacing, "sliding window")
     labelled = {organ for _, organs in hospitals for organ in organs}
     missing = [o for o in data.organs if o not in labelled]
     if missing:

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from fedray.data.sites import SiteCase
-from fedray.errors import DataError
+from fedray.errors import ConfigError, DataError
 from fedray.organs import TUMOURS
 
 # Affines of an image and its label may differ by float rounding in the writer; 1e-3 mm is far
@@ -158,3 +158,59 @@ def _grid(shape: tuple[int, ...]) -> tuple[int, ...]:
 def _rows(affine: np.ndarray) -> str:
     """The affine's top three rows on one line, for a one-paragraph message."""
     return str(np.round(affine[:3], 3).tolist())
+
+
+def resampled_size(
+    shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float] | None
+) -> tuple[int, int, int]:
+    """A volume's size in voxels as preprocessing makes it, from its header alone: reoriented to RAS,
+    then (with `spacing`) resampled as MONAI's Spacing sizes it, round((n - 1) * s / t + 1) per axis
+    (s the voxel size along the axis, t the target)."""
+    ornt = nib.orientations.io_orientation(affine)  # array axis i becomes RAS axis ornt[i, 0]
+    sizes = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))  # mm per array axis
+    ras_shape, ras_sizes = [0, 0, 0], [0.0, 0.0, 0.0]
+    for axis, (target_axis, _) in enumerate(ornt[:3]):
+        ras_shape[int(target_axis)], ras_sizes[int(target_axis)] = int(shape[axis]), float(sizes[axis])
+    if spacing is None:
+        return tuple(ras_shape)
+    return tuple(int(np.round((n - 1) * s / t + 1)) for n, s, t in zip(ras_shape, ras_sizes, spacing))
+
+
+def check_volume_sizes(
+    key: str, window: Sequence[int], cases: Sequence[SiteCase], spacing: Sequence[float] | None, use: str
+) -> None:
+    """Refuse a window (`key`: data.patch_size or eval.roi_size) larger in some axis than the smallest
+    of `cases` after preprocessing, read from the NIfTI headers only (no voxel data).
+
+    Checked before the body crop (data.preprocess.crop_foreground), which can only shrink a volume:
+    this is the size every volume has at least, so a window that passes can still exceed a cropped
+    volume, which the patch sampler then pads. Unreadable or missing files are left to `check_cases`.
+
+    Raises:
+        ConfigError: naming the key, the smallest case in the offending axis and its size.
+    """
+    smallest: list[tuple[int, SiteCase] | None] = [None, None, None]
+    for case in cases:
+        try:
+            header = nib.load(case.image)
+        except Exception:  # noqa: BLE001 - reported with its reason by check_cases
+            continue
+        grid = _grid(header.shape)
+        if len(grid) != 3:
+            continue
+        size = resampled_size(grid, header.affine, spacing)
+        for axis in range(3):
+            if smallest[axis] is None or size[axis] < smallest[axis][0]:
+                smallest[axis] = (size[axis], case)
+    for axis, found in enumerate(smallest):
+        if found is None or window[axis] <= found[0]:
+            continue
+        size, case = found
+        fits = [s[0] for s in smallest if s is not None]
+        after = f"resampling to data.preprocess.spacing {list(spacing)} mm" if spacing else "reorientation to RAS"
+        raise ConfigError(
+            f"{key} {list(window)} is larger than case '{case.case_id}' of site '{case.site}' ('{case.image}'), "
+            f"which has {size} voxels in axis {axis} after {after}: a {use} larger than a volume would be mostly "
+            f"padding, so it is refused rather than padded. Use a {key} of at most {fits} (the smallest volume "
+            f"in each axis), or a {'finer ' if spacing else ''}data.preprocess.spacing."
+        )
