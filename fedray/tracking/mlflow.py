@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from fedray.config import flatten
@@ -22,6 +24,52 @@ log = logging.getLogger(__name__)
 
 _PARAM_LIMIT = 6000  # MLflow's maximum length of a param value
 _BATCH_LIMIT = 100  # params/tags per log_batch call
+
+# Who owns a RUNNING run, so that a later study can tell a run left RUNNING by a hard kill (SIGKILL,
+# out of memory, a lost node) from one still going: the owner's host, pid and process start time
+# (a reused pid has another start time), and the time of its last completed round.
+OWNER_HOST, OWNER_PID, OWNER_STARTED = "fedray.owner_host", "fedray.owner_pid", "fedray.owner_started"
+HEARTBEAT = "fedray.heartbeat"  # Unix time of the owner's last sign of life (run start, each round)
+KILLED_REASON = "fedray.killed_reason"  # why fedray marked a run KILLED that its owner left RUNNING
+
+
+def owner_tags() -> dict[str, str]:
+    """This process as the owner of a run, with a heartbeat of now."""
+    import psutil
+
+    return {
+        OWNER_HOST: socket.gethostname(),
+        OWNER_PID: str(os.getpid()),
+        OWNER_STARTED: repr(psutil.Process().create_time()),
+        HEARTBEAT: repr(time.time()),
+    }
+
+
+def abandoned_because(tags: dict[str, str], start_time_ms: int, stale_after_s: float, now: float) -> str | None:
+    """Why a RUNNING run's owner is known to be gone, or None while it may be alive.
+
+    On the owner's own host, the owner's process is checked (gone, or its pid reused by another
+    process): that answer is final. Elsewhere (or for a run without owner tags) only the heartbeat
+    tells: no sign of life for `stale_after_s` seconds (0: never judged so).
+    """
+    import psutil
+
+    host, pid = tags.get(OWNER_HOST), tags.get(OWNER_PID)
+    if host == socket.gethostname() and pid is not None:
+        try:
+            started = psutil.Process(int(pid)).create_time()
+        except psutil.NoSuchProcess:
+            return f"its driver process {pid} on {host} is gone"
+        if OWNER_STARTED in tags and abs(started - float(tags[OWNER_STARTED])) > 1.0:
+            return f"its driver process {pid} on {host} is gone (the pid now belongs to another process)"
+        return None
+    if tags.get("role") == "sweep" or not stale_after_s:  # a sweep's run beats only through its cells
+        return None
+    last = float(tags.get(HEARTBEAT, start_time_ms / 1000))
+    if now - last > stale_after_s:
+        where = f" on {host}" if host else ""
+        return f"no sign of life from its driver{where} for {now - last:.0f} s (tracking.stale_after_s = {stale_after_s:g})"
+    return None
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:
@@ -64,10 +112,44 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH_LIMIT])
         return self.run_id
 
-    def reopen(self, run_id: str) -> None:
-        """Continue an existing run (a resumed study) and mark it RUNNING again."""
+    def reopen(self, run_id: str) -> str | None:
+        """Continue an existing run (a resumed study) and mark it RUNNING again, owned by this process.
+
+        Returns why the run was found still RUNNING with its owner gone (a hard kill; then tagged
+        KILLED_REASON), None otherwise.
+        """
         self.run_id = run_id
+        found = self.client.get_run(run_id)
+        reason = None
+        if found.info.status == "RUNNING":
+            reason = abandoned_because(found.data.tags, found.info.start_time, math.inf, time.time())
+            if reason is not None:
+                self.client.set_tag(run_id, KILLED_REASON, f"{reason}; found when it was resumed")
         self.client.update_run(run_id, status="RUNNING")
+        self._set_tags(owner_tags())
+        return reason
+
+    def mark_abandoned(self, stale_after_s: float) -> dict[str, str]:
+        """Mark KILLED the experiment's other RUNNING runs whose owner is gone (`abandoned_because`),
+        each tagged KILLED_REASON; returns {run id: reason}."""
+        marked, now = {}, time.time()
+        for run in self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'"):
+            if run.info.run_id == self.run_id:
+                continue
+            reason = abandoned_because(run.data.tags, run.info.start_time, stale_after_s, now)
+            if reason is not None:
+                self.client.set_tag(run.info.run_id, KILLED_REASON, f"{reason}; found by run {self.run_id}")
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                log.warning("marked MLflow run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, reason)
+                marked[run.info.run_id] = reason
+        return marked
+
+    def heartbeat(self) -> None:
+        """Queue this run's sign of life (after the metrics already queued)."""
+        self._submit(self._set_tags, {HEARTBEAT: repr(time.time())})
+
+    def _set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def last_step(self, metric: str) -> int:
         """Highest step logged for `metric` in this run (0 if none)."""
@@ -78,8 +160,11 @@ class MlflowTracker:
         """Queue finite values at `step` for writing (NaN means 'not measured this round' and is skipped)."""
         timestamp = int(mlflow.utils.time.get_current_time_millis())
         batch = [Metric(k, float(v), timestamp, step) for k, v in metrics.items() if math.isfinite(v)]
+        self._submit(self._write, self.run_id, batch)
+
+    def _submit(self, write, *args) -> None:
         self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
-        self._pending.append(self._writer.submit(self._write, self.run_id, batch))
+        self._pending.append(self._writer.submit(write, *args))
 
     def _write(self, run_id: str, batch: list[Metric]) -> None:
         for i in range(0, len(batch), 1000):
@@ -122,7 +207,7 @@ def open_parent_run(uri: str, experiment: str, artifact_root: Path, name: str) -
     )
     if found:
         return found[0].info.run_id
-    return tracker.start(name, {}, {"role": "sweep", "sweep": name})
+    return tracker.start(name, {}, {"role": "sweep", "sweep": name, **owner_tags()})
 
 
 def close_run(uri: str, run_id: str, status: str) -> None:
@@ -147,11 +232,13 @@ class MlflowCallback(Callback):
             Path(cfg.tracking.results_dir) / "mlartifacts",
         )
         if run.resumed is None:
-            run.run_id = tracker.start(cfg.run_name, flatten(to_data(cfg)), run.tags)
+            run.run_id = tracker.start(cfg.run_name, flatten(to_data(cfg)), {**run.tags, **owner_tags()})
             tracker.log_artifact(cfg.run_dir / "data_manifest.json")
+            tracker.mark_abandoned(cfg.tracking.stale_after_s)
             return
         tracker.reopen(run.resumed.meta["run_id"])
         run.run_id = tracker.run_id
+        tracker.mark_abandoned(cfg.tracking.stale_after_s)
         logged = tracker.last_step(StudyMetric.BYTES_TOTAL.value)  # always finite, so logged every round
         for row in run.rows:
             if row["round"] > logged:
@@ -161,6 +248,7 @@ class MlflowCallback(Callback):
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
         if row["round"] > self.logged_through:
             self.tracker.log_metrics(_logged(row), step=row["round"])
+        self.tracker.heartbeat()
 
     def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:
         if self.tracker is None:

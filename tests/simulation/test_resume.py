@@ -17,6 +17,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import TIMING_METRICS, Metric
 from fedray.simulation.launch import run_study
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
+from fedray.tracking.mlflow import KILLED_REASON
 from tests.conftest import kill_when, start_cli, tiny_study
 
 pytestmark = pytest.mark.ray
@@ -60,6 +61,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
     client = MlflowClient(study["tracking"]["uri"])
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "killed"
+    assert "is gone" in run.data.tags[KILLED_REASON]  # the hard kill left it RUNNING; the resume said so
     for name in (Metric.TRAIN_LOSS.value, Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(1, ROUNDS + 1))
 

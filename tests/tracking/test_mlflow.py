@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fedray.tracking.mlflow import MlflowTracker
+from fedray.tracking.mlflow import HEARTBEAT, KILLED_REASON, OWNER_HOST, OWNER_PID, MlflowTracker, owner_tags
 
 
 def _tracker(tmp_path) -> MlflowTracker:
@@ -44,3 +48,53 @@ def test_a_failed_write_fails_a_finished_run_and_leaves_a_failing_run_its_own_er
     failing.log_metrics({"bad name!": 1.0}, step=1)
     failing.end("FAILED")  # logged as a warning: the study's own error is the one to see
     assert client.get_run(failing_id).info.status == "FAILED"
+
+
+OWNER_SCRIPT = """
+import sys, time
+from pathlib import Path
+from fedray.tracking.mlflow import MlflowTracker, owner_tags
+for name in ("victim", "resumed"):
+    tracker = MlflowTracker(sys.argv[1], "tests", Path(sys.argv[2]))
+    print(tracker.start(name, {}, owner_tags()), flush=True)
+time.sleep(600)
+"""
+
+
+def test_runs_left_running_by_a_killed_process_are_marked_by_the_next_study_and_on_resume(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, uri, str(tmp_path / "artifacts")],
+                             stdout=subprocess.PIPE, text=True)
+    victim, resumed = owner.stdout.readline().strip(), owner.stdout.readline().strip()
+    owner.kill()  # SIGKILL: nothing closes its runs
+    owner.wait()
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(victim).info.status == "RUNNING"
+
+    alive = _tracker(tmp_path)
+    alive_id = alive.start("alive", {}, owner_tags())  # this process: alive
+    old = time.time() - 7200
+    elsewhere = {OWNER_HOST: "another-host", OWNER_PID: "1", HEARTBEAT: repr(old)}
+    stale_id = _tracker(tmp_path).start("stale", {}, elsewhere)
+    recent_id = _tracker(tmp_path).start("recent", {}, {**elsewhere, HEARTBEAT: repr(time.time())})
+
+    study = _tracker(tmp_path)
+    study.start("next", {}, owner_tags())
+    marked = study.mark_abandoned(stale_after_s=3600)
+    assert set(marked) == {victim, resumed, stale_id}
+    assert "is gone" in marked[victim] and "for 7" in marked[stale_id] and "stale_after_s = 3600" in marked[stale_id]
+    for run_id in (victim, stale_id):
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and run.data.tags[KILLED_REASON].startswith(marked[run_id])
+    assert {client.get_run(r).info.status for r in (alive_id, recent_id)} == {"RUNNING"}
+    assert study.mark_abandoned(stale_after_s=0) == {}  # 0: the foreign run is never judged by its heartbeat
+
+    client.update_run(resumed, status="RUNNING")  # as a hard kill leaves it, and resumed before any study found it
+    again = _tracker(tmp_path)
+    reason = again.reopen(resumed)
+    run = client.get_run(resumed)
+    assert "is gone" in reason and run.data.tags[KILLED_REASON].endswith("found when it was resumed")
+    assert run.info.status == "RUNNING" and run.data.tags[OWNER_PID] == str(os.getpid())
+    again.heartbeat()
+    again.end("FINISHED")
+    assert float(client.get_run(resumed).data.tags[HEARTBEAT]) >= float(run.data.tags[HEARTBEAT])
