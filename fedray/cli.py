@@ -685,7 +685,12 @@ def _progress_text(p) -> str:
     loss = f"{p.train_loss:.3f}" if math.isfinite(p.train_loss) else "-"
     dice = f"{100 * p.dice_mean:.1f}%" if math.isfinite(p.dice_mean) else "-"
     eta = f"{p.eta_s:.0f}s" if math.isfinite(p.eta_s) else "-"
-    return f"round {p.round}/{p.rounds} · clients {p.clients_done}/{p.clients} · loss {loss} · Dice {dice} · ETA {eta}"
+    text = f"round {p.round}/{p.rounds} · clients {p.clients_done}/{p.clients} · loss {loss} · Dice {dice} · ETA {eta}"
+    if p.phase == "training" and p.running:  # the hospitals still training, the furthest behind first
+        behind = sorted(p.running, key=lambda r: (r[1] / r[2], r[0]))
+        shown = ", ".join(f"{h} {done}/{steps} steps" for h, done, steps in behind[:3])
+        text += f" · {shown}" + (f" (+{len(behind) - 3} more)" if len(behind) > 3 else "")
+    return text
 
 
 def _progress_bar() -> Progress:

@@ -129,6 +129,7 @@ class TrainTask:
     client_state: bytes | None = None  # the hospital's persistent state from its last round
     slowdown: float = 1.0  # a simulated straggler's factor on its measured time (deadline check)
     deadline_s: float | None = None
+    steps_to: Any = None  # the driver actor, told the local steps done while it is watched (None: untold)
 
 
 @dataclass(frozen=True)
@@ -211,3 +212,4 @@ class Progress:
     elapsed_s: float = 0.0
     eta_s: float = math.nan
     run_id: str | None = None
+    running: tuple[tuple[str, int, int], ...] = ()  # (hospital, steps done, local steps) of those still training

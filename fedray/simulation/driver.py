@@ -90,20 +90,33 @@ class StudyState:
 
 
 class ProgressBoard(Callback):
-    """What the launcher polls (`Driver.progress`): phase, round, hospitals done, loss, Dice, ETA."""
+    """What the launcher polls (`Driver.progress`): phase, round, hospitals done and the steps of those
+    still training, loss, Dice, ETA."""
 
     def __init__(self, rounds: int) -> None:
         self._progress = Progress(rounds=rounds)
         self._lock = threading.Lock()
+        self._steps: dict[str, tuple[int, int]] = {}  # this round's hospitals still training: (done, steps)
 
     def snapshot(self) -> Progress:
         with self._lock:
-            return Progress(**vars(self._progress))
+            running = tuple((h, done, steps) for h, (done, steps) in sorted(self._steps.items()))
+            return Progress(**{**vars(self._progress), "running": running})
 
     def update(self, **values: object) -> None:
         with self._lock:
+            if values.get("round", self._progress.round) != self._progress.round:
+                self._steps.clear()
             for key, value in values.items():
                 setattr(self._progress, key, value)
+
+    def hospital_steps(self, round_index: int, hospital_id: str, done: int, steps: int) -> None:
+        """A hospital's local steps so far; one that finished (or reports from another round) is dropped."""
+        with self._lock:
+            if round_index != self._progress.round or done >= steps:
+                self._steps.pop(hospital_id, None)
+            else:
+                self._steps[hospital_id] = (done, steps)
 
     def on_run_start(self, run: RunContext) -> None:
         self.update(run_id=run.run_id)
@@ -145,8 +158,16 @@ class Driver:
 
     # -- called concurrently by the launcher (threaded actor) -------------------------------------
     def progress(self) -> Progress:
-        """A snapshot of the study's progress."""
+        """A snapshot of the study's progress. From the first call on, hospitals report their steps
+        (the launcher calls it only while it shows progress, so unwatched studies send nothing)."""
+        scheduler = getattr(self, "scheduler", None)  # None until run() starts
+        if scheduler is not None and scheduler.steps_to is None and ray.get_runtime_context().get_actor_id():
+            scheduler.steps_to = ray.get_runtime_context().current_actor  # this driver's actor (launch.DriverActor)
         return self.board.snapshot()
+
+    def hospital_steps(self, round_index: int, hospital_id: str, done: int, steps: int) -> None:
+        """A hospital's local training progress (sent by its actor while the study is watched)."""
+        self.board.hospital_steps(round_index, hospital_id, done, steps)
 
     def stop(self) -> None:
         """Ask the study to stop after the current round's checkpoint."""

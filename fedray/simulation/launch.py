@@ -56,6 +56,9 @@ class DriverActor:
     def stop(self) -> None:
         self._driver.stop()
 
+    def hospital_steps(self, round_index: int, hospital_id: str, done: int, steps: int) -> None:
+        self._driver.hospital_steps(round_index, hospital_id, done, steps)
+
 
 def run_study(
     config: StudyConfig,
@@ -83,7 +86,7 @@ def run_study(
             ray.remote(DriverActor)
             .options(
                 num_cpus=0,  # the driver waits and aggregates; CPUs stay with the hospital actors
-                max_concurrency=2,  # so progress() and stop() answer while run() is busy
+                max_concurrency=2,  # so progress(), stop() and hospital_steps() answer while run() is busy
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
             )
             .remote(config, hospitals, test_dir, resume, skipped, callbacks)

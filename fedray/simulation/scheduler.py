@@ -42,6 +42,7 @@ class RoundScheduler:
         self.client_store = client_store
         self.placed: list[dict] = []
         self.outcomes: dict[str, tuple[str, int]] = {}  # last round: hospital -> (not trained: why, retries)
+        self.steps_to = None  # where hospitals report their local steps (the driver, while it is watched)
 
     def await_actors(self) -> None:
         """Wait until every hospital actor is up; note where each runs."""
@@ -191,6 +192,7 @@ class RoundScheduler:
                         client_state=self.client_store.get(hid, round_index),
                         slowdown=slowdown,
                         deadline_s=faults.deadline_s,
+                        steps_to=self.steps_to,
                     )
                 )
                 trains[task] = (group, actor, hospital)

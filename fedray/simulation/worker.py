@@ -39,6 +39,28 @@ from fedray.training.local import make_optimizer, train_locally
 
 log = logging.getLogger(__name__)
 
+STEP_REPORT_S = 0.5  # a hospital still training tells the driver its steps at most this often
+
+
+class StepReporter:
+    """Tells the watching driver (`TrainTask.steps_to`) how far one hospital's local training is.
+
+    Nothing is sent in a task's first STEP_REPORT_S seconds (most hospitals of a small study finish
+    before), then at most once per STEP_REPORT_S, and a last time at the end if anything was sent, so
+    the driver forgets the hospital. Fire-and-forget calls: training never waits on the driver.
+    """
+
+    def __init__(self, sink: Any, round_index: int, hospital_id: str, steps: int) -> None:
+        self.sink, self.round, self.hospital_id, self.steps = sink, round_index, hospital_id, steps
+        self.next_at = time.monotonic() + STEP_REPORT_S
+        self.sent = False
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now >= self.next_at or (done == self.steps and self.sent):
+            self.sink.hospital_steps.remote(self.round, self.hospital_id, done, self.steps)
+            self.next_at, self.sent = now + STEP_REPORT_S, True
+
 
 def task_seed(seed: int, round_index: int, hospital_index: int) -> int:
     """One RNG seed per (study seed, round, hospital), independent of which actor runs the task."""
@@ -142,7 +164,7 @@ class HospitalWorker:
         _, extras, extras_bytes = self._extras
         try:
             update, loss, seconds, state = self._train_hospital(
-                hospital, _resolve(task.data), round_index, global_weights, extras, task.client_state
+                hospital, _resolve(task.data), round_index, global_weights, extras, task.client_state, task.steps_to
             )
         except FedrayError:
             raise
@@ -180,6 +202,7 @@ class HospitalWorker:
         global_weights: dict[str, torch.Tensor],
         extras: dict,
         client_state: bytes | None,
+        steps_to: Any = None,
     ) -> tuple[dict, float, float, dict | None]:
         """Local training of one hospital: (update, mean loss, seconds of the bare update, state to keep)."""
         cfg = self.config
@@ -206,8 +229,10 @@ class HospitalWorker:
         hooks.on_train_start(self.model, global_weights)
         optimizer = make_optimizer(self.model, cfg.train.optimizer, lr, cfg.train.momentum, cfg.train.weight_decay)
         start = time.perf_counter()
+        steps = cfg.train.local_steps
+        reporter = StepReporter(steps_to, round_index, hospital.hospital_id, steps) if steps_to is not None else None
         local = train_locally(
-            self.model, self._sampler.batches(data, seed), cfg.train.local_steps, optimizer, hooks, self.device
+            self.model, self._sampler.batches(data, seed), steps, optimizer, hooks, self.device, on_step=reporter
         )
         seconds = time.perf_counter() - start
         return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -35,12 +35,16 @@ def train_locally(
     optimizer: torch.optim.Optimizer,
     hooks: ClientHooks,
     device: torch.device | str = "cpu",
+    on_step: Callable[[int], None] | None = None,
 ) -> LocalTrainingResult:
-    """Run `steps` optimiser steps; the loss is the hooks' supervised loss plus their extra terms."""
+    """Run `steps` optimiser steps; the loss is the hooks' supervised loss plus their extra terms.
+
+    `on_step(done)` is called after each step (progress display; it must not touch the model).
+    """
     start = time.perf_counter()
     model.train()
     total = 0.0
-    for _ in range(steps):
+    for done in range(steps):
         batch = next(batches).to(device)
         logits = model(batch.image)
         loss = hooks.supervised_loss(logits, batch)
@@ -52,4 +56,6 @@ def train_locally(
         hooks.before_step(model)
         optimizer.step()
         total += float(loss.detach())
+        if on_step is not None:
+            on_step(done + 1)
     return LocalTrainingResult(steps=steps, mean_loss=total / steps, seconds=time.perf_counter() - start)

@@ -84,3 +84,14 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     dice = 2 * pooled["tp"] / (2 * pooled["tp"] + pooled["fp"] + pooled["fn"])
     assert dice.to_dict() == pytest.approx({o: summary[f"dice/{o}"] for o in ORGANS}, nan_ok=True)
     assert final["nsd"].between(0, 1).all() and "cases.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.slow
+def test_a_watched_study_shows_the_local_steps_of_the_hospitals_still_training(tmp_path, ray_local):
+    study = tiny_study(tmp_path, rounds=1, train={"local_steps": 60, "batch_size": 1})  # seconds per hospital
+    config = with_absolute_paths(config_from_data(study))
+    hospitals, test_dir = prepare_hospitals(config)
+    seen = []
+    run_study(config, hospitals, test_dir, on_progress=seen.append, poll_s=0.1)
+    running = [r for p in seen for r in p.running]
+    assert running and all(h in "abc" and 0 < done < steps == 60 for h, done, steps in running)

@@ -10,6 +10,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import TrainTask, encode_state
 from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
+from fedray.simulation import worker as worker_module
 from fedray.simulation.worker import HospitalWorker
 from tests.conftest import tiny_study
 
@@ -49,3 +50,34 @@ def test_partial_sum_equals_per_hospital_updates_and_failures_are_reported(tmp_p
     assert not all(np.array_equal(new_h[k], initial[k]) for k in new_h)
     assert hierarchical.account.bytes_down == 3 * len(payload)
     assert hierarchical.account.bytes_up == flat.account.bytes_up == 2 * len(payload)
+
+
+class Sink:
+    """Stands in for the driver actor's handle: records `hospital_steps.remote(...)` calls."""
+
+    def __init__(self) -> None:
+        self.calls = []
+        self.hospital_steps = self
+
+    def remote(self, *args) -> None:
+        self.calls.append(args)
+
+
+def test_a_watched_hospital_reports_its_steps_and_trains_bit_identically(tmp_path, monkeypatch):
+    config = with_absolute_paths(config_from_data(tiny_study(tmp_path, train={"local_steps": 3, "batch_size": 1})))
+    hospitals, _ = prepare_hospitals(config)
+    worker = HospitalWorker(config, threads=1)
+    worker.strategy.partial_aggregation = False  # the update comes back in the report
+    torch.manual_seed(0)
+    payload = encode_state({k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()})
+    data = worker.load(hospitals[0])
+    untold = worker.run(TrainTask(1, hospitals[0], data, payload))
+    fast = Sink()
+    worker.run(TrainTask(1, hospitals[0], data, payload, steps_to=fast))
+    assert fast.calls == []  # finished within STEP_REPORT_S: nothing sent
+    monkeypatch.setattr(worker_module, "STEP_REPORT_S", 0.0)
+    sink = Sink()
+    told = worker.run(TrainTask(2, hospitals[0], data, payload, steps_to=sink))
+    assert sink.calls == [(2, "a", 1, 3), (2, "a", 2, 3), (2, "a", 3, 3)]
+    again = worker.run(TrainTask(1, hospitals[0], data, payload, steps_to=Sink()))
+    assert again.result.payload == untold.result.payload and told.result.payload != untold.result.payload
