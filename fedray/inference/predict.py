@@ -48,17 +48,22 @@ class TrainedStudy:
 
 
 class _StatesOfRound:
-    """The run's client states, refusing a round whose states the run no longer keeps."""
+    """The run's client states, refusing a round whose states the run no longer keeps (it keeps the
+    last checkpoint's and the best round's; a run pruned before that was recorded, the last only)."""
 
     def __init__(self, run_dir: Path, latest_round: int) -> None:
-        self.states = DecodedClientStates(ClientStateStore(run_dir / "client_state"))
+        self.store = ClientStateStore(run_dir / "client_state")
+        self.states = DecodedClientStates(self.store)
         self.latest_round = latest_round
 
     def get(self, hospital_id: str, before_round: int) -> State | None:
-        if before_round - 1 < self.latest_round:
+        round_index = before_round - 1
+        kept = self.store.complete_at(round_index)
+        if not (round_index >= self.latest_round if kept is None else kept):
             raise ConfigError(
-                f"this method's model at round {before_round - 1} needs the hospitals' states of that round, "
-                f"which the run no longer keeps (only round {self.latest_round}'s): use the last round."
+                f"this method's model at round {round_index} needs the hospitals' states of that round, "
+                f"which the run no longer keeps (only round {self.latest_round}'s and the best round's): "
+                "use the last round or --round best."
             )
         return self.states.get(hospital_id, before_round)
 

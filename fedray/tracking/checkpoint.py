@@ -88,10 +88,11 @@ class CheckpointCallback(Callback):
     """Writes the driver's state (`run.snapshot()`) at round 0, after each preparation job, every
     `tracking.checkpoint_every` rounds, at the last round and when the user stops the study, so a
     study killed at any moment resumes from its last checkpoint; every `tracking.keep_every` rounds a
-    copy is also kept as round_NNNNNN.npz (for `fedray predict --round`). `on_saved(round)` runs after
-    each write (the driver prunes client states the checkpoint no longer needs)."""
+    copy is also kept as round_NNNNNN.npz (for `fedray predict --round`). `on_saved(round, keep)` runs
+    after each write, `keep` holding the best round if any (the driver prunes the client states that
+    neither the checkpoint nor the best checkpoint needs)."""
 
-    def __init__(self, on_saved: Callable[[int], None] | None = None) -> None:
+    def __init__(self, on_saved: Callable[[int, tuple[int, ...]], None] | None = None) -> None:
         self.on_saved = on_saved
 
     def save(self, run: RunContext) -> None:
@@ -101,7 +102,8 @@ class CheckpointCallback(Callback):
         if keep and checkpoint.round and checkpoint.round % keep == 0:  # a round a user may predict with later
             save_checkpoint(checkpoint, checkpoint_path(run.config.run_dir, checkpoint.round))
         if self.on_saved is not None:
-            self.on_saved(checkpoint.round)
+            best = best_round(run.rows)
+            self.on_saved(checkpoint.round, () if best is None else (best,))
 
     def on_run_start(self, run: RunContext) -> None:
         if run.resumed is None:  # from here on `fedray resume` continues this MLflow run
@@ -124,8 +126,16 @@ class CheckpointCallback(Callback):
             self.save(run)
 
 
+def best_round(rows: list[dict[str, Any]]) -> int | None:
+    """The evaluated round with the highest dice/mean (the earliest of equals: best.npz's round), or None."""
+    best: tuple[float, int] | None = None
+    for row in rows:
+        dice = row.get("dice/mean", math.nan)
+        if not math.isnan(dice) and (best is None or dice > best[0]):
+            best = (dice, row["round"])
+    return None if best is None else best[1]
+
+
 def _is_best(rows: list[dict[str, Any]]) -> bool:
     """True when the last row's dice/mean is finite and higher than every earlier evaluated round's."""
-    dice = [row.get("dice/mean", math.nan) for row in rows]
-    last, earlier = dice[-1], [d for d in dice[:-1] if not math.isnan(d)]
-    return not math.isnan(last) and all(last > d for d in earlier)
+    return bool(rows) and best_round(rows) == rows[-1]["round"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 from fedray.atomic import atomic_write_bytes
 from fedray.messages import State, decode_state
+
+_RECORD = "kept rounds.json"  # no hospital folder has a space (quoted); which rounds' states survive pruning (see `ClientStateStore.complete_at`)
 
 
 class ClientStateStore:
@@ -42,13 +45,41 @@ class ClientStateStore:
             for r in self._rounds(hospital_id):
                 if r > through_round:
                     (self._folder(hospital_id) / f"{r:06d}.npz").unlink()
+        record = self._record()
+        if record is not None:
+            kept = [r for r in record["kept"] if r <= through_round]
+            self._write_record(min(record["through"], through_round), kept, upto=through_round)
 
-    def prune(self, through_round: int) -> None:
-        """After a checkpoint at `through_round`: keep each hospital's latest state up to it, and newer ones."""
+    def prune(self, through_round: int, keep: tuple[int, ...] = ()) -> None:
+        """After a checkpoint at `through_round`: keep each hospital's latest state up to it, and newer
+        ones, and its latest state up to each round in `keep` (the best round: `--round best` reads them)."""
+        keep = tuple(sorted({r for r in keep if 0 < r <= through_round}))
         for hospital_id in self.hospitals():
-            older = [r for r in self._rounds(hospital_id) if r <= through_round]
-            for r in sorted(older)[:-1]:
-                (self._folder(hospital_id) / f"{r:06d}.npz").unlink()
+            older = sorted(r for r in self._rounds(hospital_id) if r <= through_round)
+            needed = {max((r for r in older if r <= k), default=None) for k in (*keep, through_round)}
+            for r in older:
+                if r not in needed:
+                    (self._folder(hospital_id) / f"{r:06d}.npz").unlink()
+        self._write_record(through_round, list(keep))
+
+    def complete_at(self, round_index: int) -> bool | None:
+        """Whether every hospital's state as it was after `round_index` is still stored (the last
+        pruned round or later, or a kept one); None for a store pruned before this was recorded."""
+        record = self._record()
+        if record is None:
+            return None
+        upto = record["upto"]  # set by a rollback: later rounds are incomplete until redone and pruned
+        recent = round_index >= record["through"] and (upto is None or round_index <= upto)
+        return recent or round_index in record["kept"]
+
+    def _record(self) -> dict | None:
+        path = self.root / _RECORD
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _write_record(self, through_round: int, kept: list[int], upto: int | None = None) -> None:
+        if not self.root.is_dir():
+            return  # a method that keeps no states
+        atomic_write_bytes(self.root / _RECORD, json.dumps({"through": through_round, "kept": kept, "upto": upto}).encode())
 
     def _folder(self, hospital_id: str) -> Path:
         name = quote(hospital_id, safe="")  # any id is a safe folder name, reversibly

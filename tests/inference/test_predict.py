@@ -15,7 +15,9 @@ from fedray.data.federation import prepare_hospitals
 from fedray.errors import ConfigError, DataError
 from fedray.inference.predict import input_files, load_trained, pooled_dice, predict_files
 from fedray.simulation.launch import run_study
-from tests.conftest import TINY_MULTIHEAD, tiny_study, train_tiny_study
+from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
+from fedray.tracking.client_store import ClientStateStore
+from tests.conftest import TINY_MULTIHEAD, BestAtRound, tiny_study, train_tiny_study
 
 pytestmark = pytest.mark.ray
 
@@ -101,16 +103,39 @@ def test_cli_predict_writes_label_maps_and_fails_on_a_bad_input(fedavg_run, tmp_
                  str(tmp_path / "o")]) == 2
 
 
-def test_local_only_predicts_with_its_ensemble_and_only_its_last_round(tmp_path, ray_local):
-    config, test_dir, summary = train_tiny_study(tmp_path, "local", rounds=2, model=TINY_MULTIHEAD, method={"name": "local"},
-                                      tracking_extra={"keep_every": 1})
+def test_local_only_predicts_with_its_ensemble_at_its_last_and_its_best_round(tmp_path, ray_local):
+    config, test_dir, summary = train_tiny_study(tmp_path, "local", rounds=3, model=TINY_MULTIHEAD, method={"name": "local"},
+                                      tracking_extra={"keep_every": 1}, callbacks=(BestAtRound(1),))
     trained = load_trained(config.run_dir)
     outputs = [tmp_path / "o" / p.name for p in input_files(test_dir / "imagesTr")]
     predict_files(trained, input_files(test_dir / "imagesTr"), tmp_path / "o")
     assert pooled_dice({p.name: p for p in outputs}, config)["mean"] == summary["dice/mean"]
     assert type(trained.model).__name__ == "OrganEnsemble"
+    assert summary["best_round"] == 1
+    best = load_trained(config.run_dir, round_index="best")  # its hospitals' round-1 models were kept
+    owners = ClientStateStore(config.run_dir / "client_state")
+    assert best.round == 1 and {owners.get(h, 2) is not None for h in ("a", "b", "c")} == {True}
+    predict_files(best, input_files(test_dir / "imagesTr"), tmp_path / "best")
+    best_dice = pooled_dice({p.name: p for p in (tmp_path / "best").glob("*.nii.gz")}, config)["mean"]
+    assert best_dice == round_one_dice(config)
     with pytest.raises(ConfigError, match="no longer keeps"):
-        load_trained(config.run_dir, round_index=1)
+        load_trained(config.run_dir, round_index=2)  # neither the last nor the best: its states are pruned
+
+
+def test_fedbn_predicts_at_its_best_round_with_that_rounds_local_normalisation(tmp_path, ray_local):
+    config, test_dir, summary = train_tiny_study(tmp_path, "fedbn", rounds=2, model=TINY_MULTIHEAD, method={"name": "fedbn"},
+                                      callbacks=(BestAtRound(1),))
+    best, last = load_trained(config.run_dir, round_index="best"), load_trained(config.run_dir)
+    assert best.round == summary["best_round"] == 1 and last.round == 2
+    assert any(not torch.equal(a, b) for a, b in zip(best.model.state_dict().values(), last.model.state_dict().values()))
+    predict_files(best, input_files(test_dir / "imagesTr"), tmp_path / "best")
+    best_dice = pooled_dice({p.name: p for p in (tmp_path / "best").glob("*.nii.gz")}, config)["mean"]
+    assert best_dice == round_one_dice(config)
+
+
+def round_one_dice(config) -> float:
+    """Round 1's real dice/mean, as best.npz (written before BestAtRound raised it) recorded it."""
+    return load_checkpoint(checkpoint_path(config.run_dir, "best")).meta["rows"][-1]["dice/mean"]
 
 
 def test_cli_predicts_through_the_logged_mlflow_model_with_the_studys_dice(fedavg_run, tmp_path):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from fedray.tracking.checkpoint import _is_best, checkpoint_path
+from fedray.tracking.checkpoint import _is_best, best_round, checkpoint_path
 
 
 def test_best_is_the_first_strictly_highest_evaluated_round():
-    rows = [{"dice/mean": math.nan}, {"dice/mean": 0.4}, {"dice/mean": math.nan}, {"dice/mean": 0.4}, {"dice/mean": 0.5}]
+    dice = [math.nan, 0.4, math.nan, 0.4, 0.5]
+    rows = [{"round": i + 1, "dice/mean": d} for i, d in enumerate(dice)]
     assert [_is_best(rows[: i + 1]) for i in range(len(rows))] == [False, True, False, False, True]
+    assert [best_round(rows[: i + 1]) for i in range(len(rows))] == [None, 2, 2, 2, 5]
 
 
 def test_checkpoint_paths():

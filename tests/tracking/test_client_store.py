@@ -32,3 +32,19 @@ def test_any_hospital_id_is_a_safe_folder(tmp_path):
         assert store.get(odd, 2) == odd.encode()
     assert sorted(store.hospitals()) == sorted(["St. Mary's/ICU", "..", "."])
     assert all(p.parent == tmp_path / "states" for p in (tmp_path / "states").iterdir())
+
+
+def test_prune_keeps_the_best_rounds_states_and_records_which_rounds_are_complete(tmp_path):
+    store = ClientStateStore(tmp_path)
+    for r in (1, 2, 3, 4, 5):
+        store.put("a", r, f"a{r}".encode())
+    store.put("b", 1, b"b1")
+    store.put("b", 4, b"b4")
+    assert store.complete_at(2) is None  # never pruned: no record
+    store.prune(5, keep=(2,))  # checkpoint at round 5, best round 2
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["000002.npz", "000005.npz"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["000001.npz", "000004.npz"]  # b's latest up to 2 is 1
+    assert store.get("a", 3) == b"a2" and store.get("b", 3) == b"b1"  # what round 2's model read
+    assert [store.complete_at(r) for r in (1, 2, 3, 4, 5, 6)] == [False, True, False, False, True, True]
+    store.rollback(1)  # a resume from round 1 forgets the best round's states too, until rounds are redone
+    assert [store.complete_at(r) for r in (1, 2, 5)] == [True, False, False]

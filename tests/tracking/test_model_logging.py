@@ -30,7 +30,7 @@ from fedray.tracking import pyfunc_model
 from fedray.tracking.callbacks import RunContext
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 from fedray.tracking.model_logging import STUDY_ARTIFACT, ModelLoggingCallback, load_logged_study, log_study_model
-from tests.conftest import TINY_MULTIHEAD, tiny_study, train_tiny_study
+from tests.conftest import TINY_MULTIHEAD, BestAtRound, tiny_study, train_tiny_study
 from tests.test_layering import MODULES, imports
 
 pytestmark = pytest.mark.ray
@@ -228,8 +228,8 @@ def test_log_study_model_logs_a_kept_round_from_the_run_folder(fedavg_run, track
 
 def test_local_only_logs_its_ensemble_with_the_owners_states_and_the_model_scores_its_dice(tmp_path, ray_local, monkeypatch):
     config, test_dir, summary = train_tiny_study(tmp_path, "local", rounds=2, model=TINY_MULTIHEAD, method={"name": "local"},
-                                      tracking_extra={"keep_every": 1})
-    use_tracking_uri(monkeypatch, config.tracking.uri)
+                                      tracking_extra={"keep_every": 1}, callbacks=(BestAtRound(2),))
+    use_tracking_uri(monkeypatch, config.tracking.uri)  # best = last: round 1's states are pruned
     uri = f"runs:/{summary['run_id']}/model"
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
     states = sorted(p.relative_to(local / "artifacts" / STUDY_ARTIFACT / "client_state").as_posix()
