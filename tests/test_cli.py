@@ -69,6 +69,7 @@ def test_bad_case_found_while_ray_starts_is_one_paragraph(tmp_path):
     result = fedray(
         "run", write_study(tmp_path, federation={"hospitals": [{"organs": ["liver"]}]}), "data.source=msd",
         f"data.sites=[{site}]", f"data.test_set={test}", "data.organs=[liver]",
+        "data.patch_size=[8,8,8]", "eval.roi_size=[8,8,8]",  # within the 10 x 8 x 8 volumes (checked first)
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Bad case 'c0' of site 'site'" in " ".join(result.stderr.split())

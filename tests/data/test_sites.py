@@ -16,7 +16,7 @@ from fedray.data.federation import check_layout, prepare_hospitals
 from fedray.errors import ConfigError, DataError
 from fedray.tracking.provenance import data_manifest
 
-SHAPE = (10, 8, 6)
+SHAPE = (10, 8, 8)  # the smallest patch (8) fits: check_layout refuses a patch larger than a volume
 # Not RAS (x points left, y posterior: LPS, as DICOM-derived files often are) and anisotropic.
 LPS = np.array([[-0.7, 0, 0, 30.0], [0, -0.9, 0, 20.0], [0, 0, 2.5, -10.0], [0, 0, 0, 1]])
 STUDY_ORGANS = ["liver", "spleen"]
@@ -66,8 +66,8 @@ def study(sites, test_set, **data):
         {
             "name": "real",
             "data": {"source": "msd", "sites": sites, "test_set": str(test_set), "organs": STUDY_ORGANS,
-                     "patch_size": [16, 16, 16], **data},
-            "eval": {"roi_size": [16, 16, 16]},
+                     "patch_size": [8, 8, 8], **data},
+            "eval": {"roi_size": [8, 8, 8]},
         }
     )
 

@@ -193,7 +193,7 @@ def test_tumour_study_hospitals_see_their_own_labels(tmp_path):
     config = load_config(
         "configs/paper_mots7.yaml",
         [f"data.cache_dir={tmp_path}", "data.phantom.shape=[48,48,32]", "data.phantom.test_cases=2",
-         "data.patch_size=[16,16,16]",
+         "data.patch_size=[16,16,16]", "eval.roi_size=[16,16,16]",
          "data.organs=[liver,spleen,liver_tumour]",
          "federation.hospitals=[{organs: [liver, liver_tumour], cases: 3}, {organs: [liver], cases: 3},"
          " {organs: [spleen], cases: 3}]"],
