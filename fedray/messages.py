@@ -129,7 +129,6 @@ class TrainTask:
     client_state: bytes | None = None  # the hospital's persistent state from its last round
     slowdown: float = 1.0  # a simulated straggler's factor on its measured time (deadline check)
     deadline_s: float | None = None
-    steps_to: Any = None  # the driver actor, told the local steps done while it is watched (None: untold)
 
 
 @dataclass(frozen=True)

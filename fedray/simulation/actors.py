@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
 from fedray.messages import PrepareTask, RoundPart, TaskReport, TrainTask
@@ -38,6 +40,9 @@ class HospitalActor:
 
     def run(self, task: TrainTask | PrepareTask) -> TaskReport:
         return self._worker.run(task)
+
+    def report_steps_to(self, driver: Any) -> None:
+        self._worker.report_steps_to(driver)
 
     def flush(self, round_index: int) -> RoundPart:
         return self._worker.flush(round_index)

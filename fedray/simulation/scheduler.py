@@ -43,6 +43,7 @@ class RoundScheduler:
         self.placed: list[dict] = []
         self.outcomes: dict[str, tuple[str, int]] = {}  # last round: hospital -> (not trained: why, retries)
         self.steps_to = None  # where hospitals report their local steps (the driver, while it is watched)
+        self._told: set[int] = set()  # actor groups told `steps_to`
 
     def await_actors(self) -> None:
         """Wait until every hospital actor is up; note where each runs."""
@@ -192,7 +193,6 @@ class RoundScheduler:
                         client_state=self.client_store.get(hid, round_index),
                         slowdown=slowdown,
                         deadline_s=faults.deadline_s,
-                        steps_to=self.steps_to,
                     )
                 )
                 trains[task] = (group, actor, hospital)
@@ -201,6 +201,7 @@ class RoundScheduler:
 
         def dispatch() -> None:
             nonlocal prefetched
+            self._tell_steps_to()
             for depth in range(1, PIPELINE + 1):  # one task each first, so small rounds spread out
                 for group in range(len(self.actors)):
                     fill(group, depth)
@@ -292,6 +293,15 @@ class RoundScheduler:
             self.outcomes.setdefault(hid, ("", retries))
         return {**counts, Metric.LATE.value: len(ledger.account.late)}
 
+    def _tell_steps_to(self) -> None:
+        """Once the driver is watched, tell each actor (once, ahead of its next tasks) where to report steps."""
+        if self.steps_to is None:
+            return
+        for group, actor in enumerate(self.actors):
+            if group not in self._told:
+                actor.report_steps_to.remote(self.steps_to)
+                self._told.add(group)
+
     def _fault_draws(self, round_index: int, hospital: Hospital) -> tuple[float, float]:
         """(dropout draw, straggler draw) for one hospital and round, from (seed, round, hospital)."""
         rng = np.random.default_rng([self.config.seed, round_index, hospital.index, 0xFA])
@@ -306,4 +316,5 @@ class RoundScheduler:
         actor = create_hospital_actor(self.config, self.plans[group], self.placement, group, self.generations[group])
         ray.get(actor.ready.remote())
         self.actors[group] = actor
+        self._told.discard(group)  # a fresh actor is told again
         log.warning("hospital actor %d died; replaced it", group)

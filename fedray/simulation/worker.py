@@ -43,7 +43,7 @@ STEP_REPORT_S = 0.5  # a hospital still training tells the driver its steps at m
 
 
 class StepReporter:
-    """Tells the watching driver (`TrainTask.steps_to`) how far one hospital's local training is.
+    """Tells the watching driver (`HospitalWorker.report_steps_to`) how far one hospital's local training is.
 
     Nothing is sent in a task's first STEP_REPORT_S seconds (most hospitals of a small study finish
     before), then at most once per STEP_REPORT_S, and a last time at the end if anything was sent, so
@@ -98,6 +98,7 @@ class HospitalWorker:
         )
         self._sums: dict[int, RoundLedger] = {}  # round -> partial sum of the updates trained here
         self._runtime = HospitalRuntime(config, self.device, self._sampler)
+        self._steps_to: Any = None  # the driver actor while it is watched (`report_steps_to`)
         _warm_up(self.model, self.device, config.data.patch_size)
 
     def pid(self) -> int:
@@ -125,6 +126,14 @@ class HospitalWorker:
         if isinstance(task, PrepareTask):
             return self._prepare(task)
         return self._train(task)
+
+    def report_steps_to(self, driver: Any) -> None:
+        """From now on, tell `driver` (its `hospital_steps`) the local steps of long trainings.
+
+        Sent once per actor rather than with each task: deserialising an actor handle in every task
+        would cost about as much as a report itself.
+        """
+        self._steps_to = driver
 
     def flush(self, round_index: int) -> RoundPart:
         """This actor's partial sum and accounts for the round (then forgotten here)."""
@@ -164,7 +173,7 @@ class HospitalWorker:
         _, extras, extras_bytes = self._extras
         try:
             update, loss, seconds, state = self._train_hospital(
-                hospital, _resolve(task.data), round_index, global_weights, extras, task.client_state, task.steps_to
+                hospital, _resolve(task.data), round_index, global_weights, extras, task.client_state, self._steps_to
             )
         except FedrayError:
             raise

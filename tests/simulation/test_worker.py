@@ -73,11 +73,14 @@ def test_a_watched_hospital_reports_its_steps_and_trains_bit_identically(tmp_pat
     data = worker.load(hospitals[0])
     untold = worker.run(TrainTask(1, hospitals[0], data, payload))
     fast = Sink()
-    worker.run(TrainTask(1, hospitals[0], data, payload, steps_to=fast))
+    worker.report_steps_to(fast)
+    worker.run(TrainTask(1, hospitals[0], data, payload))
     assert fast.calls == []  # finished within STEP_REPORT_S: nothing sent
     monkeypatch.setattr(worker_module, "STEP_REPORT_S", 0.0)
     sink = Sink()
-    told = worker.run(TrainTask(2, hospitals[0], data, payload, steps_to=sink))
+    worker.report_steps_to(sink)
+    told = worker.run(TrainTask(2, hospitals[0], data, payload))
     assert sink.calls == [(2, "a", 1, 3), (2, "a", 2, 3), (2, "a", 3, 3)]
-    again = worker.run(TrainTask(1, hospitals[0], data, payload, steps_to=Sink()))
+    again = worker.run(TrainTask(1, hospitals[0], data, payload))
     assert again.result.payload == untold.result.payload and told.result.payload != untold.result.payload
+    assert len(sink.calls) == 6  # reported, and trained bit-identically to the unwatched task
