@@ -122,6 +122,7 @@ def test_local_only_predicts_with_its_ensemble_at_its_last_and_its_best_round(tm
         load_trained(config.run_dir, round_index=2)  # neither the last nor the best: its states are pruned
 
 
+@pytest.mark.slow  # another study; the default suite checks the same store mechanism with local-only
 def test_fedbn_predicts_at_its_best_round_with_that_rounds_local_normalisation(tmp_path, ray_local):
     config, test_dir, summary = train_tiny_study(tmp_path, "fedbn", rounds=2, model=TINY_MULTIHEAD, method={"name": "fedbn"},
                                       callbacks=(BestAtRound(1),))
