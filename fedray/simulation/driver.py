@@ -97,6 +97,7 @@ class ProgressBoard(Callback):
         self._progress = Progress(rounds=rounds)
         self._lock = threading.Lock()
         self._steps: dict[str, tuple[int, int]] = {}  # this round's hospitals still training: (done, steps)
+        self._finished: set[str] = set()  # this round's hospitals that reported their last step
 
     def snapshot(self) -> Progress:
         with self._lock:
@@ -107,13 +108,20 @@ class ProgressBoard(Callback):
         with self._lock:
             if values.get("round", self._progress.round) != self._progress.round:
                 self._steps.clear()
+                self._finished.clear()
             for key, value in values.items():
                 setattr(self._progress, key, value)
 
     def hospital_steps(self, round_index: int, hospital_id: str, done: int, steps: int) -> None:
-        """A hospital's local steps so far; one that finished (or reports from another round) is dropped."""
+        """A hospital's local steps so far; one that finished (or reports from another round) is dropped.
+
+        Reports may arrive out of order (the driver's actor is threaded): one after the last is ignored.
+        """
         with self._lock:
-            if round_index != self._progress.round or done >= steps:
+            if round_index != self._progress.round or hospital_id in self._finished:
+                return
+            if done >= steps:
+                self._finished.add(hospital_id)
                 self._steps.pop(hospital_id, None)
             else:
                 self._steps[hospital_id] = (done, steps)

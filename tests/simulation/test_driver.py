@@ -14,6 +14,7 @@ def test_the_board_shows_this_rounds_hospitals_still_training_and_forgets_finish
     board.hospital_steps(1, "hospital_09", 5, 80)
     board.hospital_steps(0, "hospital_01", 1, 80)  # a late report from another round
     board.hospital_steps(1, "hospital_09", 80, 80)  # finished
+    board.hospital_steps(1, "hospital_09", 60, 80)  # an earlier report that arrived late
     progress = board.snapshot()
     assert progress.running == (("hospital_03", 70, 80), ("hospital_17", 12, 80))
     assert _progress_text(progress).endswith("hospital_17 12/80 steps, hospital_03 70/80 steps")  # furthest behind first
