@@ -206,6 +206,7 @@ def open_parent_run(uri: str, experiment: str, artifact_root: Path, name: str) -
         max_results=1,
     )
     if found:
+        tracker.reopen(found[0].info.run_id)  # RUNNING again, owned by this process (its cells check owners)
         return found[0].info.run_id
     return tracker.start(name, {}, {"role": "sweep", "sweep": name, **owner_tags()})
 
