@@ -200,3 +200,11 @@ def test_overrides_reach_list_items():
         apply_overrides(raw, ["federation.hospitals[5].cases=1"])
     with pytest.raises(ConfigError, match="not a key or key"):
         apply_overrides(raw, ["federation.hospitals[x].cases=1"])
+
+
+def test_stale_after_s_defaults_to_six_hours_and_must_not_be_negative():
+    base = {"name": "t", "federation": {"hospitals": [{"organs": ["liver"]}]}}
+    assert config_from_data(base).tracking.stale_after_s == 21600.0
+    assert config_from_data({**base, "tracking": {"stale_after_s": 0}}).tracking.stale_after_s == 0.0
+    with pytest.raises(ConfigError, match="tracking.stale_after_s must be >= 0"):
+        config_from_data({**base, "tracking": {"stale_after_s": -1}})
