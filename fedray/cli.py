@@ -362,8 +362,14 @@ def _study_with_progress(config, resume: bool, stop: threading.Event | None = No
         def show(p) -> None:
             bar.update(task, completed=_rounds_done(p), description=_progress_text(p))
 
+        def show_cases(done: int, total: int) -> None:
+            bar.update(task, description=f"preprocessing cases into the case store: {done}/{total}")
+
         try:
-            summary = run_experiment(config, resume=resume, on_progress=show, on_data=show_folders, on_ready=ready, stop=stop)
+            summary = run_experiment(
+                config, resume=resume, on_progress=show, on_data=show_folders, on_ready=ready, stop=stop,
+                on_preprocess=show_cases,
+            )
         except BaseException:
             bar.remove_task(task)  # the error is the last word, not a half-done bar
             raise
@@ -389,8 +395,14 @@ def _cells_with_progress(bar: Progress):
         def show(p) -> None:
             bar.update(task, completed=_rounds_done(p), description=f"{name} · {_progress_text(p)}")
 
+        def show_cases(done: int, total: int) -> None:
+            bar.update(task, description=f"{name} · preprocessing cases: {done}/{total}")
+
         try:
-            return run_experiment(config, resume=resume, on_progress=show, on_ready=ready, stop=stop, data_lock=data_lock)
+            return run_experiment(
+                config, resume=resume, on_progress=show, on_ready=ready, stop=stop, data_lock=data_lock,
+                on_preprocess=show_cases,
+            )
         finally:
             bar.remove_task(task)  # the sweep prints the cell's outcome
 
@@ -607,7 +619,8 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
     import shutil
 
     from fedray.benchmarks.scale import cli_launch_to_first_round, run_scenario, workload
-    from fedray.data.datasets import load_training_arrays
+    from fedray.data.case_store import Recipe, stored_cases
+    from fedray.data.datasets import ensure_stored
     from fedray.data.federation import prepare_hospitals
     from fedray.simulation.launch import run_study
 
@@ -615,8 +628,9 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
     for total, per_round in scenarios:
         config = workload(total, per_round, args.rounds, work_dir, args.cpus)
         with console.status(f"{total} hospitals: writing phantom data and the preprocessed cache (not timed)..."):
-            for hospital in prepare_hospitals(config).hospitals:  # cached after the first scenario of this size
-                load_training_arrays(hospital, config.data)
+            for hospital in prepare_hospitals(config).hospitals:  # stored after the first scenario of this size
+                for ref in stored_cases(hospital, config.data):
+                    ensure_stored(ref, Recipe.of(config.data))
         shutil.rmtree(config.run_dir, ignore_errors=True)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
             result = run_scenario(config, run_study, prepare_hospitals)
