@@ -74,15 +74,23 @@ class PatchSampler:
                 labelled=torch.from_numpy(np.stack([cases[i].labelled for i in picks])),
             )
 
-    def crop(self, case: CaseArrays, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One (image, label) patch of `case`, copied out of its (mapped) arrays."""
+    def centre(self, case: CaseArrays, rng: np.random.Generator) -> tuple[int, int, int]:
+        """The voxel a patch is drawn around: foreground with probability foreground_ratio, else any."""
         shape = case.label.shape
         foreground = len(case.foreground)
         if foreground and rng.random() < self.foreground_ratio:
             flat = int(case.foreground[rng.integers(foreground)])
         else:  # as RandCropByPosNegLabeld, a case without foreground gives patches from anywhere
             flat = int(rng.integers(int(np.prod(shape))))
-        centre = np.unravel_index(flat, shape)
+        return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+    def crop(self, case: CaseArrays, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One (image, label) patch of `case` around a drawn centre, copied out of its (mapped) arrays."""
+        return self.crop_at(case, self.centre(case, rng))
+
+    def crop_at(self, case: CaseArrays, centre: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The patch around `centre`, moved just enough to fit the (zero-padded) volume."""
+        shape = case.label.shape
         source, target = [], []
         for c, size, p in zip(centre, shape, self.patch_size):
             before = max(p - size, 0) // 2  # symmetric padding of a small volume
