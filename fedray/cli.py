@@ -163,6 +163,17 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"),
                        help="JSON to write; the plot goes beside it as .png (default results/bench_scale.json)")
     scale.set_defaults(handler=_bench_scale)
+    data_path = bench_commands.add_parser(
+        "data-path", help="patch sampling (MONAI vs case store), local vs bare step, peak memory on clinical-size CT"
+    )
+    data_path.add_argument("--cases", type=int, nargs="+", default=[3, 30], metavar="N",
+                           help="cases per site of the memory studies (3 sites each; default 3 30)")
+    data_path.add_argument("--batches", type=int, default=30, help="timed batches per sampler (default 30)")
+    data_path.add_argument("--work-dir", type=Path, default=Path("results/bench_data_path_work"),
+                           help="sites, case store and runs (default results/bench_data_path_work)")
+    data_path.add_argument("--out", type=Path, default=Path("results/bench_data_path.json"),
+                           help="JSON to write (default results/bench_data_path.json)")
+    data_path.set_defaults(handler=_bench_data_path)
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
@@ -652,6 +663,60 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
             + f", peak {result['peak_pss_gb']:.2f} GB (PSS)"
         )
     return results
+
+
+def _bench_data_path(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import platform
+
+    import torch
+
+    from fedray.benchmarks import data_path as bench
+    from fedray.data.case_store import Recipe, open_case, stored_cases
+    from fedray.data.datasets import ensure_stored, read_stored_case
+    from fedray.data.federation import prepare_hospitals
+
+    torch.set_num_threads(1)
+    work = args.work_dir.resolve()
+    record: dict = {"benchmark": "data_path", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                          "torch": torch.__version__}}
+    with console.status("writing clinical-size sites and preprocessing one case (not timed)..."):
+        sites, test = bench.write_clinical_sites(work / "sites", 3, min(args.cases), 3)
+        clinical = bench.study_config(work, sites, test, "data-path-timing")
+        small = bench.study_config(work, [test], test, "data-path-small")  # the 64x64x48 phantoms
+        picked = []
+        for config in (clinical, small):
+            [hospital, *_] = prepare_hospitals(config).hospitals
+            ref = ensure_stored(stored_cases(hospital, config.data)[0], Recipe.of(config.data))
+            picked.append((ref, config))
+    samplers, steps = [], []
+    for (ref, config), patch in zip(picked, (64, 32)):
+        with console.status(f"sampler and step at {patch}^3..."):
+            case = {key: value for key, value in read_stored_case(ref).items()}
+            samplers.append(bench.time_samplers(case, open_case(ref), patch, args.batches))
+            steps.append(bench.time_steps(open_case(ref), patch, steps=4, repeats=3))
+        console.print(f"{patch}^3 on {samplers[-1]['volume']}: sampler {samplers[-1]['monai_s_median'] * 1e3:.1f} ms "
+                      f"(MONAI) vs {samplers[-1]['store_s_median'] * 1e3:.2f} ms (store) per batch; local step "
+                      f"{steps[-1]['local_step_s_median']:.3f} s vs bare {steps[-1]['bare_step_s_median']:.3f} s "
+                      f"= {steps[-1]['ratio']:.3f}x")
+    record["sampler"], record["step"] = samplers, steps
+    record["memory"] = []
+    for n in args.cases:
+        sites, test = bench.write_clinical_sites(work / "sites", 3, n, 3)
+        config = bench.study_config(work, sites, test, f"data-path-{n}")
+        with console.status(f"study: 3 sites x {n} clinical-size cases (preprocessing included)..."):
+            result = bench.peak_study(config)
+        record["memory"].append(result)
+        console.print(f"3 x {n} cases: peak {result['peak_pss_gb']:.2f} GB PSS ({result['peak_rss_gb']:.2f} GB RSS), "
+                      f"{result['preprocessed_cases']} cases preprocessed at {result['preprocess_s_per_case'] or 0:.1f} "
+                      f"s each, study {result['wall_s']:.0f} s")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")  # after each study: a slow one keeps the rest
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return 0
 
 
 def _bench_inference(args: argparse.Namespace) -> int:
