@@ -106,13 +106,13 @@ class RoundScheduler:
     ) -> dict[str, int]:
         """Hand the round's hospitals to idle actors one by one, then collect each actor's partial sum.
 
-        Each actor has up to PIPELINE tasks queued, preferring its home hospitals. Once no
-        hospital is left to hand out, each actor is asked for its partial sum straight away: the
-        request queues behind its last training task, so the sum comes back without another round
-        trip. Simulated dropouts are not
-        dispatched; a hospital whose training raised, or whose actor died (taking the updates summed
-        there with it), is retried up to faults.max_retries times, then dropped; with a deadline,
-        updates whose slowed local time exceeds it are discarded as late. Returns the fault counts.
+        Each actor has up to PIPELINE tasks queued, preferring its home hospitals. Once no hospital
+        is left to hand out, each actor is asked for its partial sum straight away: the request
+        queues behind its last training task, so the sum comes back without another round trip.
+        Simulated dropouts are not dispatched; a hospital whose training raised, or whose actor died
+        (taking the updates summed there with it), is retried up to faults.max_retries times, then
+        dropped; with a deadline, updates whose slowed local time exceeds it are discarded as late.
+        Returns the fault counts.
         """
         faults = self.config.faults
         counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
