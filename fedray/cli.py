@@ -670,51 +670,57 @@ def _bench_data_path(args: argparse.Namespace) -> int:
     import os
     import platform
 
+    from fedray.benchmarks import data_path as bench
+
+    work = args.work_dir.resolve()
+    record: dict = {"benchmark": "data_path", "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "memory": []}
+
+    def write() -> None:  # after each part: a slow one keeps the others
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+    # Memory first, while this process (the launcher, part of the measured tree) has not imported torch.
+    for n in args.cases:
+        with console.status(f"writing 3 clinical-size sites of {n} cases (not timed)..."):
+            sites, test = bench.write_clinical_sites(work / "sites", 3, n, 3)
+        config = bench.study_config(work, sites, test, f"data-path-{n}")
+        with console.status(f"study: 3 sites x {n} clinical-size cases (preprocessing included)..."):
+            result = bench.peak_study(config)
+        record["memory"].append(result)
+        console.print(f"3 x {n} cases: peak {result['peak_pss_gb']:.2f} GB PSS ({result['peak_rss_gb']:.2f} GB RSS) "
+                      f"after preprocessing; {result['preprocessed_cases']} cases preprocessed "
+                      f"(peak {result['preprocess_peak_pss_gb'] or 0:.2f} GB PSS, "
+                      f"{result['preprocess_s_per_case'] or 0:.1f} s each); study {result['wall_s']:.0f} s")
+        write()
+
     import torch
 
-    from fedray.benchmarks import data_path as bench
     from fedray.data.case_store import Recipe, open_case, stored_cases
     from fedray.data.datasets import ensure_stored, read_stored_case
     from fedray.data.federation import prepare_hospitals
 
     torch.set_num_threads(1)
-    work = args.work_dir.resolve()
-    record: dict = {"benchmark": "data_path", "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                          "torch": torch.__version__}}
-    with console.status("writing clinical-size sites and preprocessing one case (not timed)..."):
+    record["machine"]["torch"] = torch.__version__
+    with console.status("preprocessing the timing cases (not timed)..."):
         sites, test = bench.write_clinical_sites(work / "sites", 3, min(args.cases), 3)
-        clinical = bench.study_config(work, sites, test, "data-path-timing")
-        small = bench.study_config(work, [test], test, "data-path-small")  # the 64x64x48 phantoms
         picked = []
-        for config in (clinical, small):
+        for config in (bench.study_config(work, sites, test, "data-path-timing"),
+                       bench.study_config(work, [test], test, "data-path-small", clinical=False)):  # 64x64x48
             [hospital, *_] = prepare_hospitals(config).hospitals
-            ref = ensure_stored(stored_cases(hospital, config.data)[0], Recipe.of(config.data))
-            picked.append((ref, config))
-    samplers, steps = [], []
-    for (ref, config), patch in zip(picked, (64, 32)):
+            picked.append(ensure_stored(stored_cases(hospital, config.data)[0], Recipe.of(config.data)))
+    record["sampler"], record["step"] = [], []
+    for ref, patch in zip(picked, (64, 32)):
         with console.status(f"sampler and step at {patch}^3..."):
-            case = {key: value for key, value in read_stored_case(ref).items()}
-            samplers.append(bench.time_samplers(case, open_case(ref), patch, args.batches))
-            steps.append(bench.time_steps(open_case(ref), patch, steps=4, repeats=3))
-        console.print(f"{patch}^3 on {samplers[-1]['volume']}: sampler {samplers[-1]['monai_s_median'] * 1e3:.1f} ms "
-                      f"(MONAI) vs {samplers[-1]['store_s_median'] * 1e3:.2f} ms (store) per batch; local step "
-                      f"{steps[-1]['local_step_s_median']:.3f} s vs bare {steps[-1]['bare_step_s_median']:.3f} s "
-                      f"= {steps[-1]['ratio']:.3f}x")
-    record["sampler"], record["step"] = samplers, steps
-    record["memory"] = []
-    for n in args.cases:
-        sites, test = bench.write_clinical_sites(work / "sites", 3, n, 3)
-        config = bench.study_config(work, sites, test, f"data-path-{n}")
-        with console.status(f"study: 3 sites x {n} clinical-size cases (preprocessing included)..."):
-            result = bench.peak_study(config)
-        record["memory"].append(result)
-        console.print(f"3 x {n} cases: peak {result['peak_pss_gb']:.2f} GB PSS ({result['peak_rss_gb']:.2f} GB RSS), "
-                      f"{result['preprocessed_cases']} cases preprocessed at {result['preprocess_s_per_case'] or 0:.1f} "
-                      f"s each, study {result['wall_s']:.0f} s")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")  # after each study: a slow one keeps the rest
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+            sampler = bench.time_samplers(read_stored_case(ref), open_case(ref), patch, args.batches)
+            step = bench.time_steps(open_case(ref), patch, steps=4, repeats=3)
+        record["sampler"].append(sampler)
+        record["step"].append(step)
+        console.print(f"{patch}^3 on {sampler['volume']}: sampler {sampler['monai_s_median'] * 1e3:.1f} ms "
+                      f"(MONAI) vs {sampler['store_s_median'] * 1e3:.2f} ms (store) per batch; local step "
+                      f"{step['local_step_s_median']:.3f} s vs bare {step['bare_step_s_median']:.3f} s "
+                      f"= {step['ratio']:.3f}x")
+        write()
     console.print(f"wrote {args.out}")
     return 0
 
