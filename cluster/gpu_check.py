@@ -4,8 +4,8 @@ Run on a machine with one CUDA GPU (see cluster/README.md):
     python cluster/gpu_check.py --out results/gpu_check.json
 It needs fedray's hospital side (torch, ray, monai, nibabel), not MLflow. It writes a phantom, starts a
 private Ray instance with 1 GPU, places 4 HospitalWorker actors with num_gpus=0.25 (the worker that
-`fedray run ... resources.gpus_per_actor=0.25` builds in each hospital actor, with a probe added: data
-loaded into the object store, trained from there, summed on the actor), and records, per actor: the GPU Ray gave it, the
+`fedray run ... resources.gpus_per_actor=0.25` builds in each hospital actor, with a probe added: cases
+preprocessed into the case store, patches read memory-mapped from there, summed on the actor), and records, per actor: the GPU Ray gave it, the
 memory fraction torch enforces, peak memory of a local update of the paper-width multi-head U-Net on
 64x128x128 patches, and whether an allocation above its share is refused. It also times 4 local
 updates run one actor at a time against 4 run at once on the packed GPU.
@@ -24,6 +24,7 @@ import ray
 import torch
 
 from fedray.config import config_from_data
+from fedray.data.case_store import stored_cases
 from fedray.data.federation import prepare_hospitals
 from fedray.messages import TrainTask, encode_state
 from fedray.models.factory import build_model
@@ -100,10 +101,10 @@ def main() -> None:
     ray.get([a.ready.remote() for a in actors])
     torch.manual_seed(0)
     payload = ray.put(encode_state({k: v.numpy() for k, v in build_model(config.model, 7).state_dict().items()}))
-    # Each actor loads its home hospital into the object store; then trains it from there (the CUDA path
-    # of `fedray run`: arrays from the object store -> patches -> batches moved to the actor's GPU).
+    # Each actor trains its home hospital from the case store (the CUDA path of `fedray run`: memory-mapped
+    # cases -> patches -> batches moved to the actor's GPU; a case not stored yet is written on first use).
     homes = [plan.hospitals[0] for plan in plans]
-    data = [a.load.remote(h) for a, h in zip(actors, homes)]
+    data = [stored_cases(h, config.data) for h in homes]
 
     def round_of(index: int, one_at_a_time: bool) -> list:
         tasks = []

@@ -163,6 +163,17 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"),
                        help="JSON to write; the plot goes beside it as .png (default results/bench_scale.json)")
     scale.set_defaults(handler=_bench_scale)
+    data_path = bench_commands.add_parser(
+        "data-path", help="patch sampling (MONAI vs case store), local vs bare step, peak memory on clinical-size CT"
+    )
+    data_path.add_argument("--cases", type=int, nargs="+", default=[3, 30], metavar="N",
+                           help="cases per site of the memory studies (3 sites each; default 3 30)")
+    data_path.add_argument("--batches", type=int, default=30, help="timed batches per sampler (default 30)")
+    data_path.add_argument("--work-dir", type=Path, default=Path("results/bench_data_path_work"),
+                           help="sites, case store and runs (default results/bench_data_path_work)")
+    data_path.add_argument("--out", type=Path, default=Path("results/bench_data_path.json"),
+                           help="JSON to write (default results/bench_data_path.json)")
+    data_path.set_defaults(handler=_bench_data_path)
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
@@ -362,8 +373,14 @@ def _study_with_progress(config, resume: bool, stop: threading.Event | None = No
         def show(p) -> None:
             bar.update(task, completed=_rounds_done(p), description=_progress_text(p))
 
+        def show_cases(done: int, total: int) -> None:
+            bar.update(task, description=f"preprocessing cases into the case store: {done}/{total}")
+
         try:
-            summary = run_experiment(config, resume=resume, on_progress=show, on_data=show_folders, on_ready=ready, stop=stop)
+            summary = run_experiment(
+                config, resume=resume, on_progress=show, on_data=show_folders, on_ready=ready, stop=stop,
+                on_preprocess=show_cases,
+            )
         except BaseException:
             bar.remove_task(task)  # the error is the last word, not a half-done bar
             raise
@@ -389,8 +406,14 @@ def _cells_with_progress(bar: Progress):
         def show(p) -> None:
             bar.update(task, completed=_rounds_done(p), description=f"{name} · {_progress_text(p)}")
 
+        def show_cases(done: int, total: int) -> None:
+            bar.update(task, description=f"{name} · preprocessing cases: {done}/{total}")
+
         try:
-            return run_experiment(config, resume=resume, on_progress=show, on_ready=ready, stop=stop, data_lock=data_lock)
+            return run_experiment(
+                config, resume=resume, on_progress=show, on_ready=ready, stop=stop, data_lock=data_lock,
+                on_preprocess=show_cases,
+            )
         finally:
             bar.remove_task(task)  # the sweep prints the cell's outcome
 
@@ -607,7 +630,8 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
     import shutil
 
     from fedray.benchmarks.scale import cli_launch_to_first_round, run_scenario, workload
-    from fedray.data.datasets import load_training_arrays
+    from fedray.data.case_store import Recipe, stored_cases
+    from fedray.data.datasets import ensure_stored
     from fedray.data.federation import prepare_hospitals
     from fedray.simulation.launch import run_study
 
@@ -615,8 +639,9 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
     for total, per_round in scenarios:
         config = workload(total, per_round, args.rounds, work_dir, args.cpus)
         with console.status(f"{total} hospitals: writing phantom data and the preprocessed cache (not timed)..."):
-            for hospital in prepare_hospitals(config).hospitals:  # cached after the first scenario of this size
-                load_training_arrays(hospital, config.data)
+            for hospital in prepare_hospitals(config).hospitals:  # stored after the first scenario of this size
+                for ref in stored_cases(hospital, config.data):
+                    ensure_stored(ref, Recipe.of(config.data))
         shutil.rmtree(config.run_dir, ignore_errors=True)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
             result = run_scenario(config, run_study, prepare_hospitals)
@@ -638,6 +663,66 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
             + f", peak {result['peak_pss_gb']:.2f} GB (PSS)"
         )
     return results
+
+
+def _bench_data_path(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import platform
+
+    from fedray.benchmarks import data_path as bench
+
+    work = args.work_dir.resolve()
+    record: dict = {"benchmark": "data_path", "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "memory": []}
+
+    def write() -> None:  # after each part: a slow one keeps the others
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+    # Memory first, while this process (the launcher, part of the measured tree) has not imported torch.
+    for n in args.cases:
+        with console.status(f"writing 3 clinical-size sites of {n} cases (not timed)..."):
+            sites, test = bench.write_clinical_sites(work / "sites", 3, n, 3)
+        config = bench.study_config(work, sites, test, f"data-path-{n}")
+        with console.status(f"study: 3 sites x {n} clinical-size cases (preprocessing included)..."):
+            result = bench.peak_study(config)
+        record["memory"].append(result)
+        console.print(f"3 x {n} cases: peak {result['peak_pss_gb']:.2f} GB PSS ({result['peak_rss_gb']:.2f} GB RSS) "
+                      f"after preprocessing; {result['preprocessed_cases']} cases preprocessed "
+                      f"(peak {result['preprocess_peak_pss_gb'] or 0:.2f} GB PSS, "
+                      f"{result['preprocess_s_per_case'] or 0:.1f} s each); study {result['wall_s']:.0f} s")
+        write()
+
+    import torch
+
+    from fedray.data.case_store import Recipe, open_case, stored_cases
+    from fedray.data.datasets import ensure_stored, read_stored_case
+    from fedray.data.federation import prepare_hospitals
+
+    torch.set_num_threads(1)
+    record["machine"]["torch"] = torch.__version__
+    with console.status("preprocessing the timing cases (not timed)..."):
+        sites, test = bench.write_clinical_sites(work / "sites", 3, min(args.cases), 3)
+        picked = []
+        for config in (bench.study_config(work, sites, test, "data-path-timing"),
+                       bench.study_config(work, [test], test, "data-path-small", clinical=False)):  # 64x64x48
+            [hospital, *_] = prepare_hospitals(config).hospitals
+            picked.append(ensure_stored(stored_cases(hospital, config.data)[0], Recipe.of(config.data)))
+    record["sampler"], record["step"] = [], []
+    for ref, patch in zip(picked, (64, 32)):
+        with console.status(f"sampler and step at {patch}^3..."):
+            sampler = bench.time_samplers(read_stored_case(ref), open_case(ref), patch, args.batches)
+            step = bench.time_steps(open_case(ref), patch, steps=4, repeats=3)
+        record["sampler"].append(sampler)
+        record["step"].append(step)
+        console.print(f"{patch}^3 on {sampler['volume']}: sampler {sampler['monai_s_median'] * 1e3:.1f} ms "
+                      f"(MONAI) vs {sampler['store_s_median'] * 1e3:.2f} ms (store) per batch; local step "
+                      f"{step['local_step_s_median']:.3f} s vs bare {step['bare_step_s_median']:.3f} s "
+                      f"= {step['ratio']:.3f}x")
+        write()
+    console.print(f"wrote {args.out}")
+    return 0
 
 
 def _bench_inference(args: argparse.Namespace) -> int:

@@ -161,7 +161,7 @@ class DataConfig:
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     hu_window: tuple[float, float] = (-325.0, 325.0)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    persistent_cache: bool = True  # keep preprocessed cases under cache_dir/preprocessed between runs
+    persistent_cache: bool = True  # remember file checksums (cache_dir/checksums.sqlite); cases always go to cache_dir/cases
     patch_size: tuple[int, int, int] = (32, 32, 32)
     foreground_ratio: float = 0.8
 

@@ -115,9 +115,10 @@ class ClientResult:
 class TrainTask:
     """One hospital's local training in one round: everything a hospital actor needs for it.
 
-    `data`, `global_payload` and `extras` are Ray object references (the hospital's arrays, the
-    round's encoded global weights, the method's broadcast): the actor fetches each only when it
-    does not hold it yet, so a round's weights cross to an actor once. A method that needs more
+    `data` names the hospital's cases in the case store (data.case_store.StoredCase, a path each:
+    no array travels); `global_payload` and `extras` are Ray object references (the round's encoded
+    global weights, the method's broadcast): the actor fetches each only when it does not hold it
+    yet, so a round's weights cross to an actor once. A method that needs more
     puts it in its broadcast or its client state, never in a new field.
     """
 
@@ -136,7 +137,7 @@ class PrepareTask:
     """One job of a method's preparation phase (see Strategy.preparation) on the hospital's home actor."""
 
     job: Any  # strategies.base.PrepareJob
-    data: Any  # Ray object reference to the hospital's arrays
+    data: Any  # the hospital's cases in the case store (data.case_store.StoredCase)
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,14 @@
-"""Per-hospital and test datasets: MONAI transforms, cached once, and seeded random patch batches."""
+"""Per-hospital and test datasets: the deterministic MONAI preprocessing chain and its inverse to the original grid."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import monai
-from monai.data import CacheDataset, MetaTensor, PersistentDataset
+from monai.data import CacheDataset, MetaTensor
 from monai.transforms import (
     Compose,
     CopyItemsd,
@@ -24,40 +19,29 @@ from monai.transforms import (
     Lambdad,
     LoadImaged,
     Orientationd,
-    RandAffined,
-    RandCropByPosNegLabeld,
-    RandFlipd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     ScaleIntensityRanged,
-    SpatialPadd,
     SpatialResample,
     Spacingd,
 )
 
-from fedray.atomic import atomic_file
-from fedray.config import AugmentConfig, DataConfig, PreprocessConfig, SiteConfig
-from fedray.configtypes import to_data
-from fedray.data.sites import LabelMap, SiteCase, read_site_cases
+from fedray.config import DataConfig, PreprocessConfig, SiteConfig
+from fedray.data.case_store import (
+    STORE_VERSION,
+    Recipe,
+    StoredCase,
+    check_fits_memory,
+    check_version,
+    foreground_locations,
+    is_stored,
+    store_root,
+    stored_case,
+    write_case,
+)
+from fedray.data.sites import LabelMap, SiteCase, read_site_cases, site_table
 from fedray.errors import DataError
-from fedray.training.hooks import Batch
 
 if TYPE_CHECKING:
     from fedray.data.federation import Hospital
-
-
-def label_lookup(label_names: dict[int, str], organs: Sequence[str]) -> np.ndarray:
-    """Table mapping a site's label values to study indices (organ k -> k+1; others -> 0)."""
-    table = np.zeros(max([0, *label_names]) + 1, dtype=np.int64)
-    for value, name in label_names.items():
-        if name in organs:
-            table[value] = organs.index(name) + 1
-    return table
-
-
-def site_table(label_map: LabelMap, organs: Sequence[str]) -> np.ndarray:
-    """`label_lookup` of a site: values it knows but does not train on map to background, like unlabelled organs."""
-    return label_lookup({**dict.fromkeys(label_map.values, ""), **dict(label_map.names)}, organs)
 
 
 def preprocessing(
@@ -66,7 +50,7 @@ def preprocessing(
     preprocess: PreprocessConfig | None = None,
     with_label: bool = True,
 ) -> Compose:
-    """Deterministic chain, cached per case: load, RAS, [spacing], HU window, [body crop], study labels.
+    """Deterministic chain, run once per case (see fedray.data.case_store): load, RAS, [spacing], HU window, [body crop], study labels.
 
     The HU window is scaled to [-1, 1]; spacing and crop are optional (`preprocess`). Each case also
     keeps its study label map on the file's own grid (`original_label`) and the affines of both grids
@@ -108,7 +92,7 @@ def preprocessing(
     if with_label:
         steps.append(Lambdad(keys=["label", "original_label"], func=to_study_labels))
     steps += [
-        Lambda(keep_geometry),  # a MONAI Transform, so PersistentDataset caches past it
+        Lambda(keep_geometry),
         EnsureTyped(keys=[*keys, original], track_meta=False),
     ]
     return Compose(steps)
@@ -127,7 +111,7 @@ def to_original_space(labels: torch.Tensor, case: dict) -> torch.Tensor:
     removed with background, the same as MONAI's Invertd on the deterministic chain. A case without
     geometry (hand-made tensors) is returned as it is.
     """
-    # Not Invertd (same labels): it needs MONAI's transform trace, which cached cases drop, and is 1.7-13x slower.
+    # Not Invertd (same labels): it needs MONAI's transform trace, which stored cases drop, and is 1.7-13x slower.
     if "original_affine" not in case:
         return labels
     affine, original = case["affine"], case["original_affine"]
@@ -141,51 +125,8 @@ def to_original_space(labels: torch.Tensor, case: dict) -> torch.Tensor:
 
 
 def load_hospital_cases(hospital: Hospital, data: DataConfig) -> list[dict]:
-    """Load and preprocess a hospital's cases once, each through its own site's label map (the actor's loader)."""
-    return load_cases(hospital.cases, data.organs, data.hu_window, data.preprocess, persistent_cache_dir(data))
-
-
-def load_training_arrays(hospital: Hospital, data: DataConfig) -> list[dict[str, np.ndarray]]:
-    """What a hospital trains on (`training_arrays` of its preprocessed cases): its actor's loader.
-
-    With the persistent cache, these arrays are also kept as one uncompressed .npz per hospital,
-    keyed by everything they depend on (each case's files, their sizes and modification times, its
-    label map, the study organs, the HU window and preprocessing), so a hospital's first use in a
-    later study, resume or sweep cell is one file read instead of a torch.load and a MONAI chain set
-    up per case: at a thousand hospitals, most of a round's hospitals are new to their actor.
-    """
-    cache = persistent_cache_dir(data)
-    if cache is None:
-        return training_arrays(load_hospital_cases(hospital, data))
-    path = cache / "arrays" / f"{_arrays_key(hospital.cases, data)}.npz"
-    if path.exists():
-        with np.load(path, allow_pickle=False) as archive:
-            return [{key: archive[f"{i}/{key}"] for key in TRAINING_KEYS} for i in range(len(hospital.cases))]
-    arrays = training_arrays(load_hospital_cases(hospital, data))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as file:  # another process may be reading or writing the same file
-        np.savez(file, **{f"{i}/{key}": value for i, case in enumerate(arrays) for key, value in case.items()})
-    return arrays
-
-
-def _arrays_key(cases: Sequence[SiteCase], data: DataConfig) -> str:
-    """A file name determined by everything a hospital's training arrays depend on."""
-    organs = list(data.organs)
-    preprocessed_as = {  # one key per label map: a hospital's cases usually share one
-        label_map: _preprocessing_key(site_table(label_map, organs), data.hu_window, data.preprocess)
-        for label_map in {case.label_map for case in cases}
-    }
-    what = [
-        [
-            preprocessed_as[case.label_map],
-            str(case.image),
-            str(case.label),
-            _file_stamp(str(case.image), str(case.label)),
-            [organ in case.label_map.organs for organ in organs],
-        ]
-        for case in cases
-    ]
-    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:24]
+    """A hospital's cases in `load_cases`' form, preprocessed once into the case store and read from it."""
+    return load_cases(hospital.cases, data.organs, data.hu_window, data.preprocess, store_root(data))
 
 
 def load_folder(
@@ -201,11 +142,6 @@ def load_folder(
     return load_cases(cases, organs, hu_window, preprocess, cache_dir)
 
 
-def persistent_cache_dir(data: DataConfig) -> Path | None:
-    """Where preprocessed cases are kept between runs (`data.persistent_cache`), or None for none."""
-    return Path(data.cache_dir) / "preprocessed" if data.persistent_cache else None
-
-
 def load_cases(
     cases: Sequence[SiteCase],
     organs: Sequence[str],
@@ -215,13 +151,16 @@ def load_cases(
 ) -> list[dict]:
     """Load cases in the given order, with their `labelled` masks; one MONAI dataset per label map.
 
-    With `cache_dir`, preprocessed cases are also kept on disk (MONAI PersistentDataset, read back
-    with torch.load(weights_only=True)), so a later study, resume or sweep cell with the same data
-    and preprocessing loads them in about a millisecond each instead of decoding and transforming the
-    NIfTI again. The cache folder is keyed by everything the result depends on, and each case by its
-    files' paths, sizes and modification times, so an edited file is preprocessed again.
+    With `cache_dir` (a case store, see fedray.data.case_store), each case is preprocessed once into
+    the store and read back from it, so a later study, resume or sweep cell with the same data and
+    preprocessing reads arrays instead of decoding and transforming the NIfTI again; a case is
+    keyed by its files' paths, sizes and modification times, so an edited file is preprocessed again.
     """
     organs = list(organs)
+    if cache_dir is not None:
+        recipe = Recipe(tuple(organs), tuple(hu_window), preprocess or PreprocessConfig())
+        refs = [ensure_stored(stored_case(case, recipe, Path(cache_dir)), recipe) for case in cases]
+        return [read_stored_case(ref) for ref in refs]
     loaded: list[dict | None] = [None] * len(cases)
     by_map: dict[LabelMap, list[int]] = {}
     for i, case in enumerate(cases):
@@ -234,15 +173,10 @@ def load_cases(
         table = site_table(label_map, organs)
         chain = preprocessing(table, hu_window, preprocess)
         try:
-            if cache_dir is None:
-                dataset = CacheDataset(items, chain, progress=False, num_workers=0)
-            else:
-                folder = Path(cache_dir) / _preprocessing_key(table, hu_window, preprocess)
-                stamped = [{**item, "stamp": _file_stamp(item["image"], item["label"])} for item in items]
-                dataset = PersistentDataset(stamped, chain, cache_dir=folder, track_meta=True)
+            dataset = CacheDataset(items, chain, progress=False, num_workers=0)
             labelled = torch.tensor([organ in label_map.organs for organ in organs], dtype=torch.bool)
             for position, i in enumerate(indices):
-                loaded[i] = {**dataset[position], "labelled": labelled}  # PersistentDataset works here
+                loaded[i] = {**dataset[position], "labelled": labelled}
         except RuntimeError as error:  # MONAI wraps errors raised inside transforms
             cause = error.__cause__
             while cause is not None and not isinstance(cause, DataError):
@@ -253,125 +187,65 @@ def load_cases(
     return loaded
 
 
-# Bump when the preprocessing chain changes in a way its config does not show, to retire old caches.
-_CACHE_VERSION = 1
+def ensure_stored(ref: StoredCase, recipe: Recipe) -> StoredCase:
+    """Preprocess the case into the case store unless it is there already; returns `ref`.
 
+    Safe when other processes write the same case at once (see `case_store.write_case`).
 
-def _preprocessing_key(table: np.ndarray, hu_window: tuple[float, float], preprocess: PreprocessConfig | None) -> str:
-    """A folder name determined by everything a preprocessed case depends on besides its files."""
-    what = {
-        "version": _CACHE_VERSION,
-        "labels": table.tolist(),
-        "hu_window": list(hu_window),
-        "preprocess": to_data(preprocess or PreprocessConfig()),
-        "monai": monai.__version__,
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_stamp(*paths: str) -> str:
-    """Size and modification time of each file: a changed file gets a new cache entry."""
-    return ";".join(f"{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
-
-
-class PatchSampler:
-    """Random training patches of a client's cases, reproducible from a seed.
-
-    A fraction `foreground_ratio` of patches is centred on a labelled voxel (MONAI
-    RandCropByPosNegLabeld), the rest anywhere in the volume. Each case carries its own
-    `labelled` organ mask, so a client may pool cases from sites with different label sets.
-    Optional augmentation changes each patch after sampling, from its own random stream, so it
-    never changes which patches are drawn. The MONAI transforms are built once and reused for
-    every client a hospital actor trains; batches of one client are drawn at a time.
+    Raises:
+        DataError: the case does not fit the memory available, its preprocessing fails, the store
+            folder cannot be written, or a folder of another store version sits under its key.
     """
-
-    def __init__(
-        self,
-        patch_size: tuple[int, int, int],
-        foreground_ratio: float,
-        batch_size: int,
-        augment: AugmentConfig | None = None,
-    ) -> None:
-        self.batch_size = batch_size
-        self.crop = Compose(
-            [
-                SpatialPadd(keys=["image", "label"], spatial_size=patch_size),
-                RandCropByPosNegLabeld(
-                    keys=["image", "label"],
-                    label_key="label",
-                    spatial_size=patch_size,
-                    pos=foreground_ratio,
-                    neg=1.0 - foreground_ratio,
-                    num_samples=1,
-                    allow_smaller=False,
-                ),
-            ]
-        )
-        self.augment = augmentation(augment) if augment is not None and augment.enabled else None
-
-    def batches(self, cases: list[dict], seed: int) -> Iterator[Batch]:
-        """Endless batches of `cases`; the same cases and seed give the same patches and augmentations."""
-        if not cases:
-            raise DataError("a hospital has no cases")
-        # Only what training reads: the original-grid labels (for evaluation) need not stay in memory.
-        # Arrays may be read-only views into Ray's object store: nothing here writes to them.
-        cases = [{key: _tensor(case[key]) for key in TRAINING_KEYS} for case in cases]
-        rng = np.random.default_rng(seed)
-        self.crop.set_random_state(seed=int(rng.integers(2**31)))
-        if self.augment is not None:
-            # A stream apart from `rng`: turning augmentation on leaves the cases and patches as they were.
-            stream = np.random.default_rng([seed, 1])
-            self.augment.set_random_state(seed=int(stream.integers(2**31)))
-        while True:
-            picks = rng.integers(len(cases), size=self.batch_size)
-            patches = [self.crop({"image": cases[i]["image"], "label": cases[i]["label"]})[0] for i in picks]
-            if self.augment is not None:
-                patches = [self.augment(p) for p in patches]
-            yield Batch(  # plain tensors: MetaTensor's per-op bookkeeping would slow every layer
-                image=_plain(torch.stack([torch.as_tensor(p["image"]) for p in patches]).float()),
-                label=_plain(torch.stack([torch.as_tensor(p["label"]) for p in patches]).long()),
-                labelled=torch.stack([cases[i]["labelled"] for i in picks]),
-            )
+    if is_stored(ref):
+        check_version(ref.folder)
+        return ref
+    check_fits_memory(ref.case)
+    [loaded] = load_cases([ref.case], recipe.organs, recipe.hu_window, recipe.preprocess)
+    write_case(ref.folder, *_stored_form(loaded, ref, recipe))
+    return ref
 
 
-TRAINING_KEYS = ("image", "label", "labelled")  # what training reads of a case
+def _stored_form(loaded: dict, ref: StoredCase, recipe: Recipe) -> tuple[dict[str, np.ndarray], dict]:
+    """A preprocessed case as the store keeps it: its arrays and its case.json."""
+    label = np.asarray(loaded["label"])[0].astype(np.uint8)
+    foreground, offsets = foreground_locations(label, len(recipe.organs))
+    arrays = {
+        "image": np.ascontiguousarray(np.asarray(loaded["image"])[0], dtype=np.float32),
+        "label": label,
+        "original_label": np.asarray(loaded["original_label"])[0].astype(np.uint8),
+        "foreground": foreground,
+        "foreground_offsets": offsets,
+    }
+    case = ref.case
+    meta = {
+        "store_version": STORE_VERSION,
+        "site": case.site,
+        "case_id": case.case_id,
+        "image_file": str(case.image),
+        "label_file": str(case.label),
+        "organs": list(recipe.organs),
+        "labelled": list(ref.labelled),
+        "affine": np.asarray(loaded["affine"], dtype=np.float64).tolist(),
+        "original_affine": np.asarray(loaded["original_affine"], dtype=np.float64).tolist(),
+        "shape": list(label.shape),
+        "original_shape": list(arrays["original_label"].shape),
+    }
+    return arrays, meta
 
 
-def training_arrays(cases: list[dict]) -> list[dict[str, np.ndarray]]:
-    """What training needs of each loaded case, as numpy arrays (Ray stores these zero-copy)."""
-    return [{key: np.asarray(case[key]) for key in TRAINING_KEYS} for case in cases]
+def read_stored_case(ref: StoredCase) -> dict:
+    """A stored case in `load_cases`' form ((1, X, Y, Z) tensors and geometry), read into memory."""
+    meta = check_version(ref.folder)
 
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.load(ref.folder / f"{name}.npy", allow_pickle=False))[None]
 
-def _tensor(value) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        with warnings.catch_warnings():  # read-only object-store arrays: never written, so no copy
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(value)
-    return value
-
-
-def _plain(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
-
-
-def augmentation(cfg: AugmentConfig) -> Compose:
-    """Random flips, intensity scale and shift, rotation and zoom of an image/label patch."""
-    keys = ["image", "label"]
-    steps: list = [RandFlipd(keys=keys, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(3)]
-    steps += [
-        RandScaleIntensityd(keys="image", factors=cfg.intensity_scale, prob=cfg.intensity_prob),
-        RandShiftIntensityd(keys="image", offsets=cfg.intensity_shift, prob=cfg.intensity_prob),
-    ]
-    if cfg.affine_prob > 0:
-        angle = float(np.deg2rad(cfg.rotate_deg))
-        steps.append(
-            RandAffined(
-                keys=keys,
-                prob=cfg.affine_prob,
-                rotate_range=(angle, angle, angle),
-                scale_range=(cfg.zoom, cfg.zoom, cfg.zoom),
-                mode=("bilinear", "nearest"),
-                padding_mode=("border", "zeros"),  # image edges continue; labels outside are background
-            )
-        )
-    return Compose(steps)
+    return {
+        "image": tensor("image"),
+        "label": tensor("label"),
+        "original_label": tensor("original_label"),
+        "affine": torch.tensor(meta["affine"], dtype=torch.float64),
+        "original_affine": torch.tensor(meta["original_affine"], dtype=torch.float64),
+        "case_id": meta["case_id"],
+        "labelled": torch.tensor(meta["labelled"], dtype=torch.bool),
+    }

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from fedray.config import SiteConfig
 from fedray.data.msd import read_site
@@ -51,6 +54,20 @@ class Site:
     source: Path
     cases: tuple[SiteCase, ...]
     label_map: LabelMap
+
+
+def label_lookup(label_names: dict[int, str], organs: Sequence[str]) -> np.ndarray:
+    """Table mapping a site's label values to study indices (organ k -> k+1; others -> 0)."""
+    table = np.zeros(max([0, *label_names]) + 1, dtype=np.int64)
+    for value, name in label_names.items():
+        if name in organs:
+            table[value] = organs.index(name) + 1
+    return table
+
+
+def site_table(label_map: LabelMap, organs: Sequence[str]) -> np.ndarray:
+    """`label_lookup` of a site: values it knows but does not train on map to background, like unlabelled organs."""
+    return label_lookup({**dict.fromkeys(label_map.values, ""), **dict(label_map.names)}, organs)
 
 
 def read_site_cases(site: SiteConfig, require_files: bool = False) -> Site:

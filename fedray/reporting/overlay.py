@@ -446,7 +446,7 @@ def first_test_case(config) -> tuple[Path, Path, np.ndarray]:
     when the test folder is not there (a phantom study's cache removed) or cannot be listed.
     """
     from fedray.config import SiteConfig
-    from fedray.data.datasets import site_table
+    from fedray.data.sites import site_table
     from fedray.data.federation import held_out_folder
     from fedray.data.sites import read_site_cases
     from fedray.errors import DataError

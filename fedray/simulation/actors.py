@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fedray.config import StudyConfig
-from fedray.data.federation import Hospital
 from fedray.messages import PrepareTask, RoundPart, TaskReport, TrainTask
 
 # The launcher (`fedray run`, a notebook) only starts the actors and waits on them, so it should not
@@ -34,9 +33,6 @@ class HospitalActor:
 
     def ready(self) -> bool:
         return self._worker.ready()
-
-    def load(self, hospital: Hospital) -> list[dict]:
-        return self._worker.load(hospital)
 
     def run(self, task: TrainTask | PrepareTask) -> TaskReport:
         return self._worker.run(task)

@@ -189,8 +189,6 @@ class Driver:
         """
         try:
             self.scheduler = RoundScheduler(self.config, started, self.client_store)
-            if not self.resume:  # round 1's data loads while MLflow and the test set are set up
-                self.scheduler.load(self._sample(1))
             return self._run()
         finally:
             release_placement(self.config)  # the study's actors are done with their bundles
@@ -275,7 +273,6 @@ class Driver:
             faults = self.scheduler.train_round(
                 round_index, chosen, payload_ref, self._broadcast_ref(round_index), ledger,
                 strategy.partial_aggregation,
-                next_round=lambda r=round_index: self._sample(r + 1) if r < cfg.rounds else [],
                 on_progress=lambda done, ledger: self.board.update(clients_done=done, train_loss=ledger.train_loss),
             )
             state.global_state = ledger.new_global_state()

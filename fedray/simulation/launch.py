@@ -18,6 +18,7 @@ from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
 from fedray.messages import Progress
 from fedray.simulation.cluster import init_ray
+from fedray.simulation.preprocess import preprocess_cases
 from fedray.simulation.placement import (
     HospitalActors,
     check_resource_overrides,
@@ -70,17 +71,21 @@ def run_study(
     skipped: tuple[dict, ...] = (),
     stop: threading.Event | None = None,
     callbacks: tuple = (),
+    on_preprocess: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run (or resume from its last checkpoint) a study on Ray and return its summary.
 
     Ctrl-C, or setting `stop` (how a parallel sweep stops the studies its threads run), stops it after
     the current round's checkpoint and raises KeyboardInterrupt; the MLflow run ends KILLED. `skipped`
     lists the cases left out as bad input ({site, case, file, reason}), recorded with the run;
-    `callbacks` run in the driver actor after fedray's own. Most callers want `run_experiment`.
+    `callbacks` run in the driver actor after fedray's own. Cases missing from the case store are
+    preprocessed first, by Ray tasks on every CPU (`on_preprocess(done, total)` as they finish),
+    before the hospital actors take the CPUs. Most callers want `run_experiment`.
     """
     check_resource_overrides(config, hospitals)
     started = init_ray(config.resources)
     try:
+        preprocess_cases(hospitals, config.data, on_preprocess)
         here = ray.get_runtime_context().get_node_id()
         driver = (
             ray.remote(DriverActor)

@@ -25,6 +25,7 @@ def run_experiment(
     on_ready: Callable[[PreparedData], None] | None = None,
     stop: threading.Event | None = None,
     data_lock: threading.Lock | None = None,
+    on_preprocess: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run (or resume from its last checkpoint) one study and return its summary (also summary.json).
 
@@ -34,7 +35,8 @@ def run_experiment(
     instance started here is shut down at the end. `callbacks` run in the driver actor after
     fedray's own (run files, MLflow, checkpoints, progress); `on_progress` is called in this
     process about twice a second; `on_data(done, total)` while folders are prepared; `on_ready`
-    once the data is ready. Ctrl-C, or setting `stop`, stops the study after the current round's
+    once the data is ready; `on_preprocess(done, total)` while missing cases are written to the
+    case store (before round 1). Ctrl-C, or setting `stop`, stops the study after the current round's
     checkpoint and raises KeyboardInterrupt. `data_lock` serialises data preparation between
     studies that share a data cache (a parallel sweep's cells).
 
@@ -65,6 +67,7 @@ def run_experiment(
         return run_study(
             config, prepared.hospitals, prepared.test_dir, on_progress=on_progress, resume=resume,
             skipped=tuple(bad.as_dict() for bad in prepared.skipped), stop=stop, callbacks=tuple(callbacks),
+            on_preprocess=on_preprocess,
         )
     finally:
         if previous is not None:

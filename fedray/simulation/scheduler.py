@@ -10,6 +10,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from fedray.config import StudyConfig
+from fedray.data.case_store import StoredCase, stored_cases
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
 from fedray.messages import Metric, PrepareTask, TrainTask
@@ -24,11 +25,11 @@ PIPELINE = 2  # tasks queued per hospital actor: one running, one ready, so an a
 
 
 class RoundScheduler:
-    """Runs a study's hospital tasks on its hospital actors, and keeps them (and their data) alive.
+    """Runs a study's hospital tasks on its hospital actors, and keeps them alive.
 
-    Each hospital's data is loaded by its home actor on first use and kept by the driver in Ray's
-    object store; any actor may train any hospital unless scheduling is pinned or the hospital (or
-    the actor) is dedicated. An actor that dies is replaced in its own bundle.
+    A task names its hospital's cases in the case store (paths, not arrays), so any actor may train
+    any hospital unless scheduling is pinned or the hospital (or the actor) is dedicated. An actor
+    that dies is replaced in its own bundle.
     """
 
     def __init__(self, config: StudyConfig, started: HospitalActors, client_store: ClientStateStore) -> None:
@@ -36,7 +37,7 @@ class RoundScheduler:
         self.plans, self.placement, self.actors = started.plans, started.placement, list(started.actors)
         self.home = {h.hospital_id: g for g, plan in enumerate(self.plans) for h in plan.hospitals}
         self.dedicated = {g for g, plan in enumerate(self.plans) if plan.dedicated}
-        self.data: dict[str, ray.ObjectRef] = {}  # hospital -> its training arrays in the object store
+        self.data: dict[str, tuple[StoredCase, ...]] = {}  # hospital -> its cases in the case store
         self.tasks = [0] * len(self.actors)  # local updates each actor group ran (this session)
         self.generations: dict[int, int] = {}  # group -> replacements so far
         self.client_store = client_store
@@ -55,41 +56,12 @@ class RoundScheduler:
             for g, (plan, node) in enumerate(zip(self.plans, nodes))
         ]
 
-    def load(self, hospitals: Sequence[Hospital]) -> None:
-        """Start loading the data of `hospitals` that were never loaded (on their home actors).
-
-        Called for the next round once the current one has handed out its last hospital: the loads
-        queue on their home actors behind that round's last tasks and partial sums, so the next round
-        finds its data in the object store instead of loading it on first use, when a task handed to
-        another actor would wait for the home actor to get to the load.
-        """
-        for hospital in hospitals:
-            self._data(hospital)
-
-    def _data(self, hospital: Hospital) -> ray.ObjectRef:
-        """The hospital's training arrays, loaded by its home actor on first use and kept by the driver.
-
-        The object is owned by the driver, so it outlives the actor that loaded it; a load that
-        failed with its actor is forgotten (`_forget_lost_data`) and done again.
-        """
-        ref = self.data.get(hospital.hospital_id)
-        if ref is None:
-            ref = self.actors[self.home[hospital.hospital_id]].load.remote(hospital)
-            self.data[hospital.hospital_id] = ref
-        return ref
-
-    def _forget_lost_data(self, hospital: Hospital) -> None:
-        ref = self.data.get(hospital.hospital_id)
-        if ref is None:
-            return
-        ready, _ = ray.wait([ref], timeout=0)
-        if not ready:
-            del self.data[hospital.hospital_id]  # pending on an actor that may be gone: load again
-            return
-        try:
-            ray.get(ref, timeout=0)
-        except (RayActorError, RayTaskError):
-            del self.data[hospital.hospital_id]
+    def _data(self, hospital: Hospital) -> tuple[StoredCase, ...]:
+        """The hospital's cases in the case store (keys from its files' stamps, found once per study)."""
+        refs = self.data.get(hospital.hospital_id)
+        if refs is None:
+            refs = self.data[hospital.hospital_id] = stored_cases(hospital, self.config.data)
+        return refs
 
     def prepare(self, jobs: Sequence[PrepareJob], on_done: Callable[[PrepareJob, bytes], None]) -> None:
         """Run a method's preparation jobs on their hospitals' home actors; `on_done` as each finishes.
@@ -116,7 +88,6 @@ class RoundScheduler:
                     raise
                 attempts[job.key] += 1
                 self._replace_actor(group, actor)
-                self._forget_lost_data(job.hospital)
                 submit(job)
                 continue
             except RayTaskError as error:
@@ -133,18 +104,17 @@ class RoundScheduler:
         extras_ref,
         ledger: RoundLedger,
         partial_aggregation: bool,
-        next_round: Callable[[], list[Hospital]],
         on_progress: Callable[[int, RoundLedger], None],
     ) -> dict[str, int]:
         """Hand the round's hospitals to idle actors one by one, then collect each actor's partial sum.
 
-        Each actor has up to PIPELINE tasks queued, preferring hospitals whose data it loaded. Once no
-        hospital is left to hand out, each actor is asked for its partial sum straight away: the
-        request queues behind its last training task, so the sum comes back without another round
-        trip, and the next round's data (`next_round`) starts loading. Simulated dropouts are not
-        dispatched; a hospital whose training raised, or whose actor died (taking the updates summed
-        there with it), is retried up to faults.max_retries times, then dropped; with a deadline,
-        updates whose slowed local time exceeds it are discarded as late. Returns the fault counts.
+        Each actor has up to PIPELINE tasks queued, preferring its home hospitals. Once no hospital
+        is left to hand out, each actor is asked for its partial sum straight away: the request
+        queues behind its last training task, so the sum comes back without another round trip.
+        Simulated dropouts are not dispatched; a hospital whose training raised, or whose actor died
+        (taking the updates summed there with it), is retried up to faults.max_retries times, then
+        dropped; with a deadline, updates whose slowed local time exceeds it are discarded as late.
+        Returns the fault counts.
         """
         faults = self.config.faults
         counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
@@ -166,7 +136,6 @@ class RoundScheduler:
         merged: set[str] = set()  # hospitals whose updates are in `ledger`
         done = counts[Metric.DROPOUT.value]
         pinned = self.config.resources.scheduling == "pinned"
-        prefetched = False
 
         def takes(group: int, hospital: Hospital) -> bool:
             home = self.home[hospital.hospital_id]
@@ -200,7 +169,6 @@ class RoundScheduler:
                 busy[group] += 1
 
         def dispatch() -> None:
-            nonlocal prefetched
             self._tell_steps_to()
             for depth in range(1, PIPELINE + 1):  # one task each first, so small rounds spread out
                 for group in range(len(self.actors)):
@@ -212,9 +180,6 @@ class RoundScheduler:
                     actor = self.actors[group]
                     flushes[actor.flush.remote(round_index)] = (group, actor)
                 unflushed.clear()
-            if not prefetched:
-                prefetched = True
-                self.load(next_round())
 
         def retry_or_drop(hospital: Hospital, why: object) -> None:
             hid = hospital.hospital_id
@@ -249,7 +214,6 @@ class RoundScheduler:
                     raise error.cause from None  # a configuration problem, not a failing hospital
                 if isinstance(error, RayActorError):
                     actor_died(group, actor)
-                self._forget_lost_data(hospital)
                 retry_or_drop(hospital, error)
                 return
             if report.failed is not None:

@@ -1,4 +1,4 @@
-"""A hospital actor: loads hospitals' data once into Ray's object store and runs any hospital's task on request."""
+"""A hospital actor: runs any hospital's task on request, reading its patches from the memory-mapped case store."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import_monai()  # first, before anything imports MONAI (see lean_imports)
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,10 @@ import ray
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.datasets import PatchSampler, load_training_arrays
+from fedray.data.case_store import CaseArrays, Recipe, StoredCase, open_case
+from fedray.data.datasets import ensure_stored
 from fedray.data.federation import Hospital
+from fedray.data.patches import PatchSampler, Prefetched
 from fedray.errors import FedrayError
 from fedray.messages import (
     ClientResult,
@@ -70,8 +73,9 @@ def task_seed(seed: int, round_index: int, hospital_index: int) -> int:
 class HospitalWorker:
     """Runs hospitals' tasks on request: one model, the method's decoded broadcast and this round's partial sum.
 
-    A hospital's data is loaded once (`load`, on its home actor) into Ray's object store, from where
-    any actor can train it (zero-copy on the same node): the driver hands each idle actor the next
+    A task names its hospital's cases in the case store (fedray.data.case_store); the actor maps
+    them read-only for the task and copies out only the patches it draws, so any actor can train
+    any hospital and holds no data between tasks: the driver hands each idle actor the next
     hospital of the round, so a round is not held up by an unlucky draw of hospitals on one actor.
     Nothing a result depends on survives a task: weights come with each task and RNG from the seed.
     """
@@ -113,14 +117,6 @@ class HospitalWorker:
         """True once the actor is constructed (its process started, libraries imported, warmed up)."""
         return True
 
-    def load(self, hospital: Hospital) -> list[dict]:
-        """One hospital's training arrays (preprocessed once; see `load_training_arrays`).
-
-        The driver keeps the returned object: it lives in Ray's object store, owned by the driver,
-        so it outlives this actor.
-        """
-        return load_training_arrays(hospital, self.config.data)
-
     def run(self, task: TrainTask | PrepareTask) -> TaskReport:
         """Run one task: a round's local training or a preparation job of the method."""
         if isinstance(task, PrepareTask):
@@ -144,11 +140,16 @@ class HospitalWorker:
         return ledger.part(round_index)
 
     # -- tasks ------------------------------------------------------------------------------------
+    def _open(self, cases: Sequence[StoredCase]) -> list[CaseArrays]:
+        """A task's cases, memory-mapped; one missing from the store (no preprocessing step ran) is written first."""
+        recipe = Recipe.of(self.config.data)
+        return [open_case(ensure_stored(ref, recipe)) for ref in cases]
+
     def _prepare(self, task: PrepareTask) -> TaskReport:
         hospital = task.job.hospital
         seed = task_seed(self.config.seed, 0, hospital.index)  # round 0 seeds the preparation
         torch.manual_seed(seed)
-        data = _resolve(task.data)
+        data = self._open(task.data)
         return TaskReport(hospital.hospital_id, prepared=self.strategy.prepare(task.job, data, self._runtime, seed))
 
     def _train(self, task: TrainTask) -> TaskReport:
@@ -173,7 +174,7 @@ class HospitalWorker:
         _, extras, extras_bytes = self._extras
         try:
             update, loss, seconds, state = self._train_hospital(
-                hospital, _resolve(task.data), round_index, global_weights, extras, task.client_state, self._steps_to
+                hospital, self._open(task.data), round_index, global_weights, extras, task.client_state, self._steps_to
             )
         except FedrayError:
             raise
@@ -206,7 +207,7 @@ class HospitalWorker:
     def _train_hospital(
         self,
         hospital: Hospital,
-        data: list[dict],
+        data: list[CaseArrays],
         round_index: int,
         global_weights: dict[str, torch.Tensor],
         extras: dict,
@@ -240,9 +241,8 @@ class HospitalWorker:
         start = time.perf_counter()
         steps = cfg.train.local_steps
         reporter = StepReporter(steps_to, round_index, hospital.hospital_id, steps) if steps_to is not None else None
-        local = train_locally(
-            self.model, self._sampler.batches(data, seed), steps, optimizer, hooks, self.device, on_step=reporter
-        )
+        with Prefetched(self._sampler.batches(data, seed)) as batches:
+            local = train_locally(self.model, batches, steps, optimizer, hooks, self.device, on_step=reporter)
         seconds = time.perf_counter() - start
         return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)
 
@@ -260,11 +260,14 @@ class HospitalRuntime:
         """The study's network with `n_organs` outputs, on this actor's device."""
         return build_model(self.config.model, n_organs).to(self.device)
 
-    def train_model(self, model: torch.nn.Module, hooks: ClientHooks, data: list[dict], steps: int, seed: int) -> float:
+    def train_model(
+        self, model: torch.nn.Module, hooks: ClientHooks, data: list[CaseArrays], steps: int, seed: int
+    ) -> float:
         """`steps` steps of the shared loop with the study's optimiser at its base rate; the mean loss."""
         cfg = self.config.train
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-        return train_locally(model, self.sampler.batches(data, seed), steps, optimizer, hooks, self.device).mean_loss
+        with Prefetched(self.sampler.batches(data, seed)) as batches:
+            return train_locally(model, batches, steps, optimizer, hooks, self.device).mean_loss
 
 
 def _finite(state: dict) -> bool:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedray.data.datasets import PatchSampler, load_folder
+from fedray.data.datasets import load_folder
+from fedray.data.patches import PatchSampler
 from fedray.data.msd import read_site
 from fedray.errors import DataError
 

@@ -10,7 +10,9 @@ import torch
 from monai.transforms import Invertd
 
 from fedray.config import AugmentConfig, PreprocessConfig
-from fedray.data.datasets import PatchSampler, label_lookup, load_folder, preprocessing, to_original_space
+from fedray.data.datasets import load_folder, preprocessing, to_original_space
+from fedray.data.patches import PatchSampler
+from fedray.data.sites import label_lookup
 
 
 def write_case(folder, image, label, affine):

@@ -1,7 +1,9 @@
 """Dynamic scheduling spreads each round over idle actors; pinned keeps hospitals home; results agree;
-a round loads the next round's new hospitals once it has handed out its last."""
+tasks name their cases in the case store."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import ray
 import torch
 
 from fedray.config import config_from_data, with_absolute_paths
+from fedray.data.case_store import is_stored, store_root, stored_cases
 from fedray.data.federation import prepare_hospitals
 from fedray.messages import encode_state
 from fedray.models.factory import build_model
@@ -53,16 +56,8 @@ def test_dynamic_scheduling_balances_rounds_that_pinned_cannot(tmp_path, ray_loc
     assert all(np.array_equal(pinned_weights[k], dynamic_weights[k]) for k in pinned_weights)
 
 
-def test_a_round_loads_the_next_rounds_new_hospitals_once_it_has_handed_out_its_last(tmp_path, ray_local):
-    data = tiny_study(tmp_path, rounds=ROUNDS, seed=5)  # draws {a, e}, {b, d}, {e, f}: round 3 brings f
-    data["federation"]["hospitals"] += [
-        {"name": "d", "organs": ["spleen", "stomach"], "cases": 2},
-        {"name": "e", "organs": ["liver"], "cases": 2},
-        {"name": "f", "organs": ["pancreas"], "cases": 2},
-    ]
-    data["federation"]["clients_per_round"] = 2
-    data["resources"] = {"cpus_per_actor": 0.5, "actors": 2}
-    config = with_absolute_paths(config_from_data(data))
+def test_tasks_name_cases_in_the_store_and_an_actor_writes_a_missing_one(tmp_path, ray_local):
+    config = with_absolute_paths(config_from_data(tiny_study(tmp_path, rounds=1)))
     hospitals, test_dir = prepare_hospitals(config)
     driver = Driver(config, hospitals, test_dir)
     scheduler = RoundScheduler(config, start_hospital_actors(config, hospitals), driver.client_store)
@@ -70,17 +65,16 @@ def test_a_round_loads_the_next_rounds_new_hospitals_once_it_has_handed_out_its_
         scheduler.await_actors()
         torch.manual_seed(0)
         initial = {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()}
-        ids = [{h.hospital_id for h in driver._sample(r)} for r in range(1, ROUNDS + 1)]
-        assert ids[2] - ids[0] - ids[1]  # this seed's round 3 brings a hospital rounds 1 and 2 do not have
-
+        assert not store_root(config.data).exists()  # no preprocessing step ran: the actors write what they need
         ledger = RoundLedger(driver.strategy, initial)
         scheduler.train_round(
-            1, driver._sample(1), ray.put(encode_state(initial)), None, ledger, True,
-            next_round=lambda: driver._sample(2), on_progress=lambda done, ledger: None,
+            1, hospitals, ray.put(encode_state(initial)), None, ledger, True, on_progress=lambda done, ledger: None,
         )
-        assert set(ledger.account.accepted) == ids[0] and ledger.aggregate.count == 2  # round 1 complete
-        assert set(scheduler.data) == ids[0] | ids[1]  # round 2's data asked for already, round 3's not yet
-        assert all(isinstance(ray.get(scheduler.data[h]), list) for h in ids[1])
+        assert set(ledger.account.accepted) == {h.hospital_id for h in hospitals}
+        for hospital in hospitals:  # a task carries paths, never arrays
+            refs = scheduler.data[hospital.hospital_id]
+            assert refs == stored_cases(hospital, config.data) and all(is_stored(ref) for ref in refs)
+            assert len(pickle.dumps(refs)) < 2000 * hospital.num_cases
     finally:
         for actor in scheduler.actors:
             ray.kill(actor)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from fedray.config import config_from_data, with_absolute_paths
+from fedray.data.case_store import stored_cases
 from fedray.data.federation import prepare_hospitals
 from fedray.messages import TrainTask, encode_state
 from fedray.models.factory import build_model
@@ -22,8 +26,7 @@ def test_partial_sum_equals_per_hospital_updates_and_failures_are_reported(tmp_p
     torch.manual_seed(0)
     initial = {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()}
     payload = encode_state(initial)
-    data = {h.hospital_id: worker.load(h) for h in hospitals}
-    assert data["a"][0]["image"].dtype == np.float32 and data["a"][0]["label"].dtype == np.uint8
+    data = {h.hospital_id: stored_cases(h, config.data) for h in hospitals}  # written on first use
 
     reports = [
         worker.run(TrainTask(1, h, data[h.hospital_id], payload, slowdown=1e9 if h.hospital_id == "b" else 1.0, deadline_s=1e6))
@@ -36,8 +39,10 @@ def test_partial_sum_equals_per_hospital_updates_and_failures_are_reported(tmp_p
 
     worker.strategy.partial_aggregation = False  # as a method with non-linear aggregation would
     one_by_one = [worker.run(TrainTask(1, h, data[h.hospital_id], payload)) for h in hospitals]
-    garbled = [{**data["a"][0], "image": np.zeros((1, 3, 3), np.float32)}]  # a 2-D image: training raises
-    broken = worker.run(TrainTask(1, hospitals[0], garbled, payload))
+    garbled = tmp_path / "garbled"
+    shutil.copytree(data["a"][0].folder, garbled)
+    np.save(garbled / "image.npy", np.zeros((3, 3), np.float32))  # a 2-D image: training raises
+    broken = worker.run(TrainTask(1, hospitals[0], [replace(data["a"][0], folder=garbled)], payload))
     assert broken.failed is not None and broken.result is None  # reported for retry, not raised
 
     hierarchical, flat = RoundLedger(worker.strategy, initial), RoundLedger(worker.strategy, initial)

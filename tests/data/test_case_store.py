@@ -1,0 +1,173 @@
+"""The case store: one folder per preprocessed case, exactly as the MONAI chain made it, redone when an input changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fedray.data.case_store as case_store
+import fedray.data.datasets as datasets
+from fedray.config import config_from_data, with_absolute_paths
+from fedray.data.case_store import (
+    Recipe,
+    check_fits_memory,
+    foreground_locations,
+    is_stored,
+    open_case,
+    store_root,
+    stored_cases,
+)
+from fedray.data.datasets import ensure_stored, load_cases, load_hospital_cases
+from fedray.data.federation import prepare_hospitals
+from fedray.errors import DataError
+from tests.conftest import tiny_study
+
+
+@pytest.fixture
+def study(tmp_path):
+    config = with_absolute_paths(config_from_data(tiny_study(tmp_path)))
+    return config, prepare_hospitals(config).hospitals[0]
+
+
+def _in_memory(hospital, data) -> list[dict]:
+    return load_cases(hospital.cases, data.organs, data.hu_window, data.preprocess)  # no store
+
+
+def test_a_stored_case_is_the_chains_output_and_is_read_back_without_preprocessing(study, monkeypatch):
+    config, hospital = study
+    expected = _in_memory(hospital, config.data)
+    stored = load_hospital_cases(hospital, config.data)
+    assert len(list(store_root(config.data).iterdir())) == hospital.num_cases
+    for mine, theirs in zip(stored, expected):
+        for key in ("image", "label", "original_label", "affine", "original_affine", "labelled"):
+            assert mine[key].dtype == theirs[key].dtype and torch.equal(mine[key], theirs[key]), key
+        assert mine["case_id"] == theirs["case_id"]
+
+    def no_preprocessing(*args, **kwargs):
+        raise AssertionError("preprocessed again")
+
+    monkeypatch.setattr(datasets, "CacheDataset", no_preprocessing)
+    again = load_hospital_cases(hospital, config.data)  # from the store alone
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(again, stored))
+
+    image = hospital.cases[0].image
+    os.utime(image, ns=(os.stat(image).st_atime_ns, os.stat(image).st_mtime_ns + 10**9))  # the file was edited
+    with pytest.raises(AssertionError, match="preprocessed again"):
+        load_hospital_cases(hospital, config.data)
+    window = replace(config.data, hu_window=(-100.0, 200.0))  # other preprocessing: another key
+    with pytest.raises(AssertionError, match="preprocessed again"):
+        load_hospital_cases(hospital, window)
+
+
+def test_training_view_is_memory_mapped_with_each_organs_foreground(study):
+    config, hospital = study
+    recipe = Recipe.of(config.data)
+    [ref, *_] = [ensure_stored(ref, recipe) for ref in stored_cases(hospital, config.data)]
+    case = open_case(ref)
+    assert isinstance(case.image, np.memmap) and not case.image.flags.writeable
+    assert case.image.dtype == np.float32 and case.label.dtype == np.uint8
+    label = np.asarray(case.label)
+    assert np.array_equal(np.sort(case.foreground), np.flatnonzero(label))  # every labelled voxel, once
+    offsets = np.load(ref.folder / "foreground_offsets.npy")
+    for organ in range(1, len(config.data.organs) + 1):  # organ k's run holds exactly its voxels
+        run = case.foreground[offsets[organ - 1]:offsets[organ]]
+        assert np.array_equal(run, np.flatnonzero(label == organ))
+    assert case.labelled.tolist() == [o in hospital.organs for o in config.data.organs]
+    meta = json.loads((ref.folder / "case.json").read_text())
+    assert meta["shape"] == list(label.shape) and meta["store_version"] == case_store.STORE_VERSION
+
+
+def test_foreground_locations_by_hand():
+    label = np.array([[0, 2, 1], [1, 0, 2]], dtype=np.uint8)  # flat: 0 2 1 1 0 2
+    index, offsets = foreground_locations(label, 3)
+    assert index.tolist() == [2, 3, 1, 5] and offsets.tolist() == [0, 2, 4, 4]  # organ 3: no voxel
+
+
+def test_a_case_too_large_for_the_memory_available_is_refused_before_loading(study, monkeypatch):
+    config, hospital = study
+    case = hospital.cases[0]
+    with pytest.raises(DataError, match=r"preprocessing needs about .* GiB .* only 0.0 GiB of memory is available"):
+        check_fits_memory(case, available=1000)
+    monkeypatch.setattr(case_store, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(datasets, "CacheDataset", lambda *a, **k: pytest.fail("loaded before the check"))
+    with pytest.raises(DataError, match=f"case '{case.case_id}'"):
+        load_hospital_cases(hospital, config.data)
+    assert not store_root(config.data).exists() or not any(store_root(config.data).iterdir())
+
+
+def test_a_folder_of_another_store_version_is_a_clear_error(study):
+    config, hospital = study
+    [ref, *_] = stored_cases(hospital, config.data)
+    ensure_stored(ref, Recipe.of(config.data))
+    meta = json.loads((ref.folder / "case.json").read_text())
+    (ref.folder / "case.json").write_text(json.dumps({**meta, "store_version": case_store.STORE_VERSION - 1}))
+    with pytest.raises(DataError, match="written by case store version .* delete it"):
+        load_hospital_cases(hospital, config.data)
+    with pytest.raises(DataError, match="written by case store version"):
+        open_case(ref)
+
+
+def test_a_read_only_store_names_data_cache_dir_and_is_still_read_when_complete(study, monkeypatch):
+    config, hospital = study
+    refs = stored_cases(hospital, config.data)
+    ensure_stored(refs[0], Recipe.of(config.data))
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(store_root(config.data))):  # as root, chmod would not stop a write
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert open_case(ensure_stored(refs[0], Recipe.of(config.data))).label.shape  # stored: only read
+    with pytest.raises(DataError, match=r"cannot write preprocessed cases .*Permission denied.*data\.cache_dir"):
+        ensure_stored(refs[1], Recipe.of(config.data))
+    assert [p.name for p in store_root(config.data).iterdir()] == [refs[0].folder.name]  # nothing half-written
+
+
+def test_studies_writing_one_case_at_once_leave_one_whole_folder(study):
+    config, hospital = study
+    [ref, *_] = stored_cases(hospital, config.data)
+    recipe = Recipe.of(config.data)
+    store_root(config.data).mkdir(parents=True)
+    # A writer killed mid-case leaves only its temporary folder: never taken for the case.
+    (store_root(config.data) / f".{ref.folder.name}.999-dead.tmp").mkdir()
+    (store_root(config.data) / f".{ref.folder.name}.999-dead.tmp" / "image.npy").write_bytes(b"half")
+    assert not is_stored(ref)
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def write() -> None:
+        try:
+            start.wait()
+            ensure_stored(ref, recipe)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    writers = [threading.Thread(target=write) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert not errors
+    names = sorted(p.name for p in store_root(config.data).iterdir())
+    assert names == sorted([ref.folder.name, f".{ref.folder.name}.999-dead.tmp"])  # the writers' temporaries are gone
+    expected = _in_memory(hospital, config.data)[0]
+    assert np.array_equal(np.asarray(open_case(ref).image), expected["image"][0].numpy())
+
+
+def test_write_case_keeps_the_first_writers_folder(tmp_path):
+    folder = tmp_path / "store" / "key"
+    arrays = {"image": np.zeros((2, 2, 2), np.float32)}
+    case_store.write_case(folder, arrays, {"store_version": case_store.STORE_VERSION, "who": "first"})
+    case_store.write_case(folder, {"image": np.ones((2, 2, 2), np.float32)}, {"store_version": 2, "who": "second"})
+    assert json.loads((folder / "case.json").read_text())["who"] == "first"
+    assert not np.load(folder / "image.npy").any()
+    assert [p.name for p in folder.parent.iterdir()] == ["key"]
