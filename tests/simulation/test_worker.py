@@ -75,7 +75,7 @@ def test_a_watched_hospital_reports_its_steps_and_trains_bit_identically(tmp_pat
     worker.strategy.partial_aggregation = False  # the update comes back in the report
     torch.manual_seed(0)
     payload = encode_state({k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()})
-    data = worker.load(hospitals[0])
+    data = stored_cases(hospitals[0], config.data)  # written on first use
     untold = worker.run(TrainTask(1, hospitals[0], data, payload))
     fast = Sink()
     worker.report_steps_to(fast)
