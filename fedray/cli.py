@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--cli-runs", type=int, default=5,
                        help="times the first scenario runs as `fedray run` in a new process (the others once), for "
                             "the time from typing the command to the first round; 0 skips these runs")
+    scale.add_argument("--bare-repeats", type=int, default=20,
+                       help="bare network updates timed before and again after the scenarios, for the floor of "
+                            "efficiency_vs_bare_update (default 20 each time)")
     scale.add_argument("--work-dir", type=Path, default=Path("results/bench_scale_work"),
                        help="data, runs and MLflow store of the scenarios (default results/bench_scale_work)")
     scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"),
@@ -568,10 +571,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bare_spec(config) -> dict:
+    """The bare update's spec for a scale workload (its study organs counted as the study does)."""
+    from fedray.benchmarks.bare import spec_of
+
+    return spec_of(config, len(config.data.organs))
+
+
 def _bench_scale(args: argparse.Namespace) -> int:
     import json
     import platform
+    import statistics
 
+    from fedray.benchmarks.bare import bare_update_seconds
     from fedray.benchmarks.scale import SCENARIOS, plot, summarise, workload
     from fedray.simulation.cluster import init_ray, ray_version, shutdown_ray
 
@@ -581,18 +593,33 @@ def _bench_scale(args: argparse.Namespace) -> int:
         raise FedrayError(f"--scenarios takes TOTALxPER_ROUND values such as 100x50, got {args.scenarios}") from None
     if args.cli_runs < 0:
         raise FedrayError(f"--cli-runs takes a count >= 0, got {args.cli_runs}")
+    if args.bare_repeats < 1:
+        raise FedrayError(f"--bare-repeats takes a count >= 1, got {args.bare_repeats}")
     work_dir = args.work_dir.resolve()
+    spec = _bare_spec(workload(10, 10, args.rounds, work_dir, args.cpus))
+    with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
+        bare_before = bare_update_seconds(spec, args.bare_repeats)
     started = args.running_ray and init_ray(workload(10, 10, args.rounds, work_dir, args.cpus).resources)
     try:
-        results = _scale_scenarios(scenarios, args, work_dir)
+        results = _scale_scenarios(scenarios, args, work_dir, statistics.median(bare_before))
     finally:
         if started:
             shutdown_ray()
+    with console.status(f"timing {args.bare_repeats} bare network updates again (1 thread)..."):
+        bare_after = bare_update_seconds(spec, args.bare_repeats)
     record = {
         "benchmark": "scale",
         "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray_version()},
         "ray": "running before launch" if args.running_ray else "started by each study",
+        "bare_update": {
+            "what": "the same network, loss, optimiser, batch and steps in a plain loop over in-memory tensors, "
+                    "1 thread, no fedray code; the scenarios' floor is the median of the timings before them",
+            "s_median_before": statistics.median(bare_before),
+            "s_median_after": statistics.median(bare_after),
+            "s_before": bare_before,
+            "s_after": bare_after,
+        },
         "targets": summarise(results),
         "scenarios": results,
     }
@@ -603,7 +630,9 @@ def _bench_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path) -> list[dict]:
+def _scale_scenarios(
+    scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path, bare_update_s: float | None = None
+) -> list[dict]:
     import shutil
 
     from fedray.benchmarks.scale import cli_launch_to_first_round, run_scenario, workload
@@ -619,7 +648,7 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
                 load_training_arrays(hospital, config.data)
         shutil.rmtree(config.run_dir, ignore_errors=True)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
-            result = run_scenario(config, run_study, prepare_hospitals)
+            result = run_scenario(config, run_study, prepare_hospitals, bare_update_s)
         if args.cli_runs and not args.running_ray:  # `fedray run` as a user types it: each scenario once, the first more
             # One round: the time to the first round does not depend on how many follow.
             cli_config = workload(total, per_round, 1, work_dir, args.cpus, run_suffix="-fedray-run")
@@ -632,7 +661,9 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
         results.append(result)
         cli = result.get("cli_launch_to_first_round_s")
         console.print(
-            f"{total:>5} hospitals, {per_round:>3} per round: E = {result['efficiency']:.3f}, "
+            f"{total:>5} hospitals, {per_round:>3} per round: E = {result.get('efficiency_vs_bare_update', math.nan):.3f} "
+            f"vs the bare update ({result['efficiency_vs_own_update']:.3f} vs fedray's own), "
+            f"{result.get('overhead_per_task_ms', math.nan):.0f} ms overhead per task, "
             f"round {result['round_s_median']:.2f} s, first round after {result['launch_to_first_round_s']:.1f} s"
             + (f" ({'/'.join(f'{t:.1f}' for t in cli)} s as `fedray run`)" if cli else "")
             + f", peak {result['peak_pss_gb']:.2f} GB (PSS)"
