@@ -167,6 +167,27 @@ def _parser() -> argparse.ArgumentParser:
                        help="JSON to write; the plot goes beside it as .png (default results/bench_scale.json)")
     scale.set_defaults(handler=_bench_scale)
 
+    peers = bench_commands.add_parser(
+        "peers", help="fedray's round time beside Flower's and pfl-research's on the scale workload, in one run"
+    )
+    peers.add_argument("--scenarios", nargs="+", default=["100x100", "100x10"], metavar="TOTALxPER_ROUND",
+                       help="federation sizes and hospitals per round (default 100x100 100x10)")
+    peers.add_argument("--rounds", type=int, default=5, help="rounds per run (default 5)")
+    peers.add_argument("--cpus", type=int, default=2, help="CPUs every framework gets (default 2)")
+    peers.add_argument("--peer-python", default=sys.executable,
+                       help="interpreter whose environment has the peers (Flower pins another Ray than fedray's: "
+                            "see README, Peers); default this one")
+    peers.add_argument("--peers", nargs="+", default=["flower", "pfl"], choices=["flower", "pfl"],
+                       help="peers to run where installed (default flower pfl)")
+    peers.add_argument("--fedray-runs", type=int, default=2,
+                       help="fedray runs per scenario, the first before the peers and the others after (default 2)")
+    peers.add_argument("--bare-repeats", type=int, default=20, help="bare network updates timed (default 20)")
+    peers.add_argument("--work-dir", type=Path, default=Path("results/bench_peers_work"),
+                       help="data, runs and peer files (default results/bench_peers_work)")
+    peers.add_argument("--out", type=Path, default=Path("results/bench_peers.json"),
+                       help="JSON to write; the plot goes beside it as .png (default results/bench_peers.json)")
+    peers.set_defaults(handler=_bench_peers)
+
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
     data.set_defaults(handler=_group_help(data))
@@ -669,6 +690,97 @@ def _scale_scenarios(
             + f", peak {result['peak_pss_gb']:.2f} GB (PSS)"
         )
     return results
+
+
+def _bench_peers(args: argparse.Namespace) -> int:
+    import json
+    import platform
+    import shutil
+    import statistics
+
+    from fedray.benchmarks import peers as peer_bench
+    from fedray.benchmarks.bare import bare_update_seconds, round_floor_s
+    from fedray.benchmarks.scale import run_scenario, workload
+    from fedray.data.datasets import load_training_arrays
+    from fedray.data.federation import prepare_hospitals
+    from fedray.simulation.cluster import ray_version
+    from fedray.simulation.launch import run_study
+
+    try:
+        scenarios = [tuple(int(n) for n in s.lower().split("x")) for s in args.scenarios]
+    except ValueError:
+        raise FedrayError(f"--scenarios takes TOTALxPER_ROUND values such as 100x10, got {args.scenarios}") from None
+    if args.fedray_runs < 1 or args.bare_repeats < 1:
+        raise FedrayError("--fedray-runs and --bare-repeats take counts >= 1")
+    work_dir = args.work_dir.resolve()
+    available = {}
+    for name in args.peers:
+        version = peer_bench.peer_version(args.peer_python, peer_bench.PEERS[name])
+        if version is None:
+            console.print(f"[yellow]{name} is not installed for {args.peer_python}: skipped[/]")
+        else:
+            available[name] = version
+    spec = _bare_spec(workload(10, 10, args.rounds, work_dir, args.cpus))
+    with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
+        bare = bare_update_seconds(spec, args.bare_repeats)
+    bare_s = statistics.median(bare)
+    results = []
+    for total, per_round in scenarios:
+        config = workload(total, per_round, args.rounds, work_dir, args.cpus)
+        with console.status(f"{total} hospitals: phantom data, the preprocessed cache and the peers' copy (not timed)..."):
+            cases = [load_training_arrays(h, config.data) for h in prepare_hospitals(config).hospitals]
+            data = peer_bench.export_hospitals(cases, work_dir / f"hospitals-{total}.npz")
+        peer_spec = {**spec, "data": str(data), "total": total, "per_round": per_round, "rounds": args.rounds,
+                     "cpus": args.cpus, "seed": config.seed}
+        fedray_runs, peer_figures = [], {}
+
+        def fedray_run(index: int) -> None:
+            run_config = workload(total, per_round, args.rounds, work_dir, args.cpus, run_suffix=f"-peers-{index}")
+            shutil.rmtree(run_config.run_dir, ignore_errors=True)
+            with console.status(f"fedray, {total} hospitals, {per_round} per round (run {index})..."):
+                figures = run_scenario(run_config, run_study, prepare_hospitals, bare_s)
+            fedray_runs.append({**figures, **peer_bench.fedray_round_figures(figures)})
+
+        fedray_run(1)
+        for name in available:
+            with console.status(f"{name}, {total} hospitals, {per_round} per round..."):
+                peer_figures[name] = peer_bench.run_peer(peer_bench.PEERS[name], args.peer_python, peer_spec,
+                                                         work_dir / f"peers-{total}x{per_round}")
+        for index in range(2, args.fedray_runs + 1):
+            fedray_run(index)
+        medians = [run["round_s_median"] for run in fedray_runs]
+        scenario = {
+            "total": total, "per_round": per_round, "rounds": args.rounds, "cpus": args.cpus,
+            "bare_floor_round_s": round_floor_s(per_round, args.cpus, bare_s),
+            "fedray": {"round_s_median": statistics.median(medians), "runs_round_s_median": medians},
+            "fedray_runs": fedray_runs,
+            "peers": peer_figures,
+        }
+        results.append(scenario)
+        console.print(
+            f"{total} hospitals, {per_round} per round: fedray {'/'.join(f'{m:.2f}' for m in medians)} s"
+            + "".join(f", {n} {p['round_s_median']:.2f} s" for n, p in peer_figures.items())
+            + f" (median round; bare floor {scenario['bare_floor_round_s']:.2f} s)"
+        )
+    record = {
+        "benchmark": "peers",
+        "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
+        "round_time": "from one round's end to the next (the driver's work between rounds counts); fedray's is its "
+                      "median time/train_s plus the mean gap between rounds",
+        "order": "per scenario: fedray run 1, then the peers, then fedray's other runs",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray_version()},
+        "peer_python": args.peer_python,
+        "peer_versions": available,
+        "bare_update_s": bare,
+        "bare_update_s_median": bare_s,
+        "targets": peer_bench.summarise(results),
+        "scenarios": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    peer_bench.plot(results, args.out.with_suffix(".png"))
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
 
 
 def _bench_inference(args: argparse.Namespace) -> int:

@@ -94,3 +94,51 @@ def run_peer(peer: Peer, python: str, spec: dict, work_dir: Path, timeout_s: flo
         **round_figures(record["round_s"], launched, record["round_ends"][0]),
         "process_s": finished - launched,
     }
+
+
+def fedray_round_figures(scenario: dict) -> dict:
+    """fedray's figures as the peers' are measured: a round from one round's end to the next, so the driver's
+    work between rounds counts (its median round plus the mean gap between rounds)."""
+    rounds = scenario["rounds"]
+    gap = (scenario["wall_s"] - scenario["rounds_s"]) / max(1, rounds - 1)
+    return {"round_s_median": scenario["round_s_median"] + gap, "round_s_mean": scenario["wall_s"] / rounds,
+            "between_rounds_s_mean": gap}
+
+
+def summarise(scenarios: list[dict]) -> dict:
+    """fedray's median round over each peer's, per scenario, against the issue's targets (None where not run)."""
+
+    def ratio(per_round: int, peer: str) -> float | None:
+        row = next((s for s in scenarios if s["per_round"] == per_round), None)
+        if row is None or peer not in row["peers"]:
+            return None
+        return row["fedray"]["round_s_median"] / row["peers"][peer]["round_s_median"]
+
+    return {
+        "fedray_over_pfl_at_100_per_round (target <= 0.95)": ratio(100, "pfl"),
+        "fedray_over_flower_at_100_per_round (target <= 0.6)": ratio(100, "flower"),
+        "fedray_over_pfl_at_10_per_round (target <= 0.95)": ratio(10, "pfl"),
+    }
+
+
+def plot(scenarios: list[dict], path: Path) -> None:
+    """Median round of fedray (each run) and each peer per scenario, against the bare-update floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4.2), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        names = [f"fedray run {i + 1}" for i in range(len(scenario["fedray_runs"]))] + list(scenario["peers"])
+        values = [run["round_s_median"] for run in scenario["fedray_runs"]] + [
+            p["round_s_median"] for p in scenario["peers"].values()]
+        colours = ["tab:blue"] * len(scenario["fedray_runs"]) + ["tab:orange", "tab:green", "tab:red"][: len(scenario["peers"])]
+        ax.bar(names, values, color=colours)
+        ax.axhline(scenario["bare_floor_round_s"], color="black", linestyle="--", label="bare-update floor")
+        ax.set(title=f"{scenario['total']} hospitals, {scenario['per_round']} per round, {scenario['cpus']} CPUs",
+               ylabel="median round (s, end to end)")
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
