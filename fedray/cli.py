@@ -760,7 +760,9 @@ def _bench_peers(args: argparse.Namespace) -> int:
         console.print(
             f"{total} hospitals, {per_round} per round: fedray {'/'.join(f'{m:.2f}' for m in medians)} s"
             + "".join(f", {n} {p['round_s_median']:.2f} s" for n, p in peer_figures.items())
-            + f" (median round; bare floor {scenario['bare_floor_round_s']:.2f} s)"
+            + f" (median round; bare floor {scenario['bare_floor_round_s']:.2f} s); CPU per task: fedray "
+            + "/".join(f"{r['cpu_ms_per_task']:.0f}" for r in fedray_runs)
+            + "".join(f", {n} {p['cpu_ms_per_task']:.0f}" for n, p in peer_figures.items()) + " ms"
         )
     record = {
         "benchmark": "peers",

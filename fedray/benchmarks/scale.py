@@ -74,13 +74,15 @@ class PeakMemory:
 
     Reports the peak of the summed PSS (proportional set size: shared pages split between the
     processes that map them, so torch's libraries or Ray's object store are not counted once per
-    process) and of the summed RSS (which does count them repeatedly), in bytes.
+    process) and of the summed RSS (which does count them repeatedly), in bytes. Also keeps each
+    sample's CPU seconds per process, for the CPU a span used (`cpu_seconds`).
     """
 
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self.peak_pss = 0
         self.peak_rss = 0
+        self.cpu: list[tuple[float, dict[int, float]]] = []  # (wall time, pid -> user + system CPU seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -96,15 +98,28 @@ class PeakMemory:
         """One sample of the whole process tree."""
         me = psutil.Process()
         pss = rss = 0
+        cpu = {}
         for process in [me, *me.children(recursive=True)]:
             try:
                 info = process.memory_full_info()
+                times = process.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue  # a worker that just exited
             pss += getattr(info, "pss", info.rss)
             rss += info.rss
+            cpu[process.pid] = times.user + times.system
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_rss = max(self.peak_rss, rss)
+        self.cpu.append((time.time(), cpu))
+
+    def cpu_seconds(self, start: float, end: float) -> float:
+        """CPU seconds the process tree used between wall times `start` and `end` (to the nearest samples
+        at or before each; a process that started in the span counts from zero)."""
+        def at(moment: float) -> dict[int, float]:
+            return max((s for s in self.cpu if s[0] <= moment), key=lambda s: s[0], default=(0.0, {}))[1]
+
+        first, last = at(start), at(end)
+        return sum(seconds - first.get(pid, 0.0) for pid, seconds in last.items())
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -156,6 +171,7 @@ def run_scenario(
         summary = run(config, hospitals, test_dir)
     rounds = pd.read_csv(config.run_dir / "rounds.csv")
     slots = len(summary["actors"])
+    cpu_s = memory.cpu_seconds(summary["first_round_at"], summary["first_round_at"] + summary["rounds_wall_s"])
     return {
         "hospitals": config.federation.rule.count,
         "per_round": config.federation.clients_per_round,
@@ -165,6 +181,10 @@ def run_scenario(
         "launch_to_first_round_s": summary["first_round_at"] - launched,
         "peak_pss_gb": memory.peak_pss / 1e9,
         "peak_rss_gb": memory.peak_rss / 1e9,
+        # CPU of every process of the study (launcher, driver, actors, Ray's own) over its rounds: unlike the
+        # wall, it does not grow when other work on the machine takes the cores
+        "cpu_s_rounds": cpu_s,
+        "cpu_ms_per_task": cpu_s / int(rounds["clients"].sum()) * 1000,
     }
 
 

@@ -25,13 +25,18 @@ def test_fedray_rounds_count_the_driver_between_rounds():
 def test_targets_divide_fedrays_median_round_by_each_peers():
     scenarios = [
         {"total": 100, "per_round": 100, "fedray": {"round_s_median": 3.0},
-         "peers": {"pfl": {"round_s_median": 4.0}, "flower": {"round_s_median": 6.0}}},
-        {"total": 100, "per_round": 10, "fedray": {"round_s_median": 1.0}, "peers": {"flower": {"round_s_median": 2.0}}},
+         "fedray_runs": [{"cpu_ms_per_task": 60.0}, {"cpu_ms_per_task": 80.0}],
+         "peers": {"pfl": {"round_s_median": 4.0, "cpu_ms_per_task": 35.0},
+                   "flower": {"round_s_median": 6.0, "cpu_ms_per_task": 140.0}}},
+        {"total": 100, "per_round": 10, "fedray": {"round_s_median": 1.0}, "fedray_runs": [{"cpu_ms_per_task": 50.0}],
+         "peers": {"flower": {"round_s_median": 2.0, "cpu_ms_per_task": 100.0}}},
     ]
     targets = summarise(scenarios)
     assert targets["fedray_over_pfl_at_100_per_round (target <= 0.95)"] == 0.75
     assert targets["fedray_over_flower_at_100_per_round (target <= 0.6)"] == 0.5
     assert targets["fedray_over_pfl_at_10_per_round (target <= 0.95)"] is None  # pfl not run there
+    assert targets["cpu_per_task_fedray_over_pfl"] == {"100x100": 2.0, "100x10": None}  # median of 60 and 80 over 35
+    assert targets["cpu_per_task_fedray_over_flower"] == {"100x100": 0.5, "100x10": 0.5}
 
 
 def test_hospitals_are_stacked_for_the_peers(tmp_path):

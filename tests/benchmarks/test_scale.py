@@ -53,6 +53,14 @@ def test_targets_pick_their_scenarios():
     assert targets["peak_pss_gb_1000x100 (target <= 3)"] == 2.5
 
 
+def test_cpu_seconds_of_a_span_difference_the_samples_around_it():
+    memory = PeakMemory()
+    memory.cpu = [(10.0, {1: 5.0, 2: 1.0}), (11.0, {1: 6.0, 2: 1.5}), (12.0, {1: 7.5, 3: 0.25})]
+    # from the sample at 10 to the one at 12: pid 1 +2.5, pid 3 (new) +0.25; pid 2 exited unsampled
+    assert memory.cpu_seconds(10.5, 12.9) == pytest.approx(2.75)
+    assert memory.cpu_seconds(11.0, 11.5) == 0.0
+
+
 def test_peak_memory_counts_child_processes():
     hold = "import time; x = bytearray(300 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); time.sleep(3)"
     with PeakMemory(interval_s=0.1) as alone:
@@ -67,6 +75,7 @@ def test_peak_memory_counts_child_processes():
         child.wait()
     assert memory.peak_pss - alone.peak_pss > 250e6  # the child's 300 MB, touched page by page
     assert memory.peak_rss >= memory.peak_pss
+    assert all(child.pid in pids for _, pids in memory.cpu)  # CPU kept per process of the tree
 
 
 def test_bench_scale_writes_its_figures_and_plot(tmp_path):

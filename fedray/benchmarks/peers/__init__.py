@@ -80,19 +80,26 @@ def run_peer(peer: Peer, python: str, spec: dict, work_dir: Path, timeout_s: flo
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))}
-    launched = time.time()
-    done = subprocess.run(peer.command(python, spec_path, out, spec["cpus"]), capture_output=True, text=True,
-                          env=env, cwd=work_dir, timeout=timeout_s)
-    finished = time.time()
+    from fedray.benchmarks.scale import PeakMemory
+
+    with PeakMemory(interval_s=0.1) as usage:
+        launched = time.time()
+        done = subprocess.run(peer.command(python, spec_path, out, spec["cpus"]), capture_output=True, text=True,
+                              env=env, cwd=work_dir, timeout=timeout_s)
+        finished = time.time()
     if done.returncode != 0 or not out.exists():
         raise RuntimeError(f"{peer.name} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     record = json.loads(out.read_text())
+    trained_from = record["round_ends"][0] - record["round_s"][0]
+    cpu_s = usage.cpu_seconds(trained_from, record["round_ends"][-1])
     return {
         "peer": peer.name,
         "version": record["version"],
         **{k: v for k, v in record.items() if k not in {"peer", "version", "round_s", "round_ends"}},
         **round_figures(record["round_s"], launched, record["round_ends"][0]),
         "process_s": finished - launched,
+        "cpu_s_rounds": cpu_s,  # every process of the peer's tree (and this one), first round's start to last end
+        "cpu_ms_per_task": cpu_s / (spec["per_round"] * spec["rounds"]) * 1000,
     }
 
 
@@ -103,6 +110,13 @@ def fedray_round_figures(scenario: dict) -> dict:
     gap = (scenario["wall_s"] - scenario["rounds_s"]) / max(1, rounds - 1)
     return {"round_s_median": scenario["round_s_median"] + gap, "round_s_mean": scenario["wall_s"] / rounds,
             "between_rounds_s_mean": gap}
+
+
+def cpu_ratio(scenario: dict, peer: str) -> float | None:
+    """fedray's CPU per hospital task (median over its runs) over the peer's."""
+    if peer not in scenario["peers"]:
+        return None
+    return statistics.median(r["cpu_ms_per_task"] for r in scenario["fedray_runs"]) / scenario["peers"][peer]["cpu_ms_per_task"]
 
 
 def summarise(scenarios: list[dict]) -> dict:
@@ -118,6 +132,8 @@ def summarise(scenarios: list[dict]) -> dict:
         "fedray_over_pfl_at_100_per_round (target <= 0.95)": ratio(100, "pfl"),
         "fedray_over_flower_at_100_per_round (target <= 0.6)": ratio(100, "flower"),
         "fedray_over_pfl_at_10_per_round (target <= 0.95)": ratio(10, "pfl"),
+        "cpu_per_task_fedray_over_pfl": {f"{s['total']}x{s['per_round']}": cpu_ratio(s, "pfl") for s in scenarios},
+        "cpu_per_task_fedray_over_flower": {f"{s['total']}x{s['per_round']}": cpu_ratio(s, "flower") for s in scenarios},
     }
 
 
