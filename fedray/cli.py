@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--cli-runs", type=int, default=5,
                        help="times the first scenario runs as `fedray run` in a new process (the others once), for "
                             "the time from typing the command to the first round; 0 skips these runs")
+    scale.add_argument("--bare-repeats", type=int, default=20,
+                       help="bare network updates timed before and again after the scenarios, for the floor of "
+                            "efficiency_vs_bare_update (default 20 each time)")
     scale.add_argument("--work-dir", type=Path, default=Path("results/bench_scale_work"),
                        help="data, runs and MLflow store of the scenarios (default results/bench_scale_work)")
     scale.add_argument("--out", type=Path, default=Path("results/bench_scale.json"),
@@ -174,6 +177,27 @@ def _parser() -> argparse.ArgumentParser:
     data_path.add_argument("--out", type=Path, default=Path("results/bench_data_path.json"),
                            help="JSON to write (default results/bench_data_path.json)")
     data_path.set_defaults(handler=_bench_data_path)
+
+    peers = bench_commands.add_parser(
+        "peers", help="fedray's round time beside Flower's and pfl-research's on the scale workload, in one run"
+    )
+    peers.add_argument("--scenarios", nargs="+", default=["100x100", "100x10"], metavar="TOTALxPER_ROUND",
+                       help="federation sizes and hospitals per round (default 100x100 100x10)")
+    peers.add_argument("--rounds", type=int, default=5, help="rounds per run (default 5)")
+    peers.add_argument("--cpus", type=int, default=2, help="CPUs every framework gets (default 2)")
+    peers.add_argument("--peer-python", default=sys.executable,
+                       help="interpreter whose environment has the peers (Flower pins another Ray than fedray's: "
+                            "see README, Peers); default this one")
+    peers.add_argument("--peers", nargs="+", default=["flower", "pfl"], choices=["flower", "pfl"],
+                       help="peers to run where installed (default flower pfl)")
+    peers.add_argument("--fedray-runs", type=int, default=2,
+                       help="fedray runs per scenario, the first before the peers and the others after (default 2)")
+    peers.add_argument("--bare-repeats", type=int, default=20, help="bare network updates timed (default 20)")
+    peers.add_argument("--work-dir", type=Path, default=Path("results/bench_peers_work"),
+                       help="data, runs and peer files (default results/bench_peers_work)")
+    peers.add_argument("--out", type=Path, default=Path("results/bench_peers.json"),
+                       help="JSON to write; the plot goes beside it as .png (default results/bench_peers.json)")
+    peers.set_defaults(handler=_bench_peers)
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
@@ -591,10 +615,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bare_spec(config) -> dict:
+    """The bare update's spec for a scale workload (its study organs counted as the study does)."""
+    from fedray.benchmarks.bare import spec_of
+
+    return spec_of(config, len(config.data.organs))
+
+
 def _bench_scale(args: argparse.Namespace) -> int:
     import json
     import platform
+    import statistics
 
+    from fedray.benchmarks.bare import bare_update_seconds
     from fedray.benchmarks.scale import SCENARIOS, plot, summarise, workload
     from fedray.simulation.cluster import init_ray, ray_version, shutdown_ray
 
@@ -604,18 +637,33 @@ def _bench_scale(args: argparse.Namespace) -> int:
         raise FedrayError(f"--scenarios takes TOTALxPER_ROUND values such as 100x50, got {args.scenarios}") from None
     if args.cli_runs < 0:
         raise FedrayError(f"--cli-runs takes a count >= 0, got {args.cli_runs}")
+    if args.bare_repeats < 1:
+        raise FedrayError(f"--bare-repeats takes a count >= 1, got {args.bare_repeats}")
     work_dir = args.work_dir.resolve()
+    spec = _bare_spec(workload(10, 10, args.rounds, work_dir, args.cpus))
+    with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
+        bare_before = bare_update_seconds(spec, args.bare_repeats)
     started = args.running_ray and init_ray(workload(10, 10, args.rounds, work_dir, args.cpus).resources)
     try:
-        results = _scale_scenarios(scenarios, args, work_dir)
+        results = _scale_scenarios(scenarios, args, work_dir, statistics.median(bare_before))
     finally:
         if started:
             shutdown_ray()
+    with console.status(f"timing {args.bare_repeats} bare network updates again (1 thread)..."):
+        bare_after = bare_update_seconds(spec, args.bare_repeats)
     record = {
         "benchmark": "scale",
         "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray_version()},
         "ray": "running before launch" if args.running_ray else "started by each study",
+        "bare_update": {
+            "what": "the same network, loss, optimiser, batch and steps in a plain loop over in-memory tensors, "
+                    "1 thread, no fedray code; the scenarios' floor is the median of the timings before them",
+            "s_median_before": statistics.median(bare_before),
+            "s_median_after": statistics.median(bare_after),
+            "s_before": bare_before,
+            "s_after": bare_after,
+        },
         "targets": summarise(results),
         "scenarios": results,
     }
@@ -626,7 +674,9 @@ def _bench_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path) -> list[dict]:
+def _scale_scenarios(
+    scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path, bare_update_s: float | None = None
+) -> list[dict]:
     import shutil
 
     from fedray.benchmarks.scale import cli_launch_to_first_round, run_scenario, workload
@@ -644,7 +694,7 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
                     ensure_stored(ref, Recipe.of(config.data))
         shutil.rmtree(config.run_dir, ignore_errors=True)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
-            result = run_scenario(config, run_study, prepare_hospitals)
+            result = run_scenario(config, run_study, prepare_hospitals, bare_update_s)
         if args.cli_runs and not args.running_ray:  # `fedray run` as a user types it: each scenario once, the first more
             # One round: the time to the first round does not depend on how many follow.
             cli_config = workload(total, per_round, 1, work_dir, args.cpus, run_suffix="-fedray-run")
@@ -657,7 +707,9 @@ def _scale_scenarios(scenarios: list[tuple[int, int]], args: argparse.Namespace,
         results.append(result)
         cli = result.get("cli_launch_to_first_round_s")
         console.print(
-            f"{total:>5} hospitals, {per_round:>3} per round: E = {result['efficiency']:.3f}, "
+            f"{total:>5} hospitals, {per_round:>3} per round: E = {result.get('efficiency_vs_bare_update', math.nan):.3f} "
+            f"vs the bare update ({result['efficiency_vs_own_update']:.3f} vs fedray's own), "
+            f"{result.get('overhead_per_task_ms', math.nan):.0f} ms overhead per task, "
             f"round {result['round_s_median']:.2f} s, first round after {result['launch_to_first_round_s']:.1f} s"
             + (f" ({'/'.join(f'{t:.1f}' for t in cli)} s as `fedray run`)" if cli else "")
             + f", peak {result['peak_pss_gb']:.2f} GB (PSS)"
@@ -722,6 +774,98 @@ def _bench_data_path(args: argparse.Namespace) -> int:
                       f"= {step['ratio']:.3f}x")
         write()
     console.print(f"wrote {args.out}")
+
+
+def _bench_peers(args: argparse.Namespace) -> int:
+    import json
+    import platform
+    import shutil
+    import statistics
+
+    from fedray.benchmarks import peers as peer_bench
+    from fedray.benchmarks.bare import bare_update_seconds, round_floor_s
+    from fedray.benchmarks.scale import run_scenario, workload
+    from fedray.data.datasets import load_training_arrays
+    from fedray.data.federation import prepare_hospitals
+    from fedray.simulation.cluster import ray_version
+    from fedray.simulation.launch import run_study
+
+    try:
+        scenarios = [tuple(int(n) for n in s.lower().split("x")) for s in args.scenarios]
+    except ValueError:
+        raise FedrayError(f"--scenarios takes TOTALxPER_ROUND values such as 100x10, got {args.scenarios}") from None
+    if args.fedray_runs < 1 or args.bare_repeats < 1:
+        raise FedrayError("--fedray-runs and --bare-repeats take counts >= 1")
+    work_dir = args.work_dir.resolve()
+    available = {}
+    for name in args.peers:
+        version = peer_bench.peer_version(args.peer_python, peer_bench.PEERS[name])
+        if version is None:
+            console.print(f"[yellow]{name} is not installed for {args.peer_python}: skipped[/]")
+        else:
+            available[name] = version
+    spec = _bare_spec(workload(10, 10, args.rounds, work_dir, args.cpus))
+    with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
+        bare = bare_update_seconds(spec, args.bare_repeats)
+    bare_s = statistics.median(bare)
+    results = []
+    for total, per_round in scenarios:
+        config = workload(total, per_round, args.rounds, work_dir, args.cpus)
+        with console.status(f"{total} hospitals: phantom data, the preprocessed cache and the peers' copy (not timed)..."):
+            cases = [load_training_arrays(h, config.data) for h in prepare_hospitals(config).hospitals]
+            data = peer_bench.export_hospitals(cases, work_dir / f"hospitals-{total}.npz")
+        peer_spec = {**spec, "data": str(data), "total": total, "per_round": per_round, "rounds": args.rounds,
+                     "cpus": args.cpus, "seed": config.seed}
+        fedray_runs, peer_figures = [], {}
+
+        def fedray_run(index: int) -> None:
+            run_config = workload(total, per_round, args.rounds, work_dir, args.cpus, run_suffix=f"-peers-{index}")
+            shutil.rmtree(run_config.run_dir, ignore_errors=True)
+            with console.status(f"fedray, {total} hospitals, {per_round} per round (run {index})..."):
+                figures = run_scenario(run_config, run_study, prepare_hospitals, bare_s)
+            fedray_runs.append({**figures, **peer_bench.fedray_round_figures(figures)})
+
+        fedray_run(1)
+        for name in available:
+            with console.status(f"{name}, {total} hospitals, {per_round} per round..."):
+                peer_figures[name] = peer_bench.run_peer(peer_bench.PEERS[name], args.peer_python, peer_spec,
+                                                         work_dir / f"peers-{total}x{per_round}")
+        for index in range(2, args.fedray_runs + 1):
+            fedray_run(index)
+        medians = [run["round_s_median"] for run in fedray_runs]
+        scenario = {
+            "total": total, "per_round": per_round, "rounds": args.rounds, "cpus": args.cpus,
+            "bare_floor_round_s": round_floor_s(per_round, args.cpus, bare_s),
+            "fedray": {"round_s_median": statistics.median(medians), "runs_round_s_median": medians},
+            "fedray_runs": fedray_runs,
+            "peers": peer_figures,
+        }
+        results.append(scenario)
+        console.print(
+            f"{total} hospitals, {per_round} per round: fedray {'/'.join(f'{m:.2f}' for m in medians)} s"
+            + "".join(f", {n} {p['round_s_median']:.2f} s" for n, p in peer_figures.items())
+            + f" (median round; bare floor {scenario['bare_floor_round_s']:.2f} s); CPU per task: fedray "
+            + "/".join(f"{r['cpu_ms_per_task']:.0f}" for r in fedray_runs)
+            + "".join(f", {n} {p['cpu_ms_per_task']:.0f}" for n, p in peer_figures.items()) + " ms"
+        )
+    record = {
+        "benchmark": "peers",
+        "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
+        "round_time": "from one round's end to the next (the driver's work between rounds counts); fedray's is its "
+                      "median time/train_s plus the mean gap between rounds",
+        "order": "per scenario: fedray run 1, then the peers, then fedray's other runs",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray_version()},
+        "peer_python": args.peer_python,
+        "peer_versions": available,
+        "bare_update_s": bare,
+        "bare_update_s_median": bare_s,
+        "targets": peer_bench.summarise(results),
+        "scenarios": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    peer_bench.plot(results, args.out.with_suffix(".png"))
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 

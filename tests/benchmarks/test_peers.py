@@ -1,0 +1,67 @@
+"""The peers benchmark: its arithmetic and data hand-off without the peers, and each peer in a tiny smoke run
+where it is installed (for this interpreter, or the one FEDRAY_PEER_PYTHON names)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fedray.benchmarks.peers import PEERS, Peer, export_hospitals, fedray_round_figures, peer_version, run_peer, summarise
+
+PEER_PYTHON = os.environ.get("FEDRAY_PEER_PYTHON", sys.executable)
+TINY = {"channels": [4, 8], "strides": [2], "num_res_units": 0, "out_channels": 3, "patch_size": [16, 16, 16],
+        "optimizer": "adam", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 2, "local_steps": 2}
+
+
+def test_fedray_rounds_count_the_driver_between_rounds():
+    # 5 rounds: 10 s of rounds, 12 s of wall, so 2 s over the 4 gaps between them
+    got = fedray_round_figures({"rounds": 5, "wall_s": 12.0, "rounds_s": 10.0, "round_s_median": 1.8})
+    assert got == {"round_s_median": 2.3, "round_s_mean": 2.4, "between_rounds_s_mean": 0.5}
+
+
+def test_targets_divide_fedrays_median_round_by_each_peers():
+    scenarios = [
+        {"total": 100, "per_round": 100, "fedray": {"round_s_median": 3.0},
+         "fedray_runs": [{"cpu_ms_per_task": 60.0}, {"cpu_ms_per_task": 80.0}],
+         "peers": {"pfl": {"round_s_median": 4.0, "cpu_ms_per_task": 35.0},
+                   "flower": {"round_s_median": 6.0, "cpu_ms_per_task": 140.0}}},
+        {"total": 100, "per_round": 10, "fedray": {"round_s_median": 1.0}, "fedray_runs": [{"cpu_ms_per_task": 50.0}],
+         "peers": {"flower": {"round_s_median": 2.0, "cpu_ms_per_task": 100.0}}},
+    ]
+    targets = summarise(scenarios)
+    assert targets["fedray_over_pfl_at_100_per_round (target <= 0.95)"] == 0.75
+    assert targets["fedray_over_flower_at_100_per_round (target <= 0.6)"] == 0.5
+    assert targets["fedray_over_pfl_at_10_per_round (target <= 0.95)"] is None  # pfl not run there
+    assert targets["cpu_per_task_fedray_over_pfl"] == {"100x100": 2.0, "100x10": None}  # median of 60 and 80 over 35
+    assert targets["cpu_per_task_fedray_over_flower"] == {"100x100": 0.5, "100x10": 0.5}
+
+
+def test_hospitals_are_stacked_for_the_peers(tmp_path):
+    case = {"image": np.ones((1, 4, 4, 4), np.float32), "label": np.full((1, 4, 4, 4), 2, np.uint8),
+            "labelled": np.ones(7, bool)}
+    path = export_hospitals([[case, case], [case, case], [case, case]], tmp_path / "h.npz")
+    with np.load(path) as archive:
+        assert archive["images"].shape == archive["labels"].shape == (3, 2, 1, 4, 4, 4)
+        assert archive["labels"].dtype == np.int64 and archive["labels"].max() == 2
+
+
+def test_a_missing_peer_has_no_version():
+    assert peer_version(sys.executable, Peer("nothing", "fedray-no-such-distribution", "x")) is None
+    assert peer_version(sys.executable, Peer("fedray", "fedray", "x")) is not None
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_a_peer_runs_the_workload(name, tmp_path):
+    if peer_version(PEER_PYTHON, PEERS[name]) is None:
+        pytest.skip(f"{PEERS[name].distribution} is not installed for {PEER_PYTHON} (set FEDRAY_PEER_PYTHON)")
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((4, 4, 1, 16, 16, 16), dtype=np.float32)
+    labels = rng.integers(0, 3, (4, 4, 1, 16, 16, 16))
+    np.savez(tmp_path / "h.npz", images=images, labels=labels)
+    spec = {**TINY, "data": str(tmp_path / "h.npz"), "total": 4, "per_round": 2, "rounds": 2, "cpus": 2, "seed": 0}
+    got = run_peer(PEERS[name], PEER_PYTHON, spec, tmp_path / "peer", timeout_s=300)
+    assert got["version"] and len(got["round_s"]) == 2 and all(t > 0 for t in got["round_s"])
+    assert 0 < got["launch_to_first_round_done_s"] <= got["process_s"]
