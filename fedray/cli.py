@@ -776,6 +776,11 @@ def _bench_data_path(args: argparse.Namespace) -> int:
     console.print(f"wrote {args.out}")
 
 
+def _peer_arrays(case) -> dict:
+    """A stored case as the peers' export takes it: (1, X, Y, Z) image and label."""
+    return {"image": case.image[None], "label": case.label[None]}
+
+
 def _bench_peers(args: argparse.Namespace) -> int:
     import json
     import platform
@@ -785,7 +790,8 @@ def _bench_peers(args: argparse.Namespace) -> int:
     from fedray.benchmarks import peers as peer_bench
     from fedray.benchmarks.bare import bare_update_seconds, round_floor_s
     from fedray.benchmarks.scale import run_scenario, workload
-    from fedray.data.datasets import load_training_arrays
+    from fedray.data.case_store import Recipe, open_case, stored_cases
+    from fedray.data.datasets import ensure_stored
     from fedray.data.federation import prepare_hospitals
     from fedray.simulation.cluster import ray_version
     from fedray.simulation.launch import run_study
@@ -812,7 +818,11 @@ def _bench_peers(args: argparse.Namespace) -> int:
     for total, per_round in scenarios:
         config = workload(total, per_round, args.rounds, work_dir, args.cpus)
         with console.status(f"{total} hospitals: phantom data, the preprocessed cache and the peers' copy (not timed)..."):
-            cases = [load_training_arrays(h, config.data) for h in prepare_hospitals(config).hospitals]
+            recipe = Recipe.of(config.data)
+            cases = [
+                [_peer_arrays(open_case(ensure_stored(ref, recipe))) for ref in stored_cases(h, config.data)]
+                for h in prepare_hospitals(config).hospitals
+            ]
             data = peer_bench.export_hospitals(cases, work_dir / f"hospitals-{total}.npz")
         peer_spec = {**spec, "data": str(data), "total": total, "per_round": per_round, "rounds": args.rounds,
                      "cpus": args.cpus, "seed": config.seed}
