@@ -7,19 +7,33 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedray.messages import Metric, RoundAccount, dice_metric, hd95_metric
+from fedray.messages import (
+    Metric,
+    RoundAccount,
+    dice_metric,
+    dice_per_volume_metric,
+    hd95_metric,
+    hd95_missed_metric,
+)
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 
 
 def evaluation_fields(organs: Sequence[str], evaluation, evaluated: bool) -> dict[str, float]:
-    """Mean and per-organ Dice (pooled over test volumes), per-organ HD95 and inference time; NaN
-    everywhere when the round was not evaluated."""
+    """Mean and per-organ Dice, pooled over test volumes (`dice/*`) and per volume (`dice_per_volume/*`),
+    per-organ HD95 and its misses, and inference time; NaN everywhere when the round was not evaluated."""
     n = len(organs)
-    dice = dice_from_counts(evaluation.counts) if evaluated else np.full(n, np.nan)
+    nan = np.full(n, np.nan)
+    dice = dice_from_counts(evaluation.counts) if evaluated else nan
+    per_volume = evaluation.dice_per_volume if evaluated else nan
+    missed = evaluation.hd95_missed if evaluated else nan
     return {
         Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
         **{dice_metric(o): float(d) for o, d in zip(organs, dice)},
+        Metric.DICE_PER_VOLUME_MEAN.value: mean_dice(per_volume) if evaluated else math.nan,
+        **{dice_per_volume_metric(o): float(d) for o, d in zip(organs, per_volume)},
         **{hd95_metric(o): float(h) if evaluated else math.nan for o, h in zip(organs, evaluation.hd95_mm)},
+        **{hd95_missed_metric(o): float(m) for o, m in zip(organs, missed)},
+        Metric.HD95_MISSED_TOTAL.value: float(np.sum(missed)) if evaluated else math.nan,
         Metric.INFER_S_PER_VOLUME.value: evaluation.seconds_per_volume if evaluated else math.nan,
     }
 

@@ -64,6 +64,8 @@ class StudyState:
             "last_counts": self.last_eval.counts.tolist(),
             "last_seconds": self.last_eval.seconds_per_volume,
             "last_hd95_mm": [None if math.isnan(h) else h for h in self.last_eval.hd95_mm],
+            "last_dice_per_volume": [None if math.isnan(d) else d for d in self.last_eval.dice_per_volume],
+            "last_hd95_missed": [int(m) for m in self.last_eval.hd95_missed],
             "bytes_total": self.bytes_total,
             "wall_s": self.wall_s,
         }
@@ -81,6 +83,12 @@ class StudyState:
                 np.array(meta["last_counts"], dtype=np.int64),
                 meta["last_seconds"],
                 np.array([math.nan if h is None else h for h in meta["last_hd95_mm"]], dtype=np.float64),
+                # absent from checkpoints written before per-volume Dice: NaN (not measured) and no misses
+                dice_per_volume=(
+                    np.array([math.nan if d is None else d for d in meta["last_dice_per_volume"]], dtype=np.float64)
+                    if "last_dice_per_volume" in meta else None
+                ),
+                hd95_missed=np.array(meta["last_hd95_missed"], dtype=np.int64) if "last_hd95_missed" in meta else None,
             ),
             bytes_total=meta["bytes_total"],
             wall_s=meta["wall_s"],
