@@ -152,6 +152,32 @@ class PrepareTask:
 
 
 @dataclass(frozen=True)
+class EvalTask:
+    """Score the model of one evaluation on some fully-labelled volumes, on a hospital actor.
+
+    `cases` are site cases (data.sites.SiteCase): the actor loads each once through load_cases and
+    keeps it. The model is `weights` (a reference to the encoded global weights after round `round`,
+    the same object the next round trains from, so they cross to an actor once) or, when the method
+    judges another model (Strategy.evaluation_model), `judged`: a reference to that module. `key`
+    names what is scored ("test", or a hospital's id for its local validation).
+    """
+
+    round: int
+    key: str
+    cases: tuple
+    weights: Any = None
+    judged: Any = None
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """A hospital actor's reply to an EvalTask: one training.evaluate.CaseScore per case, in order."""
+
+    key: str
+    scores: tuple
+
+
+@dataclass(frozen=True)
 class TaskReport:
     """A hospital actor's reply to one task.
 

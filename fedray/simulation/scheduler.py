@@ -12,7 +12,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from fedray.config import StudyConfig
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import Metric, PrepareTask, TrainTask
+from fedray.messages import EvalReport, EvalTask, Metric, PrepareTask, TrainTask
 from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import HospitalActors, create_hospital_actor
 from fedray.strategies.base import PrepareJob
@@ -122,6 +122,40 @@ class RoundScheduler:
                     raise error.cause from None
                 raise
             on_done(job, report.prepared)
+
+    def evaluate(self, tasks: Sequence[tuple[int, EvalTask]]) -> list[EvalReport]:
+        """Run evaluation tasks, each on the actor of its group, all at once; the reports in order.
+
+        A task whose actor died is run again on the replacement (which loads its volumes again), up to
+        faults.max_retries times.
+        """
+        attempts = [0] * len(tasks)
+        reports: list[EvalReport | None] = [None] * len(tasks)
+        running: dict = {}
+
+        def submit(index: int) -> None:
+            group, task = tasks[index]
+            actor = self.actors[group]
+            running[actor.run.remote(task)] = (index, group, actor)
+
+        for index in range(len(tasks)):
+            submit(index)
+        while running:
+            [task], _ = ray.wait(list(running), num_returns=1)
+            index, group, actor = running.pop(task)
+            try:
+                reports[index] = ray.get(task)
+            except RayActorError:
+                if attempts[index] >= self.config.faults.max_retries:
+                    raise
+                attempts[index] += 1
+                self._replace_actor(group, actor)
+                submit(index)
+            except RayTaskError as error:
+                if isinstance(getattr(error, "cause", None), FedrayError):
+                    raise error.cause from None
+                raise
+        return reports
 
     def train_round(
         self,

@@ -84,3 +84,19 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     dice = 2 * pooled["tp"] / (2 * pooled["tp"] + pooled["fp"] + pooled["fn"])
     assert dice.to_dict() == pytest.approx({o: summary[f"dice/{o}"] for o in ORGANS}, nan_ok=True)
     assert final["nsd"].between(0, 1).all() and "cases.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # the hospital actors' evaluation equals the serial one in this process, volume by volume
+    from fedray.data.datasets import load_folder
+    from fedray.inference.predict import load_trained
+    from fedray.training.evaluate import evaluate
+
+    trained = load_trained(run_dir)
+    serial = evaluate(trained.model, load_folder(test_dir, ORGANS, config.data.hu_window,
+                                                 preprocess=config.data.preprocess), config.model.output, config.eval, len(ORGANS))
+    expected = pd.DataFrame(serial.cases).assign(organ=lambda t: [ORGANS[k - 1] for k in t["organ"]])
+    columns = ["case", "organ", "dice", "hd95_mm", "hd95_missed", "nsd", "tp", "fp", "fn"]
+    pd.testing.assert_frame_equal(final[columns].reset_index(drop=True), expected[columns], check_dtype=False)
+    per_volume = final.groupby("organ")["dice"].mean()
+    assert summary[Metric.DICE_PER_VOLUME_MEAN.value] == pytest.approx(per_volume.mean())
+    assert {o: summary[f"dice_per_volume/{o}"] for o in ORGANS} == pytest.approx(per_volume.to_dict())
+    assert summary[Metric.HD95_MISSED_TOTAL.value] == final["hd95_missed"].sum()
