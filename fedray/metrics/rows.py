@@ -38,6 +38,30 @@ def evaluation_fields(organs: Sequence[str], evaluation, evaluated: bool) -> dic
     }
 
 
+def local_validation_fields(organs: Sequence[str], hospitals: Sequence, scores: dict[str, Sequence] | None) -> dict:
+    """Each hospital's Dice on its held-out cases (`local_val/dice/<hospital>`), pooled over those cases
+    and averaged over the organs they label (the others are not scored), and the same pooled over every
+    hospital's held-out cases (`local_val/pooled_dice`); NaN when the round was not evaluated.
+
+    `scores`: hospital id -> one training.evaluate.CaseScore per case of its `validation`, in order.
+    """
+    held_out = [h for h in hospitals if h.validation]
+    if not held_out:
+        return {}
+    if scores is None:
+        return {**{f"local_val/dice/{h.hospital_id}": math.nan for h in held_out}, "local_val/pooled_dice": math.nan}
+    fields, total = {}, np.zeros((len(organs), 3), dtype=np.int64)
+    for hospital in held_out:
+        counts = np.zeros((len(organs), 3), dtype=np.int64)
+        for case, score in zip(hospital.validation, scores[hospital.hospital_id], strict=True):
+            labelled = np.array([organ in case.label_map.organs for organ in organs])
+            counts += score.counts * labelled[:, None]  # an organ the case does not label: no counts, NaN
+        total += counts
+        fields[f"local_val/dice/{hospital.hospital_id}"] = mean_dice(dice_from_counts(counts))
+    fields["local_val/pooled_dice"] = mean_dice(dice_from_counts(total))
+    return fields
+
+
 def round_row(
     round_index: int,
     organs: Sequence[str],

@@ -24,7 +24,7 @@ from fedray.configtypes import to_data
 from fedray.data.federation import Hospital
 from fedray.data.sites import read_site_cases
 from fedray.messages import EvalTask, Metric, Progress, State, encode_state
-from fedray.metrics.rows import evaluation_fields, hospital_rows, round_row
+from fedray.metrics.rows import evaluation_fields, hospital_rows, local_validation_fields, round_row
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
@@ -212,7 +212,7 @@ class Driver:
             self.client_store.rollback(state.round)  # states written after the checkpoint are redone
             strategy.load_state_dict(method_state)
         else:
-            untrained = self._evaluate(model, 0, model.state_dict(), test_cases, client_states)
+            untrained, _ = self._evaluate(model, 0, model.state_dict(), test_cases, client_states)
             state = StudyState(
                 round=0,
                 # copies: the model's tensors change in place later, the global state must not
@@ -264,19 +264,21 @@ class Driver:
             state.bytes_total += ledger.account.bytes_down + ledger.account.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
-            eval_s = math.nan
+            eval_s, local_scores = math.nan, None
             if evaluated:
                 self.board.update(phase="evaluating")
                 eval_start = time.perf_counter()
                 model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.global_state.items()})
-                state.last_eval = self._evaluate(model, round_index, state.global_state, test_cases, client_states)
+                state.last_eval, local_scores = self._evaluate(
+                    model, round_index, state.global_state, test_cases, client_states
+                )
                 eval_s = time.perf_counter() - eval_start
                 evaluating_s += eval_s
             row = round_row(
                 round_index, self.organs, state.last_eval, evaluated, ledger.account, state.bytes_total,
                 {"round": time.perf_counter() - round_start, "train": train_s, "eval": eval_s},
                 ledger.train_loss, faults, len(chosen),
-            )
+            ) | local_validation_fields(self.organs, self.hospitals, local_scores)
             run.case_rows = [
                 {"round": round_index, **case, "organ": self.organs[case["organ"] - 1]} for case in state.last_eval.cases
             ] if evaluated else []
@@ -294,9 +296,13 @@ class Driver:
         state.wall_s = wall_before + time.perf_counter() - session_start
         return self._summary(state, model, run)
 
-    def _evaluate(self, model: torch.nn.Module, round_index: int, global_state, test_cases, client_states) -> Evaluation:
-        """Score the method's judged model on the test set on the hospital actors, the volumes spread
-        over them; here only their scores are summed."""
+    def _evaluate(
+        self, model: torch.nn.Module, round_index: int, global_state, test_cases, client_states
+    ) -> tuple[Evaluation, dict[str, list] | None]:
+        """Score the method's judged model on the hospital actors, all at once: the test volumes spread
+        over the actors, and each hospital's held-out cases (federation.local_validation) on its home
+        actor. Here only their scores are summed. Returns the test set's Evaluation and, per hospital
+        with held-out cases, its cases' scores (None without local validation)."""
         judged = self.strategy.evaluation_model(model, round_index, client_states)
         if judged is model:  # the global weights, as the next round sends them
             served = {"weights": self._weights_ref(round_index, global_state)}
@@ -306,11 +312,16 @@ class Driver:
         shares = [list(range(g, len(test_cases), actors)) for g in range(min(actors, len(test_cases)))]
         tasks = [(g, EvalTask(round_index, "test", tuple(test_cases[i] for i in share), **served))
                  for g, share in enumerate(shares)]
+        held_out = [h for h in self.hospitals if h.validation] if round_index > 0 else []
+        tasks += [(self.scheduler.home[h.hospital_id], EvalTask(round_index, h.hospital_id, h.validation, **served))
+                  for h in held_out]
+        reports = self.scheduler.evaluate(tasks)
         scores: list = [None] * len(test_cases)
-        for share, report in zip(shares, self.scheduler.evaluate(tasks)):
+        for share, report in zip(shares, reports):
             for i, score in zip(share, report.scores):
                 scores[i] = score
-        return combine(scores, len(self.organs))
+        local = {r.key: list(r.scores) for r in reports[len(shares):]} if held_out else None
+        return combine(scores, len(self.organs)), local
 
     def _weights_ref(self, after_round: int, global_state) -> ray.ObjectRef:
         """The encoded global weights after `after_round` in Ray's object store, put once: the
@@ -337,6 +348,7 @@ class Driver:
             Metric.TRAIN_LOSS.value: run.rows[-1][Metric.TRAIN_LOSS.value],
             "dice/mean_untrained": state.untrained_dice,
             **_best(run.rows),
+            **{k: v for k, v in run.rows[-1].items() if k.startswith("local_val/")},
             "comm/bytes_preparation": self.strategy.preparation_bytes(),
             "params_total": count_parameters(model),
             "bytes_per_model": len(encode_state(state.global_state)),
