@@ -274,6 +274,7 @@ class Driver:
                 )
                 eval_s = time.perf_counter() - eval_start
                 evaluating_s += eval_s
+                faults[Metric.RETRIES.value] += self.scheduler.eval_retries  # evaluation tasks count too
             row = round_row(
                 round_index, self.organs, state.last_eval, evaluated, ledger.account, state.bytes_total,
                 {"round": time.perf_counter() - round_start, "train": train_s, "eval": eval_s},

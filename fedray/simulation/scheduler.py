@@ -41,6 +41,7 @@ class RoundScheduler:
         self.generations: dict[int, int] = {}  # group -> replacements so far
         self.client_store = client_store
         self.placed: list[dict] = []
+        self.eval_retries = 0  # evaluation tasks run again by the last `evaluate` (their actor died)
         self.outcomes: dict[str, tuple[str, int]] = {}  # last round: hospital -> (not trained: why, retries)
 
     def await_actors(self) -> None:
@@ -127,7 +128,7 @@ class RoundScheduler:
         """Run evaluation tasks, each on the actor of its group, all at once; the reports in order.
 
         A task whose actor died is run again on the replacement (which loads its volumes again), up to
-        faults.max_retries times.
+        faults.max_retries times; `eval_retries` holds how many were.
         """
         attempts = [0] * len(tasks)
         reports: list[EvalReport | None] = [None] * len(tasks)
@@ -155,6 +156,7 @@ class RoundScheduler:
                 if isinstance(getattr(error, "cause", None), FedrayError):
                     raise error.cause from None
                 raise
+        self.eval_retries = sum(attempts)
         return reports
 
     def train_round(
