@@ -145,6 +145,22 @@ def _parser() -> argparse.ArgumentParser:
     inference.add_argument("--repeats", type=int, default=3, help="timed passes per volume; the median is kept (default 3)")
     inference.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     inference.set_defaults(handler=_bench_inference)
+    evaluation = bench_commands.add_parser(
+        "evaluation", help="one evaluation (predict, map back, score) against the sliding-window inference"
+    )
+    evaluation.add_argument("--volumes", type=int, default=3, help="clinical-size test volumes (default 3)")
+    evaluation.add_argument("--shape", type=int, nargs=3, default=[512, 512, 100], metavar=("X", "Y", "Z"),
+                            help="voxels of each volume (default 512 512 100)")
+    evaluation.add_argument("--spacing", type=float, nargs=3, default=[0.75, 0.75, 2.5], metavar=("X", "Y", "Z"),
+                            help="voxel size in mm of each volume (default 0.75 0.75 2.5)")
+    evaluation.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as one hospital actor)")
+    evaluation.add_argument("--no-full-grid", action="store_true",
+                            help="skip timing the former whole-grid scoring of the first volume")
+    evaluation.add_argument("--work-dir", type=Path, default=Path("results/bench_evaluation_work"),
+                            help="where the volumes are written once (default results/bench_evaluation_work)")
+    evaluation.add_argument("--out", type=Path, default=Path("results/bench_evaluation.json"),
+                            help="JSON to write (default results/bench_evaluation.json)")
+    evaluation.set_defaults(handler=_bench_evaluation)
     scale = bench_commands.add_parser(
         "scale", help="efficiency E, launch to first round and peak memory at 10-1000 hospitals"
     )
@@ -876,6 +892,28 @@ def _bench_peers(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     peer_bench.plot(results, args.out.with_suffix(".png"))
     console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def _bench_evaluation(args: argparse.Namespace) -> int:
+    import json
+
+    from fedray.benchmarks.evaluation import run
+
+    result = run(args.work_dir, args.volumes, tuple(args.shape), tuple(args.spacing), args.threads, not args.no_full_grid)
+    console.print(
+        f"{args.volumes} volumes {tuple(args.shape)}: inference {result['inference_total_s']:.1f} s, "
+        f"evaluation {result['evaluation_total_s']:.1f} s, ratio x{result['evaluation_over_inference']:.2f} "
+        f"(target <= x{result['target']})"
+    )
+    if result["full_grid_scoring_s_first_volume"] is not None:
+        console.print(
+            f"scoring the first volume: {result['region_scoring_s_first_volume']:.1f} s on organ regions, "
+            f"{result['full_grid_scoring_s_first_volume']:.1f} s on the whole grid"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    console.print(f"-> {args.out}")
     return 0
 
 

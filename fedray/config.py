@@ -223,8 +223,10 @@ class FederationConfig:
     rule: HospitalRule | None = None
     clients_per_round: int | None = None
     pooled: bool = False  # centralised reference: one client holds every hospital's (partial) cases
+    local_validation: int = 0  # cases held out of each hospital's training, scored on its own organs (0: off)
 
     def __post_init__(self) -> None:
+        require(self.local_validation >= 0, "federation.local_validation must be >= 0 (0 holds out nothing).")
         require(
             not (self.hospitals and self.rule),
             "federation: give either 'hospitals' (a list) or 'rule', not both.",

@@ -21,7 +21,9 @@ State = dict[str, np.ndarray]
 class Metric(StrEnum):
     """Metric names shared by MLflow, rounds.csv and summary.json."""
 
-    DICE_MEAN = "dice/mean"
+    DICE_MEAN = "dice/mean"  # pooled: from TP/FP/FN summed over the test volumes, mean over organs
+    DICE_PER_VOLUME_MEAN = "dice_per_volume/mean"  # mean over organs of each organ's mean over volumes
+    HD95_MISSED_TOTAL = "hd95_missed/total"  # (volume, organ) pairs in the reference and not predicted
     INFER_S_PER_VOLUME = "infer/s_per_volume"
     BYTES_DOWN = "comm/bytes_down"
     BYTES_UP = "comm/bytes_up"
@@ -60,6 +62,16 @@ def dice_metric(organ: str) -> str:
 def hd95_metric(organ: str) -> str:
     """Metric name of one organ's HD95 in mm."""
     return f"hd95/{organ}"
+
+
+def dice_per_volume_metric(organ: str) -> str:
+    """Metric name of one organ's per-volume Dice (the mean over test volumes of each volume's Dice)."""
+    return f"dice_per_volume/{organ}"
+
+
+def hd95_missed_metric(organ: str) -> str:
+    """Metric name of how many test volumes hold the organ in the reference but not in the prediction."""
+    return f"hd95_missed/{organ}"
 
 
 def encode_state(state: State) -> bytes:
@@ -138,6 +150,32 @@ class PrepareTask:
 
     job: Any  # strategies.base.PrepareJob
     data: Any  # the hospital's cases in the case store (data.case_store.StoredCase)
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """Score the model of one evaluation on some fully-labelled volumes, on a hospital actor.
+
+    `cases` are site cases (data.sites.SiteCase): the actor loads each once through load_cases and
+    keeps it. The model is `weights` (a reference to the encoded global weights after round `round`,
+    the same object the next round trains from, so they cross to an actor once) or, when the method
+    judges another model (Strategy.evaluation_model), `judged`: a reference to that module. `key`
+    names what is scored ("test", or a hospital's id for its local validation).
+    """
+
+    round: int
+    key: str
+    cases: tuple
+    weights: Any = None
+    judged: Any = None
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """A hospital actor's reply to an EvalTask: one training.evaluate.CaseScore per case, in order."""
+
+    key: str
+    scores: tuple
 
 
 @dataclass(frozen=True)

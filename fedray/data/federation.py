@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fedray.config import SiteConfig, StudyConfig
@@ -22,6 +22,7 @@ class Hospital:
     index: int
     organs: tuple[str, ...]
     cases: tuple[SiteCase, ...]
+    validation: tuple[SiteCase, ...] = ()  # held out of training: its local validation (federation.local_validation)
 
     @property
     def num_cases(self) -> int:
@@ -31,7 +32,8 @@ class Hospital:
     def record(self) -> dict:
         """What a trained study needs to know of the hospital later (hospitals.json in the run folder)."""
         return {"hospital_id": self.hospital_id, "index": self.index, "organs": list(self.organs),
-                "cases": [c.case_id for c in self.cases]}
+                "cases": [c.case_id for c in self.cases],
+                **({"validation": [c.case_id for c in self.validation]} if self.validation else {})}
 
     @classmethod
     def from_record(cls, record: dict) -> Hospital:
@@ -48,8 +50,9 @@ class Hospital:
     @property
     def files(self) -> tuple[Path, ...]:
         """Every file the hospital's data depends on (site manifests, then images and labels), for checksums."""
-        manifests = dict.fromkeys(c.source for c in self.cases)
-        return (*manifests, *(path for c in self.cases for path in (c.image, c.label)))
+        cases = (*self.cases, *self.validation)
+        manifests = dict.fromkeys(c.source for c in cases)
+        return (*manifests, *(path for c in cases for path in (c.image, c.label)))
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,21 @@ def check_layout(config: StudyConfig) -> Layout:
         cases = [case for _, site in layout.sites for case in site.cases]
         check_volume_sizes("data.patch_size", data.patch_size, cases, spacing, "training patch")
         check_volume_sizes("eval.roi_size", config.eval.roi_size, layout.test.cases, spacing, "sliding window")
+    k = config.federation.local_validation
+    if k:  # how many cases each hospital will have, from the listings (bad cases may still lower it)
+        sizes = (
+            [(plan.name, plan.cases) for plan in layout.plans]
+            if data.source == "phantom"
+            else [
+                (name, len(group))
+                for site_config, site in layout.sites
+                for name, group in zip(_hospital_names(site.name, site_config.split),
+                                       split_cases(site.cases, site_config.split))
+            ]
+        )
+        short = [(name, n) for name, n in sizes if n <= k]
+        if short:
+            raise ConfigError(_too_few_cases(k, short))
     labelled = {organ for _, organs in hospitals for organ in organs}
     missing = [o for o in data.organs if o not in labelled]
     if missing:
@@ -175,9 +193,34 @@ def prepare_hospitals(
         skipped: list[BadCase] = []
     else:
         hospitals, test_dir, skipped = _site_hospitals(config, layout)
+    hospitals = hold_out(hospitals, config.federation.local_validation)
     if config.federation.pooled:
         hospitals = [pool(hospitals)]
     return PreparedData(hospitals, test_dir, tuple(skipped))
+
+
+def hold_out(hospitals: list[Hospital], k: int) -> list[Hospital]:
+    """Each hospital with its last k cases (in its case order, the same on every machine) moved from
+    training to its local validation.
+
+    Raises:
+        ConfigError: a hospital with k cases or fewer (it would have none left to train on).
+    """
+    if k == 0:
+        return hospitals
+    short = [h for h in hospitals if h.num_cases <= k]
+    if short:
+        raise ConfigError(_too_few_cases(k, [(h.hospital_id, h.num_cases) for h in short]))
+    return [replace(h, cases=h.cases[:-k], validation=h.cases[-k:]) for h in hospitals]
+
+
+def _too_few_cases(k: int, short: list[tuple[str, int]]) -> str:
+    listed = ", ".join(f"{name} ({n})" for name, n in short[:5]) + (", ..." if len(short) > 5 else "")
+    return (
+        f"federation.local_validation: {k} holds out {k} case(s) of each hospital, but {listed} "
+        f"{'has' if len(short) == 1 else 'have'} no more than that, leaving nothing to train on. "
+        "Lower local_validation or give those hospitals more cases."
+    )
 
 
 def held_out_folder(config: StudyConfig) -> Path:
@@ -199,7 +242,8 @@ def held_out_folder(config: StudyConfig) -> Path:
 def pool(hospitals: list[Hospital]) -> Hospital:
     """One client holding every hospital's cases; each case keeps its own site's partial labels."""
     organs = tuple(dict.fromkeys(o for h in hospitals for o in h.organs))
-    return Hospital("pooled", 0, organs, tuple(c for h in hospitals for c in h.cases))
+    return Hospital("pooled", 0, organs, tuple(c for h in hospitals for c in h.cases),
+                    tuple(c for h in hospitals for c in h.validation))
 
 
 def _phantom_hospitals(

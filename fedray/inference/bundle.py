@@ -49,6 +49,10 @@ OUTPUT_POSTFIX = "seg"  # OUT/<input name without .nii/.nii.gz>_seg.nii.gz, MONA
 # datasets.above_window and evaluate.logits_to_labels as config expressions (a bundle of MONAI's
 # UNet then needs no fedray); the bundle test checks them against `fedray predict` voxel for voxel.
 BODY_EXPRESSION = "$lambda image: image > -1.0"
+SOFTMAX_LABELS_EXPRESSION = (
+    "$lambda logits: torch.where(logits.softmax(dim=0)[1:].gather(0, logits[1:].argmax(dim=0, keepdim=True)) > 0.5,"
+    " logits[1:].argmax(dim=0, keepdim=True) + 1, torch.zeros_like(logits[:1], dtype=torch.long))"
+)
 SIGMOID_LABELS_EXPRESSION = (
     "$lambda logits: torch.where(logits.max(dim=0, keepdim=True).values > 0.0,"
     " logits.argmax(dim=0, keepdim=True) + 1, torch.zeros_like(logits[:1], dtype=torch.long))"
@@ -181,9 +185,8 @@ def preprocessing_config(config: StudyConfig) -> list[dict[str, Any]]:
 
 def labels_config(output: str) -> dict[str, Any]:
     """`fedray.training.evaluate.logits_to_labels` on one (C, X, Y, Z) prediction, as a MONAI transform."""
-    if output == "softmax":
-        return {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}
-    return {"_target_": "Lambdad", "keys": "pred", "func": SIGMOID_LABELS_EXPRESSION}
+    expression = SOFTMAX_LABELS_EXPRESSION if output == "softmax" else SIGMOID_LABELS_EXPRESSION
+    return {"_target_": "Lambdad", "keys": "pred", "func": expression}
 
 
 def inference_config(config: StudyConfig, network_def: dict) -> dict[str, Any]:
@@ -379,7 +382,7 @@ def metadata(trained: TrainedStudy, scores: dict[str, float], network_def: dict)
         "label_classes": f"single-channel label map: {numbering}",
         "pred_classes": (
             f"{len(channels)} channels of logits: " + ", ".join(f"{i} {c}" for i, c in enumerate(channels))
-            + (" (arg-max)" if softmax
+            + (" (softmax: the most probable organ where its probability > 0.5, else background)" if softmax
                else " (sigmoid, one per organ: an organ where its logit > 0, the largest where several)")
         ),
         "eval_metrics": {"mean_dice": dice["mean"], **{f"dice_{o}": dice[o] for o in organs}},
@@ -516,7 +519,8 @@ def readme(trained: TrainedStudy, scores: dict[str, float], network_def: dict) -
         + (", crop to the body (voxels above the window's low end)" if pre.crop_foreground else "")
         + f"; sliding-window inference (roi {list(config.eval.roi_size)}, overlap {config.eval.overlap}, "
         f"{config.eval.mode} blending, {config.eval.sw_batch_size} windows a batch); "
-        + ("arg-max over background and organs" if config.model.output == "softmax"
+        + ("softmax over background and organs, each voxel the most probable organ where its probability is "
+           "> 0.5, else background" if config.model.output == "softmax"
            else "each voxel the organ with the largest logit where it is > 0, else background")
         + "; the label map resampled (nearest) from the preprocessed grid straight back onto the input's "
         "grid, background outside the crop. `fedray predict RUN_DIR` gives the same label maps, voxel for "

@@ -7,21 +7,59 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedray.messages import Metric, RoundAccount, dice_metric, hd95_metric
+from fedray.messages import (
+    Metric,
+    RoundAccount,
+    dice_metric,
+    dice_per_volume_metric,
+    hd95_metric,
+    hd95_missed_metric,
+)
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 
 
 def evaluation_fields(organs: Sequence[str], evaluation, evaluated: bool) -> dict[str, float]:
-    """Mean and per-organ Dice (pooled over test volumes), per-organ HD95 and inference time; NaN
-    everywhere when the round was not evaluated."""
+    """Mean and per-organ Dice, pooled over test volumes (`dice/*`) and per volume (`dice_per_volume/*`),
+    per-organ HD95 and its misses, and inference time; NaN everywhere when the round was not evaluated."""
     n = len(organs)
-    dice = dice_from_counts(evaluation.counts) if evaluated else np.full(n, np.nan)
+    nan = np.full(n, np.nan)
+    dice = dice_from_counts(evaluation.counts) if evaluated else nan
+    per_volume = evaluation.dice_per_volume if evaluated else nan
+    missed = evaluation.hd95_missed if evaluated else nan
     return {
         Metric.DICE_MEAN.value: mean_dice(dice) if evaluated else math.nan,
         **{dice_metric(o): float(d) for o, d in zip(organs, dice)},
+        Metric.DICE_PER_VOLUME_MEAN.value: mean_dice(per_volume) if evaluated else math.nan,
+        **{dice_per_volume_metric(o): float(d) for o, d in zip(organs, per_volume)},
         **{hd95_metric(o): float(h) if evaluated else math.nan for o, h in zip(organs, evaluation.hd95_mm)},
+        **{hd95_missed_metric(o): float(m) for o, m in zip(organs, missed)},
+        Metric.HD95_MISSED_TOTAL.value: float(np.sum(missed)) if evaluated else math.nan,
         Metric.INFER_S_PER_VOLUME.value: evaluation.seconds_per_volume if evaluated else math.nan,
     }
+
+
+def local_validation_fields(organs: Sequence[str], hospitals: Sequence, scores: dict[str, Sequence] | None) -> dict:
+    """Each hospital's Dice on its held-out cases (`local_val/dice/<hospital>`), pooled over those cases
+    and averaged over the organs they label (the others are not scored), and the same pooled over every
+    hospital's held-out cases (`local_val/pooled_dice`); NaN when the round was not evaluated.
+
+    `scores`: hospital id -> one training.evaluate.CaseScore per case of its `validation`, in order.
+    """
+    held_out = [h for h in hospitals if h.validation]
+    if not held_out:
+        return {}
+    if scores is None:
+        return {**{f"local_val/dice/{h.hospital_id}": math.nan for h in held_out}, "local_val/pooled_dice": math.nan}
+    fields, total = {}, np.zeros((len(organs), 3), dtype=np.int64)
+    for hospital in held_out:
+        counts = np.zeros((len(organs), 3), dtype=np.int64)
+        for case, score in zip(hospital.validation, scores[hospital.hospital_id], strict=True):
+            labelled = np.array([organ in case.label_map.organs for organ in organs])
+            counts += score.counts * labelled[:, None]  # an organ the case does not label: no counts, NaN
+        total += counts
+        fields[f"local_val/dice/{hospital.hospital_id}"] = mean_dice(dice_from_counts(counts))
+    fields["local_val/pooled_dice"] = mean_dice(dice_from_counts(total))
+    return fields
 
 
 def round_row(

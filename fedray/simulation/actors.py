@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedray.config import StudyConfig
-from fedray.messages import PrepareTask, RoundPart, TaskReport, TrainTask
+from fedray.messages import EvalReport, EvalTask, PrepareTask, RoundPart, TaskReport, TrainTask
 
 # The launcher (`fedray run`, a notebook) only starts the actors and waits on them, so it should not
 # pay for torch, MONAI and MLflow: seconds of CPU that, on a small machine, compete with Ray's own
@@ -13,7 +13,7 @@ from fedray.messages import PrepareTask, RoundPart, TaskReport, TrainTask
 # the actor is created, so thin classes (this one, and launch.DriverActor for the Driver) stand in
 # for the real ones there and build the real one inside the actor's process. Their signatures repeat the real ones exactly: Ray
 # checks a call's arguments against them when the call is made, in the caller (a test compares them).
-# A hospital task is one typed message (messages.TrainTask / PrepareTask), so a method that needs
+# A hospital task is one typed message (messages.TrainTask / PrepareTask / EvalTask), so a method that needs
 # more never changes these signatures.
 
 
@@ -34,7 +34,7 @@ class HospitalActor:
     def ready(self) -> bool:
         return self._worker.ready()
 
-    def run(self, task: TrainTask | PrepareTask) -> TaskReport:
+    def run(self, task: TrainTask | PrepareTask | EvalTask) -> TaskReport | EvalReport:
         return self._worker.run(task)
 
     def report_steps_to(self, driver: Any) -> None:

@@ -19,12 +19,12 @@ import ray
 import torch
 
 import fedray
-from fedray.config import StudyConfig, config_digest, flatten
+from fedray.config import SiteConfig, StudyConfig, config_digest, flatten
 from fedray.configtypes import to_data
-from fedray.data.datasets import load_folder
 from fedray.data.federation import Hospital
-from fedray.messages import Metric, Progress, State, encode_state
-from fedray.metrics.rows import evaluation_fields, hospital_rows, round_row
+from fedray.data.sites import read_site_cases
+from fedray.messages import EvalTask, Metric, Progress, State, encode_state
+from fedray.metrics.rows import evaluation_fields, hospital_rows, local_validation_fields, round_row
 from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
@@ -38,7 +38,7 @@ from fedray.tracking.mlflow import MlflowCallback
 from fedray.tracking.model_logging import ModelLoggingCallback
 from fedray.tracking.provenance import git_commit
 from fedray.tracking.run_files import RunFilesCallback
-from fedray.training.evaluate import Evaluation, evaluate
+from fedray.training.evaluate import Evaluation, combine
 
 
 class StudyStopped(Exception):
@@ -64,6 +64,8 @@ class StudyState:
             "last_counts": self.last_eval.counts.tolist(),
             "last_seconds": self.last_eval.seconds_per_volume,
             "last_hd95_mm": [None if math.isnan(h) else h for h in self.last_eval.hd95_mm],
+            "last_dice_per_volume": [None if math.isnan(d) else d for d in self.last_eval.dice_per_volume],
+            "last_hd95_missed": [int(m) for m in self.last_eval.hd95_missed],
             "bytes_total": self.bytes_total,
             "wall_s": self.wall_s,
         }
@@ -81,6 +83,12 @@ class StudyState:
                 np.array(meta["last_counts"], dtype=np.int64),
                 meta["last_seconds"],
                 np.array([math.nan if h is None else h for h in meta["last_hd95_mm"]], dtype=np.float64),
+                # absent from checkpoints written before per-volume Dice: NaN (not measured) and no misses
+                dice_per_volume=(
+                    np.array([math.nan if d is None else d for d in meta["last_dice_per_volume"]], dtype=np.float64)
+                    if "last_dice_per_volume" in meta else None
+                ),
+                hd95_missed=np.array(meta["last_hd95_missed"], dtype=np.int64) if "last_hd95_missed" in meta else None,
             ),
             bytes_total=meta["bytes_total"],
             wall_s=meta["wall_s"],
@@ -163,6 +171,7 @@ class Driver:
         self.first_round_at: float | None = None
         self.rounds_wall_s = 0.0  # this session: first round's dispatch to last new global weights, without evaluation
         self._broadcast: tuple[dict, ray.ObjectRef] | None = None
+        self._weights: tuple[int, ray.ObjectRef] | None = None  # (after which round, encoded global weights)
 
     # -- called concurrently by the launcher (threaded actor) -------------------------------------
     def progress(self) -> Progress:
@@ -222,7 +231,7 @@ class Driver:
         model = build_model(cfg.model, len(self.organs))
         strategy.setup(self.organs, self.hospitals, model)
         client_states = DecodedClientStates(self.client_store)
-        test_cases = load_folder(self.test_dir, self.organs, cfg.data.hu_window, preprocess=cfg.data.preprocess)
+        test_cases = read_site_cases(SiteConfig(path=str(self.test_dir)), require_files=True).cases  # actors load them
         if run.resumed is not None:
             state, method_state = StudyState.from_checkpoint(run.resumed)
             run.run_id = run.resumed.meta["run_id"]
@@ -230,7 +239,7 @@ class Driver:
             self.client_store.rollback(state.round)  # states written after the checkpoint are redone
             strategy.load_state_dict(method_state)
         else:
-            untrained = self._evaluate(model, 0, test_cases, client_states)
+            untrained, _ = self._evaluate(model, 0, model.state_dict(), test_cases, client_states)
             state = StudyState(
                 round=0,
                 # copies: the model's tensors change in place later, the global state must not
@@ -266,7 +275,7 @@ class Driver:
             round_start = time.perf_counter()
             chosen = self._sample(round_index)
             self.board.update(phase="training", round=round_index, clients_done=0, clients=len(chosen))
-            payload_ref = ray.put(encode_state(state.global_state))  # one broadcast per round
+            payload_ref = self._weights_ref(round_index - 1, state.global_state)  # one broadcast per round
             ledger = RoundLedger(strategy, state.global_state)
             if self.first_round_at is None:
                 self.first_round_at = time.time()
@@ -281,19 +290,22 @@ class Driver:
             state.bytes_total += ledger.account.bytes_down + ledger.account.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
-            eval_s = math.nan
+            eval_s, local_scores = math.nan, None
             if evaluated:
                 self.board.update(phase="evaluating")
                 eval_start = time.perf_counter()
                 model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.global_state.items()})
-                state.last_eval = self._evaluate(model, round_index, test_cases, client_states)
+                state.last_eval, local_scores = self._evaluate(
+                    model, round_index, state.global_state, test_cases, client_states
+                )
                 eval_s = time.perf_counter() - eval_start
                 evaluating_s += eval_s
+                faults[Metric.RETRIES.value] += self.scheduler.eval_retries  # evaluation tasks count too
             row = round_row(
                 round_index, self.organs, state.last_eval, evaluated, ledger.account, state.bytes_total,
                 {"round": time.perf_counter() - round_start, "train": train_s, "eval": eval_s},
                 ledger.train_loss, faults, len(chosen),
-            )
+            ) | local_validation_fields(self.organs, self.hospitals, local_scores)
             run.case_rows = [
                 {"round": round_index, **case, "organ": self.organs[case["organ"] - 1]} for case in state.last_eval.cases
             ] if evaluated else []
@@ -311,9 +323,40 @@ class Driver:
         state.wall_s = wall_before + time.perf_counter() - session_start
         return self._summary(state, model, run)
 
-    def _evaluate(self, model: torch.nn.Module, round_index: int, test_cases: list[dict], client_states) -> Evaluation:
+    def _evaluate(
+        self, model: torch.nn.Module, round_index: int, global_state, test_cases, client_states
+    ) -> tuple[Evaluation, dict[str, list] | None]:
+        """Score the method's judged model on the hospital actors, all at once: the test volumes spread
+        over the actors, and each hospital's held-out cases (federation.local_validation) on its home
+        actor. Here only their scores are summed. Returns the test set's Evaluation and, per hospital
+        with held-out cases, its cases' scores (None without local validation)."""
         judged = self.strategy.evaluation_model(model, round_index, client_states)
-        return evaluate(judged, test_cases, self.config.model.output, self.config.eval, len(self.organs))
+        if judged is model:  # the global weights, as the next round sends them
+            served = {"weights": self._weights_ref(round_index, global_state)}
+        else:  # a model of the method's own making (e.g. from the hospitals' states), put once
+            served = {"judged": ray.put(judged)}
+        actors = len(self.scheduler.actors)
+        shares = [list(range(g, len(test_cases), actors)) for g in range(min(actors, len(test_cases)))]
+        tasks = [(g, EvalTask(round_index, "test", tuple(test_cases[i] for i in share), **served))
+                 for g, share in enumerate(shares)]
+        held_out = [h for h in self.hospitals if h.validation] if round_index > 0 else []
+        tasks += [(self.scheduler.home[h.hospital_id], EvalTask(round_index, h.hospital_id, h.validation, **served))
+                  for h in held_out]
+        reports = self.scheduler.evaluate(tasks)
+        scores: list = [None] * len(test_cases)
+        for share, report in zip(shares, reports):
+            for i, score in zip(share, report.scores):
+                scores[i] = score
+        local = {r.key: list(r.scores) for r in reports[len(shares):]} if held_out else None
+        return combine(scores, len(self.organs)), local
+
+    def _weights_ref(self, after_round: int, global_state) -> ray.ObjectRef:
+        """The encoded global weights after `after_round` in Ray's object store, put once: the
+        evaluation after round r and round r + 1's training send the same object."""
+        if self._weights is None or self._weights[0] != after_round:
+            state = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in global_state.items()}
+            self._weights = (after_round, ray.put(encode_state(state)))
+        return self._weights[1]
 
     def _broadcast_ref(self, round_index: int) -> ray.ObjectRef | None:
         """The method's extra payloads for the round in Ray's object store; put again only when they change."""
@@ -332,6 +375,7 @@ class Driver:
             Metric.TRAIN_LOSS.value: run.rows[-1][Metric.TRAIN_LOSS.value],
             "dice/mean_untrained": state.untrained_dice,
             **_best(run.rows),
+            **{k: v for k, v in run.rows[-1].items() if k.startswith("local_val/")},
             "comm/bytes_preparation": self.strategy.preparation_bytes(),
             "params_total": count_parameters(model),
             "bytes_per_model": len(encode_state(state.global_state)),

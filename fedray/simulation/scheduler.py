@@ -13,7 +13,7 @@ from fedray.config import StudyConfig
 from fedray.data.case_store import StoredCase, stored_cases
 from fedray.data.federation import Hospital
 from fedray.errors import FedrayError
-from fedray.messages import Metric, PrepareTask, TrainTask
+from fedray.messages import EvalReport, EvalTask, Metric, PrepareTask, TrainTask
 from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import HospitalActors, create_hospital_actor
 from fedray.strategies.base import PrepareJob
@@ -42,6 +42,7 @@ class RoundScheduler:
         self.generations: dict[int, int] = {}  # group -> replacements so far
         self.client_store = client_store
         self.placed: list[dict] = []
+        self.eval_retries = 0  # evaluation tasks run again by the last `evaluate` (their actor died)
         self.outcomes: dict[str, tuple[str, int]] = {}  # last round: hospital -> (not trained: why, retries)
         self.steps_to = None  # where hospitals report their local steps (the driver, while it is watched)
         self._told: set[int] = set()  # actor groups told `steps_to`
@@ -95,6 +96,41 @@ class RoundScheduler:
                     raise error.cause from None
                 raise
             on_done(job, report.prepared)
+
+    def evaluate(self, tasks: Sequence[tuple[int, EvalTask]]) -> list[EvalReport]:
+        """Run evaluation tasks, each on the actor of its group, all at once; the reports in order.
+
+        A task whose actor died is run again on the replacement (which loads its volumes again), up to
+        faults.max_retries times; `eval_retries` holds how many were.
+        """
+        attempts = [0] * len(tasks)
+        reports: list[EvalReport | None] = [None] * len(tasks)
+        running: dict = {}
+
+        def submit(index: int) -> None:
+            group, task = tasks[index]
+            actor = self.actors[group]
+            running[actor.run.remote(task)] = (index, group, actor)
+
+        for index in range(len(tasks)):
+            submit(index)
+        while running:
+            [task], _ = ray.wait(list(running), num_returns=1)
+            index, group, actor = running.pop(task)
+            try:
+                reports[index] = ray.get(task)
+            except RayActorError:
+                if attempts[index] >= self.config.faults.max_retries:
+                    raise
+                attempts[index] += 1
+                self._replace_actor(group, actor)
+                submit(index)
+            except RayTaskError as error:
+                if isinstance(getattr(error, "cause", None), FedrayError):
+                    raise error.cause from None
+                raise
+        self.eval_retries = sum(attempts)
+        return reports
 
     def train_round(
         self,

@@ -17,13 +17,16 @@ import ray
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.case_store import CaseArrays, Recipe, StoredCase, open_case
+from fedray.data.case_store import CaseArrays, Recipe, StoredCase, open_case, store_root
 from fedray.data.datasets import ensure_stored
+from fedray.data.datasets import load_cases
 from fedray.data.federation import Hospital
 from fedray.data.patches import PatchSampler, Prefetched
 from fedray.errors import FedrayError
 from fedray.messages import (
     ClientResult,
+    EvalReport,
+    EvalTask,
     PrepareTask,
     RoundAccount,
     RoundPart,
@@ -38,6 +41,7 @@ from fedray.simulation.ledger import RoundLedger
 from fedray.strategies import build_strategy
 from fedray.strategies.base import state_to_torch
 from fedray.training.hooks import ClientContext, ClientHooks
+from fedray.training.evaluate import score_cases
 from fedray.training.local import make_optimizer, train_locally
 
 log = logging.getLogger(__name__)
@@ -92,7 +96,10 @@ class HospitalWorker:
         self.model = build_model(config.model, len(config.data.organs)).to(self.device)
         self.strategy = build_strategy(config.method)
         self.strategy.setup(config.data.organs, (), self.model)
-        self._global: tuple[int, dict, dict, int] | None = None  # (round, numpy, torch on device, bytes down)
+        # (version: the round after which they are the global weights, numpy, torch on device, bytes down)
+        self._global: tuple[int, dict, dict, int] | None = None
+        self._judged: tuple[int, torch.nn.Module] | None = None  # (round, the method's judged model on device)
+        self._eval_cases: dict = {}  # site case -> its loaded volume, kept for every later evaluation
         self._extras: tuple[int, dict, int] | None = None  # (round, opened broadcast, its bytes per hospital)
         self._sampler = PatchSampler(
             config.data.patch_size,
@@ -117,10 +124,12 @@ class HospitalWorker:
         """True once the actor is constructed (its process started, libraries imported, warmed up)."""
         return True
 
-    def run(self, task: TrainTask | PrepareTask) -> TaskReport:
-        """Run one task: a round's local training or a preparation job of the method."""
+    def run(self, task: TrainTask | PrepareTask | EvalTask) -> TaskReport | EvalReport:
+        """Run one task: a round's local training, a preparation job of the method, or an evaluation."""
         if isinstance(task, PrepareTask):
             return self._prepare(task)
+        if isinstance(task, EvalTask):
+            return self._evaluate(task)
         return self._train(task)
 
     def report_steps_to(self, driver: Any) -> None:
@@ -163,10 +172,7 @@ class HospitalWorker:
         """
         round_index, hospital = task.round, task.hospital
         strategy = self.strategy
-        if self._global is None or self._global[0] != round_index:  # fetched and decoded once per round and actor
-            decoded = decode_state(_resolve(task.global_payload))
-            weights = {k: v.to(self.device) for k, v in state_to_torch(decoded).items()}
-            self._global = (round_index, decoded, weights, strategy.download_bytes(decoded))
+        self._global_weights(round_index - 1, task.global_payload)
         if self._extras is None or self._extras[0] != round_index:
             raw = _resolve(task.extras) if task.extras is not None else {}
             self._extras = (round_index, strategy.open_broadcast(raw, self._runtime), strategy.broadcast_bytes(raw))
@@ -203,6 +209,33 @@ class HospitalWorker:
             self._sums[round_index] = RoundLedger(strategy, global_state)
         self._sums[round_index].add(result, update)
         return TaskReport(hospital.hospital_id, client_state=kept)
+
+    def _global_weights(self, version: int, payload: Any) -> None:
+        """Hold the global weights after round `version`: fetched and decoded once per version and actor
+        (an evaluation after round r and round r + 1's training share them)."""
+        if self._global is None or self._global[0] != version:
+            decoded = decode_state(_resolve(payload))
+            weights = {k: v.to(self.device) for k, v in state_to_torch(decoded).items()}
+            self._global = (version, decoded, weights, self.strategy.download_bytes(decoded))
+
+    def _evaluate(self, task: EvalTask) -> EvalReport:
+        """Predict and score `task.cases` with the evaluated model (see training.evaluate.score_cases)."""
+        cfg = self.config
+        if task.judged is not None:
+            if self._judged is None or self._judged[0] != task.round:
+                self._judged = (task.round, _resolve(task.judged).to(self.device))
+            model = self._judged[1]
+        else:
+            self._global_weights(task.round, task.weights)
+            self.model.load_state_dict(self._global[2])  # the next training task loads its own weights
+            model = self.model
+        missing = [case for case in task.cases if case not in self._eval_cases]
+        if missing:
+            loaded = load_cases(missing, cfg.data.organs, cfg.data.hu_window, cfg.data.preprocess, store_root(cfg.data))
+            self._eval_cases.update(zip(missing, loaded))
+        cases = [self._eval_cases[case] for case in task.cases]
+        scores = score_cases(model, cases, cfg.model.output, cfg.eval, len(cfg.data.organs), self.device)
+        return EvalReport(task.key, tuple(scores))
 
     def _train_hospital(
         self,

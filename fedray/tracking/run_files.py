@@ -115,6 +115,9 @@ class RunFilesCallback(Callback):
         files.write_config(cfg)
         cache = Path(cfg.data.cache_dir) / "checksums.sqlite" if cfg.data.persistent_cache else None
         manifest = data_manifest({h.hospital_id: h.files for h in run.hospitals}, run.test_dir, ChecksumCache(cache))
+        held_out = {h.hospital_id: [c.case_id for c in h.validation] for h in run.hospitals if h.validation}
+        if held_out:  # federation.local_validation: which cases each hospital did not train on
+            manifest["local_validation"] = held_out
         files.write_json("data_manifest.json", manifest)
         files.write_json("hospitals.json", {"hospitals": [h.record() for h in run.hospitals]})
         run.tags["data_manifest_sha256"] = manifest["study"]

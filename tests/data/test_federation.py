@@ -57,3 +57,26 @@ def test_phantom_cache_is_keyed_by_the_generator_version(tmp_path, monkeypatch):
     before = held_out_folder(config)
     monkeypatch.setattr(phantom, "GENERATOR_VERSION", phantom.GENERATOR_VERSION + 1)
     assert held_out_folder(config) != before  # an older generator's files are never reused
+
+
+def test_local_validation_holds_out_each_hospitals_last_cases(tmp_path):
+    from fedray.data.federation import check_layout
+
+    study = {
+        "name": "v",
+        "data": {"cache_dir": str(tmp_path), "organs": ["liver", "spleen"],
+                 "phantom": {"shape": [16, 16, 16], "test_cases": 1}, "patch_size": [16, 16, 16]},
+        "federation": {"hospitals": [{"name": "x", "organs": ["liver"], "cases": 3},
+                                     {"name": "y", "organs": ["spleen"], "cases": 2}], "local_validation": 1},
+        "eval": {"roi_size": [16, 16, 16]},
+    }
+    hospitals = prepare_hospitals(config_from_data(study)).hospitals
+    plain = prepare_hospitals(config_from_data({**study, "federation": {**study["federation"], "local_validation": 0}}))
+    for held, whole in zip(hospitals, plain.hospitals):
+        assert held.cases + held.validation == whole.cases and len(held.validation) == 1
+    assert hospitals[0].record()["validation"] == [plain.hospitals[0].cases[-1].case_id]
+    too_many = config_from_data({**study, "federation": {**study["federation"], "local_validation": 2}})
+    with pytest.raises(ConfigError, match=r"local_validation: 2 .* y \(2\)"):
+        check_layout(too_many)
+    with pytest.raises(ConfigError, match="local_validation must be >= 0"):
+        config_from_data({**study, "federation": {**study["federation"], "local_validation": -1}})

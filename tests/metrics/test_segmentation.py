@@ -111,3 +111,89 @@ def test_surface_dice_by_rule():
     assert surface_dice(shifted, truth, 1, spacing, 2.5)[0] == 1.0  # every surface voxel within 2.5 mm
     assert 0 < surface_dice(shifted, truth, 1, spacing, 1.5)[0] < 1  # the two x-faces are 2 mm off
     assert surface_dice(torch.zeros_like(truth), truth, 1, spacing, 2.0)[0] == 0.0  # missed entirely
+
+
+def _full_grid_monai(prediction, truth, n_organs, spacing, tolerance_mm):
+    """MONAI's own HD95 and surface Dice of each organ on the whole grid (what regions must equal)."""
+    import warnings
+
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    hd95, nsd = np.full(n_organs, np.nan), np.full(n_organs, np.nan)
+    for k in range(n_organs):
+        pred, true = prediction == k + 1, truth == k + 1
+        if not (pred.any() and true.any()):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hd95[k] = float(compute_hausdorff_distance(pred[None, None], true[None, None], include_background=True,
+                                                       percentile=95, spacing=list(spacing)))
+            one_hot = [torch.stack([~m, m])[None] for m in (pred, true)]
+            nsd[k] = float(compute_surface_dice(one_hot[0], one_hot[1], class_thresholds=[tolerance_mm],
+                                                spacing=list(spacing)))
+    return hd95, nsd
+
+
+def _edge_cases():
+    # Organ 1 touches the grid's first and last x faces; organ 2 is predicted far from its reference
+    # (disjoint boxes: a crop to the reference's box would drop the prediction); organ 3 is a thin
+    # plate touching the grid's z edge, off by one voxel along the coarse axis.
+    truth = torch.zeros(24, 20, 16, dtype=torch.long)
+    truth[0:24, 2:7, 3:9] = 1
+    truth[3:7, 12:16, 2:6] = 2
+    truth[14:20, 10:18, 15:16] = 3
+    prediction = torch.zeros_like(truth)
+    prediction[0:22, 3:7, 3:10] = 1
+    prediction[17:21, 2:5, 10:14] = 2
+    prediction[14:20, 11:18, 14:15] = 3
+    return prediction, truth
+
+
+def test_surface_scores_on_regions_equal_the_whole_grid():
+    from fedray.metrics.segmentation import surface_scores
+
+    prediction, truth = _edge_cases()
+    spacing = (0.7, 2.0, 3.5)  # anisotropic: a crop that rescaled or reordered axes would differ
+    hd95, nsd = surface_scores(prediction, truth, 3, spacing, 2.0)
+    full_hd95, full_nsd = _full_grid_monai(prediction, truth, 3, spacing, 2.0)
+    assert np.isfinite(hd95).all() and np.array_equal(hd95, full_hd95)
+    assert np.array_equal(nsd, full_nsd)
+
+
+def test_a_naive_crop_would_differ_on_these_volumes():
+    # What the test above guards against: cropped to the reference's box alone, organ 2's prediction
+    # is lost and organ 1's surface on the cut faces changes.
+    prediction, truth = _edge_cases()
+    spacing = (0.7, 2.0, 3.5)
+    full_hd95, _ = _full_grid_monai(prediction, truth, 3, spacing, 2.0)
+    box = (slice(1, 23), slice(2, 7), slice(3, 9))  # inside organ 1's reference box, no margin
+    cropped, _ = _full_grid_monai(prediction[box], truth[box], 3, spacing, 2.0)
+    assert not np.allclose(cropped[:1], full_hd95[:1]) and np.isnan(cropped[1]) and np.isfinite(full_hd95[1])
+
+
+def test_organ_regions_are_the_union_of_both_boxes_plus_the_margin():
+    from fedray.metrics.segmentation import SURFACE_MARGIN, organ_regions
+
+    prediction, truth = _edge_cases()
+    regions = organ_regions(prediction, truth, 4)
+    m = SURFACE_MARGIN
+    assert regions[0] == ((slice(0, 24), slice(2 - m, 7 + m), slice(3 - m, 10 + m)), True, True)  # clipped at x
+    assert regions[1] == ((slice(3 - m, 21 + m), slice(2 - m, 16 + m), slice(2 - m, 14 + m)), True, True)
+    assert regions[3] is None
+
+
+def test_counts_ignore_labels_outside_the_study():
+    truth = torch.tensor([[0, 1, 7, 2]])
+    pred = torch.tensor([[9, 1, 1, -1]])
+    assert confusion_counts(pred, truth, 2).tolist() == [[1, 1, 0], [0, 0, 1]]
+
+
+def test_a_missed_organ_scores_the_penalty_and_counts_as_missed():
+    from fedray.metrics.segmentation import image_diagonal_mm, penalised_hd95
+
+    distances = np.array([4.0, np.nan, np.nan, np.nan])
+    counts = np.array([[5, 1, 1], [0, 0, 3], [0, 2, 0], [0, 0, 0]])  # found; missed; only predicted; absent
+    scored, missed = penalised_hd95(distances, counts, 99.0)
+    assert scored[:2].tolist() == [4.0, 99.0] and np.isnan(scored[2:]).all()
+    assert missed.tolist() == [False, True, False, False]
+    assert image_diagonal_mm((3, 4, 12), (1.0, 1.0, 1.0)) == 13.0

@@ -23,7 +23,9 @@ ROUND_METRICS = [m.value for m in Metric] + [f"dice/{o}" for o in ORGANS]
 
 
 def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
-    config = with_absolute_paths(config_from_data(tiny_study(tmp_path)))
+    study = tiny_study(tmp_path)
+    study["federation"]["local_validation"] = 1  # each hospital's last case is held out and scored
+    config = with_absolute_paths(config_from_data(study))
     hospitals, test_dir = prepare_hospitals(config)
     seen = []
     summary = run_study(config, hospitals, test_dir, on_progress=seen.append, poll_s=0.1)
@@ -84,6 +86,39 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     dice = 2 * pooled["tp"] / (2 * pooled["tp"] + pooled["fp"] + pooled["fn"])
     assert dice.to_dict() == pytest.approx({o: summary[f"dice/{o}"] for o in ORGANS}, nan_ok=True)
     assert final["nsd"].between(0, 1).all() and "cases.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # the hospital actors' evaluation equals the serial one in this process, volume by volume
+    from fedray.data.datasets import load_folder
+    from fedray.inference.predict import load_trained
+    from fedray.training.evaluate import evaluate
+
+    trained = load_trained(run_dir)
+    serial = evaluate(trained.model, load_folder(test_dir, ORGANS, config.data.hu_window,
+                                                 preprocess=config.data.preprocess), config.model.output, config.eval, len(ORGANS))
+    expected = pd.DataFrame(serial.cases).assign(organ=lambda t: [ORGANS[k - 1] for k in t["organ"]])
+    columns = ["case", "organ", "dice", "hd95_mm", "hd95_missed", "nsd", "tp", "fp", "fn"]
+    pd.testing.assert_frame_equal(final[columns].reset_index(drop=True), expected[columns], check_dtype=False)
+    per_volume = final.groupby("organ")["dice"].mean()
+    assert summary[Metric.DICE_PER_VOLUME_MEAN.value] == pytest.approx(per_volume.mean())
+    assert {o: summary[f"dice_per_volume/{o}"] for o in ORGANS} == pytest.approx(per_volume.to_dict())
+    assert summary[Metric.HD95_MISSED_TOTAL.value] == final["hd95_missed"].sum()
+
+    # local validation: each hospital's held-out case, recorded, scored on its home actor on its own organs
+    from fedray.data.datasets import load_cases
+    from fedray.metrics.rows import local_validation_fields
+    from fedray.training.evaluate import score_cases
+
+    manifest = json.loads((run_dir / "data_manifest.json").read_text())
+    assert manifest["local_validation"] == {h.hospital_id: [h.validation[0].case_id] for h in hospitals}
+    assert all(h.num_cases == n - 1 for h, n in zip(hospitals, (2, 3, 2)))
+    local = {h.hospital_id: score_cases(trained.model, load_cases(h.validation, ORGANS, config.data.hu_window,
+                                                                  config.data.preprocess),
+                                        config.model.output, config.eval, len(ORGANS)) for h in hospitals}
+    expected_local = local_validation_fields(ORGANS, hospitals, local)
+    assert set(expected_local) == {"local_val/dice/a", "local_val/dice/b", "local_val/dice/c", "local_val/pooled_dice"}
+    assert {k: summary[k] for k in expected_local} == pytest.approx(expected_local, nan_ok=True)
+    assert {k: rounds[k].iloc[-1] for k in expected_local} == pytest.approx(expected_local, nan_ok=True)
+    assert client.get_metric_history(run.info.run_id, "local_val/dice/b")[-1].step == 2
 
 
 @pytest.mark.slow

@@ -102,3 +102,40 @@ def test_evaluation_without_hd95_is_nan_per_organ():
     restored = Evaluation(np.zeros((3, 3), dtype=np.int64), 0.5)  # e.g. from an older checkpoint
     assert restored.hd95_mm.shape == (3,) and np.isnan(restored.hd95_mm).all()
     assert hd95_metric("liver") == "hd95/liver"
+
+
+def test_sigmoid_and_softmax_labels_follow_one_rule():
+    from fedray.training.evaluate import logits_to_labels
+
+    # Four voxels, two organs. Softmax logits (background, organ 1, organ 2); sigmoid logits (organ 1, 2).
+    # Voxel 0: organ 1 has p = 0.4 and wins the arg-max (background 0.3): background under the rule.
+    # Voxel 1: organ 2 has p = 0.6: organ 2. Voxel 2: background p = 0.8. Voxel 3: organ 1 p = 0.51.
+    softmax_p = torch.tensor([[0.3, 0.4, 0.3], [0.2, 0.2, 0.6], [0.8, 0.1, 0.1], [0.29, 0.51, 0.2]])
+    softmax_logits = softmax_p.log().T.reshape(1, 3, 4, 1, 1)
+    assert logits_to_labels(softmax_logits, "softmax").flatten().tolist() == [0, 2, 0, 1]
+    # Sigmoid: the same probabilities per organ give the same labels; two organs above 0.5 (voxel 3's
+    # 0.51 and 0.9) go to the more probable; none above 0.5 is background.
+    sigmoid_p = torch.tensor([[0.4, 0.3], [0.2, 0.6], [0.1, 0.1], [0.51, 0.9]])
+    sigmoid_logits = torch.logit(sigmoid_p).T.reshape(1, 2, 4, 1, 1)
+    assert logits_to_labels(sigmoid_logits, "sigmoid").flatten().tolist() == [0, 2, 0, 2]
+
+
+def test_per_volume_dice_is_the_mean_of_each_volumes_dice():
+    from fedray.training.evaluate import CaseScore, combine
+
+    def score(counts, hd95, missed):
+        counts = np.array(counts)
+        return CaseScore("c", counts, np.array(hd95), np.array(missed), np.full(len(counts), np.nan), 1.0)
+
+    # Organ 1: Dice 1.0 in a small volume, 0.5 in a large one; organ 2: missed in the first volume
+    # (Dice 0, HD95 the penalty 100), absent from both maps in the second (NaN, skipped).
+    scores = [
+        score([[2, 0, 0], [0, 0, 4]], [0.0, 100.0], [False, True]),
+        score([[10, 10, 10], [0, 0, 0]], [6.0, np.nan], [False, False]),
+    ]
+    result = combine(scores, 2)
+    assert result.dice_per_volume.tolist() == [0.75, 0.0]
+    assert dice_from_counts(result.counts)[0] == 24 / 44  # pooled: 2*12 / (2*12 + 10 + 10)
+    assert result.hd95_mm.tolist() == [3.0, 100.0]
+    assert result.hd95_missed.tolist() == [0, 1]
+    assert [r["hd95_missed"] for r in result.cases] == [0, 1, 0, 0]
