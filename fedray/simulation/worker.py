@@ -35,7 +35,7 @@ from fedray.simulation.ledger import RoundLedger
 from fedray.strategies import build_strategy
 from fedray.strategies.base import state_to_torch
 from fedray.training.hooks import ClientContext, ClientHooks
-from fedray.training.local import make_optimizer, train_locally
+from fedray.training.local import make_optimizer, reset_optimizer, train_locally
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ class HospitalWorker:
         self._sums: dict[int, RoundLedger] = {}  # round -> partial sum of the updates trained here
         self._runtime = HospitalRuntime(config, self.device, self._sampler)
         _warm_up(self.model, self.device, config.data.patch_size)
+        train = config.train
+        # One optimiser over self.model for every task, emptied per task (reset_optimizer).
+        self._optimizer = make_optimizer(self.model, train.optimizer, train.lr, train.momentum, train.weight_decay)
 
     def pid(self) -> int:
         """Process id of this actor (fault-injection tests kill it)."""
@@ -204,7 +207,7 @@ class HospitalWorker:
             )
         )
         hooks.on_train_start(self.model, global_weights)
-        optimizer = make_optimizer(self.model, cfg.train.optimizer, lr, cfg.train.momentum, cfg.train.weight_decay)
+        optimizer = reset_optimizer(self._optimizer, lr)
         start = time.perf_counter()
         local = train_locally(
             self.model, self._sampler.batches(data, seed), cfg.train.local_steps, optimizer, hooks, self.device
@@ -227,7 +230,9 @@ class HospitalRuntime:
         return build_model(self.config.model, n_organs).to(self.device)
 
     def train_model(self, model: torch.nn.Module, hooks: ClientHooks, data: list[dict], steps: int, seed: int) -> float:
-        """`steps` steps of the shared loop with the study's optimiser at its base rate; the mean loss."""
+        """`steps` steps of the shared loop with the study's optimiser at its base rate; the mean loss.
+
+        The optimiser is built here, not reused: `model` is a new network (e.g. a teacher)."""
         cfg = self.config.train
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
         return train_locally(model, self.sampler.batches(data, seed), steps, optimizer, hooks, self.device).mean_loss
