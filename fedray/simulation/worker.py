@@ -232,7 +232,7 @@ class HospitalRuntime:
     def train_model(self, model: torch.nn.Module, hooks: ClientHooks, data: list[dict], steps: int, seed: int) -> float:
         """`steps` steps of the shared loop with the study's optimiser at its base rate; the mean loss.
 
-        The optimiser is built here, not reused: `model` is a new network (e.g. a teacher)."""
+        The optimiser is built here, not reused: `model` is a network the method builds, not the actor's."""
         cfg = self.config.train
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
         return train_locally(model, self.sampler.batches(data, seed), steps, optimizer, hooks, self.device).mean_loss
