@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -166,3 +168,23 @@ def test_momentum_buffer_crosses_rounds_through_the_hospitals_client_state(keep,
         kept = None if state is None else {k: torch.from_numpy(v) for k, v in state.items()}
     assert (kept is not None) == keep
     assert model.w.item() == pytest.approx(expected)
+
+
+@pytest.mark.ray
+def test_condist_study_keeps_each_hospitals_momentum_across_rounds(tmp_path, ray_local):
+    from fedray.messages import decode_state
+    from fedray.tracking.client_store import ClientStateStore
+    from tests.conftest import train_tiny_study
+
+    model = {"name": "multihead_unet", "output": "softmax", "channels": [4, 8], "blocks": [1, 1], "norm_groups": 4}
+    config, _, summary = train_tiny_study(
+        tmp_path, "condist", method={"name": "condist", "params": {"ramp_rounds": 2}}, model=model,
+        train={"local_steps": 2, "batch_size": 1, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9},
+    )
+    assert math.isfinite(summary["train/loss"])
+    store = ClientStateStore(config.run_dir / "client_state")
+    for hospital in "abc":
+        kept = decode_state(store.get(hospital, 3))  # the state it would start round 3 from
+        buffers = {k for k in kept if k.endswith(".momentum_buffer")}
+        assert "optimizer.stem.weight.momentum_buffer" in buffers
+        assert all(np.isfinite(v).all() for v in kept.values())
