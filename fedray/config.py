@@ -718,7 +718,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 # Keys that name a run or place it, but do not change what it computes (results are bit-identical
 # across actor counts); everything else, seed aside, decides which runs are seeds of one configuration.
-NOT_IN_DIGEST = ("name", "seed")
+# The plateau rule only judges the curve afterwards, so it is left out too (runs keep their digest).
+NOT_IN_DIGEST = ("name", "seed", "eval.plateau_window", "eval.plateau_tolerance")
 NOT_IN_DIGEST_SECTIONS = ("tracking.", "resources.")
 
 
