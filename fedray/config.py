@@ -348,9 +348,15 @@ class EvalConfig:
     sw_batch_size: int = 4
     mode: Literal["gaussian", "constant"] = "gaussian"
     nsd_tolerance_mm: float = 2.0  # normalised surface Dice (cases.csv): surfaces within this many mm agree
+    # Plateau rule (summary.json rounds_to_plateau): the best mean Dice of the last plateau_window
+    # rounds is less than plateau_tolerance above the best before them.
+    plateau_window: int = 30
+    plateau_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         require(self.every >= 1, "eval.every must be >= 1.")
+        require(self.plateau_window >= 1, "eval.plateau_window must be >= 1.")
+        require(self.plateau_tolerance >= 0, "eval.plateau_tolerance must be >= 0.")
         require(self.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm must be > 0.")
         require(0.0 <= self.overlap < 1.0, "eval.overlap must be in [0, 1).")
 
@@ -721,7 +727,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 # Keys that name a run or place it, but do not change what it computes (results are bit-identical
 # across actor counts); everything else, seed aside, decides which runs are seeds of one configuration.
-NOT_IN_DIGEST = ("name", "seed")
+# The plateau rule only judges the curve afterwards, so it is left out too (runs keep their digest).
+NOT_IN_DIGEST = ("name", "seed", "eval.plateau_window", "eval.plateau_tolerance")
 NOT_IN_DIGEST_SECTIONS = ("tracking.", "resources.")
 
 

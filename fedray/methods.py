@@ -71,17 +71,24 @@ class ConDistParams:
         ramp_rounds: rounds R of the linear ramp (120, the reference's round count); the weight
             stays at weight_range[1] afterwards. Set it to the study's rounds to ramp over them.
         weighted: weight hospitals by training cases; the reference gives every client weight 1.
+        grad_clip_norm: clip the gradient's global L2 norm to this before each step (reference:
+            1.0); 0 turns clipping off.
+        keep_optimizer_state: each hospital keeps its local optimiser's state (momentum buffers)
+            from round to round, as the reference's clients do; False starts every round empty.
     """
 
     temperature: float = 2.0
     weight_range: tuple[float, float] = (0.01, 1.0)
     ramp_rounds: int = 120
     weighted: bool = False
+    grad_clip_norm: float = 1.0
+    keep_optimizer_state: bool = True
 
     def __post_init__(self) -> None:
         require(self.temperature > 0, "method.params.temperature must be > 0.")
         require(min(self.weight_range) >= 0, "method.params.weight_range values must be >= 0.")
         require(self.ramp_rounds >= 2, "method.params.ramp_rounds must be >= 2.")
+        require(self.grad_clip_norm >= 0, "method.params.grad_clip_norm must be >= 0.")
 
     def weight(self, round_index: int) -> float:
         """lambda_r = w0 + r (w1 - w0) / (R - 1), r = round_index - 1 (rounds count from 1)."""

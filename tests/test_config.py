@@ -176,6 +176,22 @@ def test_paper_study_has_tumours_and_the_bench_sweep_stays_organ_only():
         assert (rule.count, rule.organs_per_hospital, rule.cases) == (7, 1, 4)
 
 
+@pytest.mark.parametrize("sweep_file", ["configs/bench/mots7_phantom.yaml", "configs/bench/realistic.yaml"])
+def test_comparison_sweeps_put_every_method_on_the_paper_trunk_and_optimiser(sweep_file):
+    from fedray.experiments.sweep import load_sweep, plan_cells
+
+    cells = plan_cells(load_sweep(sweep_file))
+    outputs = set()
+    for cell in cells:
+        model, train = cell.config.model, cell.config.train
+        assert (model.name, model.channels, model.blocks, model.norm_groups) == (
+            "multihead_unet", (8, 16, 32, 64), (1, 1, 1, 1), 16
+        ), cell.run_name
+        assert (train.optimizer, train.lr, train.momentum, train.lr_schedule) == ("sgd", 0.01, 0.9, "poly")
+        outputs.add(model.output)
+    assert outputs == {"sigmoid", "softmax"}
+
+
 def test_cross_field_impossibilities_are_refused_at_load(tmp_path):
     base = {"name": "t", "federation": {"hospitals": [{"organs": ["liver"]}, {"organs": ["spleen"]}]}}
     with pytest.raises(ConfigError, match="clients_per_round is 10, but the study has only 2"):

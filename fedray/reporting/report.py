@@ -18,11 +18,14 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from fedray.organs import STRUCTURES  # noqa: E402
+from fedray.tracking.plateau import rounds_to_plateau  # noqa: E402
 
 if TYPE_CHECKING:
     from fedray.reporting.overlay import MethodOverlays
 
-PLATEAU_TOLERANCE = 0.01  # a run has plateaued once its Dice is within 1 point of its best
+# The plateau rule's defaults (EvalConfig); used for runs logged before rounds_to_plateau was.
+PLATEAU_WINDOW = 30
+PLATEAU_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -86,19 +89,21 @@ def tidy_runs(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return table.sort_values(["variant", "seed"]).reset_index(drop=True)
 
 
-def plateau_round(history: pd.DataFrame) -> float:
-    """First evaluated round whose Dice is within PLATEAU_TOLERANCE of the run's best."""
-    if history.empty:
-        return math.nan
-    best = history["value"].max()
-    return float(history.loc[history["value"] >= best - PLATEAU_TOLERANCE, "step"].min())
+def plateau_round(history: pd.DataFrame, window: int = PLATEAU_WINDOW, tolerance: float = PLATEAU_TOLERANCE) -> float:
+    """The plateau rule (fedray.tracking.plateau) on a run's dice/mean history; NaN if not reached."""
+    ordered = history.sort_values("step")
+    reached = rounds_to_plateau(ordered["step"].tolist(), ordered["value"].tolist(), window, tolerance)
+    return math.nan if reached is None else float(reached)
 
 
 def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) -> pd.DataFrame:
     """Per variant: mean and std over seeds of each organ's Dice and the mean, plus cost columns."""
     dice = histories[histories["metric"] == "dice/mean"]
-    plateaus = {rid: plateau_round(group) for rid, group in dice.groupby("run_id")}
-    runs = runs.assign(plateau_round=runs["run_id"].map(plateaus))
+    plateaus = runs["run_id"].map({rid: plateau_round(group) for rid, group in dice.groupby("run_id")})
+    if "dice/mean_final" in runs:  # the run's own rule, as logged (NaN, so not logged, if never met)
+        logged = runs["dice/mean_final"].notna()
+        plateaus = plateaus.where(~logged, runs.get("rounds_to_plateau", pd.Series(math.nan, index=runs.index)))
+    runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna())
     rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()
     teachers = runs["comm/bytes_preparation"].fillna(0)
     runs = runs.assign(mb_per_round=(runs["comm/bytes_total"] - teachers) / runs["run_id"].map(rounds) / 1e6)
@@ -113,6 +118,7 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
     summary["MB/round"] = grouped["mb_per_round"].mean()
     summary["teacher MB (once)"] = grouped["comm/bytes_preparation"].mean() / 1e6
     summary["infer s/volume"] = grouped["infer/s_per_volume"].median()
+    summary["plateaued"] = grouped["plateaued"].sum()
     summary["rounds to plateau (median)"] = grouped["plateau_round"].median()
     return summary.sort_values("dice/mean mean", ascending=False)
 
@@ -218,7 +224,8 @@ def _pm(mean: float, std: float) -> str:
 
 def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
     """Markdown table: Dice % mean ± std per organ and method, with the cost columns."""
-    head = ["method", "seeds", "mean Dice %", *organs, "params", "MB/round", "infer s/vol", "rounds to plateau"]
+    head = ["method", "seeds", "mean Dice %", *organs, "params", "MB/round", "infer s/vol", "plateaued",
+            "rounds to plateau"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, row in summary.iterrows():
         cells = [
@@ -229,7 +236,8 @@ def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
             f"{int(row['params']):,}",
             f"{row['MB/round']:.2f}",
             f"{row['infer s/volume']:.3f}",
-            f"{row['rounds to plateau (median)']:.0f}",
+            f"{int(row['plateaued'])}/{int(row['seeds'])}",
+            "not reached" if math.isnan(row["rounds to plateau (median)"]) else f"{row['rounds to plateau (median)']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -248,8 +256,10 @@ def _markdown(experiment, summary, paired, organs, reference, plots) -> str:
 
 Dice on the fully-labelled held-out set, from TP/FP/FN summed over test volumes, final global model;
 mean ± std over seeds. MB/round: bytes all hospitals downloaded and uploaded per round (teachers
-excluded; they are sent once). Rounds to plateau: first evaluated round within {100 * PLATEAU_TOLERANCE:.0f}
-Dice point of the run's best (median over seeds).
+excluded; they are sent once). Plateaued: seeds whose run reached the plateau rule (the best mean
+Dice of the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
+`eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the best before them);
+rounds to plateau: the round the rule was first met (median over the seeds that reached it).
 
 {dice_table(summary, organs)}
 

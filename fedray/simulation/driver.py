@@ -38,6 +38,7 @@ from fedray.tracking.mlflow import MlflowCallback
 from fedray.tracking.model_logging import ModelLoggingCallback
 from fedray.tracking.provenance import git_commit
 from fedray.tracking.run_files import RunFilesCallback
+from fedray.tracking.plateau import plateau_fields
 from fedray.training.evaluate import Evaluation, combine
 
 
@@ -376,6 +377,7 @@ class Driver:
             "dice/mean_untrained": state.untrained_dice,
             **_best(run.rows),
             **{k: v for k, v in run.rows[-1].items() if k.startswith("local_val/")},
+            **plateau_fields(run.rows, self.config.eval.plateau_window, self.config.eval.plateau_tolerance),
             "comm/bytes_preparation": self.strategy.preparation_bytes(),
             "params_total": count_parameters(model),
             "bytes_per_model": len(encode_state(state.global_state)),

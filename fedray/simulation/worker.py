@@ -42,7 +42,7 @@ from fedray.strategies import build_strategy
 from fedray.strategies.base import state_to_torch
 from fedray.training.hooks import ClientContext, ClientHooks
 from fedray.training.evaluate import score_cases
-from fedray.training.local import make_optimizer, train_locally
+from fedray.training.local import make_optimizer, reset_optimizer, train_locally
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ class HospitalWorker:
         self._runtime = HospitalRuntime(config, self.device, self._sampler)
         self._steps_to: Any = None  # the driver actor while it is watched (`report_steps_to`)
         _warm_up(self.model, self.device, config.data.patch_size)
+        train = config.train
+        # One optimiser over self.model for every task, emptied per task (reset_optimizer).
+        self._optimizer = make_optimizer(self.model, train.optimizer, train.lr, train.momentum, train.weight_decay)
 
     def pid(self) -> int:
         """Process id of this actor (fault-injection tests kill it)."""
@@ -270,7 +273,7 @@ class HospitalWorker:
             )
         )
         hooks.on_train_start(self.model, global_weights)
-        optimizer = make_optimizer(self.model, cfg.train.optimizer, lr, cfg.train.momentum, cfg.train.weight_decay)
+        optimizer = reset_optimizer(self._optimizer, lr)
         start = time.perf_counter()
         steps = cfg.train.local_steps
         reporter = StepReporter(steps_to, round_index, hospital.hospital_id, steps) if steps_to is not None else None
@@ -296,7 +299,9 @@ class HospitalRuntime:
     def train_model(
         self, model: torch.nn.Module, hooks: ClientHooks, data: list[CaseArrays], steps: int, seed: int
     ) -> float:
-        """`steps` steps of the shared loop with the study's optimiser at its base rate; the mean loss."""
+        """`steps` steps of the shared loop with the study's optimiser at its base rate; the mean loss.
+
+        The optimiser is built here, not reused: `model` is a network the method builds, not the actor's."""
         cfg = self.config.train
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
         with Prefetched(self.sampler.batches(data, seed)) as batches:

@@ -32,7 +32,9 @@ class MarginalHooks(ClientHooks):
         """Marginal loss on the merged distribution, + exclusion_weight * exclusion loss."""
         loss = marginal_loss(logits, batch.label, batch.labelled)
         if self.params.exclusion:
-            loss = loss + self.params.exclusion_weight * exclusion_loss(logits, batch.label)
+            loss = loss + self.params.exclusion_weight * exclusion_loss(
+                logits, batch.label, batch.labelled
+            )
         return loss
 
 

@@ -9,35 +9,46 @@ from fedray.config import ServerOptimizerConfig
 from fedray.messages import State
 
 
-class Yogi(torch.optim.Optimizer):
-    """Yogi (Zaheer et al., 2018) as used by FedYogi: Adam with an additive second-moment update."""
+class AdaptiveServerOptimizer(torch.optim.Optimizer):
+    """FedAdam and FedYogi exactly as Reddi et al. (2021), Algorithm 2.
 
-    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+    m = b1 m + (1 - b1) g;  Adam: v = b2 v + (1 - b2) g^2;  Yogi: v = v - (1 - b2) g^2 sign(v - g^2);
+    x -= lr m / (sqrt(v) + tau), with m starting at 0 and v at tau^2 and no bias correction
+    (torch's Adam has both a zero start and bias correction, so it is not used).
+    """
+
+    def __init__(self, params, rule: str, lr: float, betas: tuple[float, float], eps: float) -> None:
+        if rule not in ("adam", "yogi"):
+            raise ValueError(f"unknown adaptive server rule {rule!r}")
+        super().__init__(params, {"rule": rule, "lr": lr, "betas": betas, "eps": eps})
 
     @torch.no_grad()
     def step(self, closure=None) -> None:  # noqa: D102 - torch's Optimizer.step contract
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            tau = group["eps"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 if not state:
                     state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
+                    state["v"] = torch.full_like(p, tau * tau)
                 m, v, g2 = state["m"], state["v"], p.grad * p.grad
                 m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                v.sub_((1 - beta2) * g2 * torch.sign(v - g2))
-                p.sub_(group["lr"] * m / (v.sqrt() + group["eps"]))
+                if group["rule"] == "adam":
+                    v.mul_(beta2).add_(g2, alpha=1 - beta2)
+                else:
+                    v.sub_((1 - beta2) * g2 * torch.sign(v - g2))
+                p.sub_(group["lr"] * m / (v.sqrt() + tau))
 
 
 class ServerOptimizer:
     """new_global = optimiser step on global with gradient (global - mean of hospital weights).
 
     Non-float entries (counters) take the mean. Optimiser state lives here, on the driver, across rounds.
-    FedAdam uses torch's Adam (with bias correction); FedYogi follows Reddi et al.'s Algorithm 2
-    (without it).
+    FedAdam and FedYogi follow Reddi et al.'s Algorithm 2 (v starts at tau^2 = eps^2, no bias
+    correction).
     """
 
     def __init__(self, cfg: ServerOptimizerConfig) -> None:
@@ -84,6 +95,4 @@ class ServerOptimizer:
         cfg = self.cfg
         if cfg.name == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-        if cfg.name == "adam":
-            return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-        return Yogi(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        return AdaptiveServerOptimizer(params, cfg.name, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)

@@ -259,6 +259,16 @@ class MlflowCallback(Callback):
             self.tracker.log_metrics(
                 {k: summary[k] for k in ("dice/mean_untrained", "params_total", "comm/bytes_preparation")}, step=0
             )
+            plateau = summary.get("rounds_to_plateau")  # NaN (so not logged) when never reached
+            self.tracker.log_metrics(
+                {
+                    "plateaued": float(plateau is not None),
+                    "rounds_to_plateau": math.nan if plateau is None else float(plateau),
+                    "dice/mean_best": summary.get("dice/mean_best", math.nan),
+                    "dice/mean_final": summary.get("dice/mean_final", math.nan),
+                },
+                step=0,
+            )
             for name in ("config.resolved.yaml", "rounds.csv", "hospitals.csv", "cases.csv", "summary.json"):
                 if (run.config.run_dir / name).is_file():
                     self.tracker.log_artifact(run.config.run_dir / name)

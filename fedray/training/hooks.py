@@ -62,6 +62,9 @@ class ClientHooks:
     def on_train_start(self, model: nn.Module, global_state: dict[str, Tensor]) -> None:
         """Called once per round after the global weights are loaded into `model`."""
 
+    def prepare_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called by the loop before its first step, with the task's optimiser (empty state)."""
+
     def supervised_loss(self, logits: Tensor, batch: Batch) -> Tensor:
         """Loss on this hospital's own labels; the model's output kind decides the form."""
         from fedray.training.losses import masked_sigmoid_loss, naive_softmax_loss

@@ -6,10 +6,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from fedray.messages import State
 from fedray.training.hooks import Batch, ClientHooks
+
+OPTIMIZER_STATE_PREFIX = "optimizer."
 
 
 @dataclass(frozen=True)
@@ -22,10 +26,48 @@ class LocalTrainingResult:
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """A fresh optimiser per round, as in the paper's code (no optimiser state crosses rounds)."""
+    """An optimiser over `model`'s parameters with empty state."""
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def reset_optimizer(optimizer: torch.optim.Optimizer, lr: float) -> torch.optim.Optimizer:
+    """`optimizer` with its state emptied and its rate set to `lr`: the maths of a fresh one.
+
+    A task starts from empty optimiser state, as in the paper's code (a fresh SGD every round), so
+    one optimiser per model can serve every task instead of being rebuilt. It must be rebuilt
+    when the parameters it holds are not the model's any more (another model, replaced modules).
+    """
+    optimizer.state.clear()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return optimizer
+
+
+def optimizer_state_arrays(model: nn.Module, optimizer: torch.optim.Optimizer) -> State:
+    """The optimiser's per-parameter state as arrays keyed "optimizer.<parameter>.<field>"."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {
+        f"{OPTIMIZER_STATE_PREFIX}{names[id(p)]}.{field}": value.detach().cpu().numpy()
+        for p, fields in optimizer.state.items()
+        for field, value in fields.items()
+        if torch.is_tensor(value)
+    }
+
+
+def load_optimizer_state_arrays(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Put back what `optimizer_state_arrays` returned (other keys of `state` are ignored)."""
+    parameters = dict(model.named_parameters())
+    for key, value in state.items():
+        if not key.startswith(OPTIMIZER_STATE_PREFIX):
+            continue
+        name, field = key[len(OPTIMIZER_STATE_PREFIX) :].rsplit(".", 1)
+        parameter = parameters[name]
+        tensor = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+        # Adam keeps its step count as a float32 scalar on the CPU; the rest lives with the parameter.
+        device = "cpu" if field == "step" else parameter.device
+        optimizer.state[parameter][field] = tensor.to(device).clone()
 
 
 def train_locally(
@@ -43,6 +85,7 @@ def train_locally(
     """
     start = time.perf_counter()
     model.train()
+    hooks.prepare_optimizer(model, optimizer)
     total = 0.0
     for done in range(steps):
         batch = next(batches).to(device)

@@ -79,31 +79,35 @@ def marginal_loss(logits: Tensor, label: Tensor, labelled: Tensor) -> Tensor:
     return dice + cross_entropy
 
 
-def exclusion_loss(logits: Tensor, label: Tensor) -> Tensor:
-    """Exclusion Dice (Shi et al., 2021): organs do not overlap, so organ j is penalised inside the
-    ground truth of every other labelled organ.
+def exclusion_loss(logits: Tensor, label: Tensor, labelled: Tensor) -> Tensor:
+    """Exclusion Dice (Shi et al., 2021), with the exclusion regions of their official code.
 
-    For organ channel j the exclusion region is E_j = union of GT_k over labelled organs k != j
-    (for an unlabelled organ: the whole labelled foreground). The loss is the batch Dice overlap
-    2 sum(p_j E_j) / (sum p_j + sum E_j + 1e-5), averaged over the organs whose E_j is not empty in
-    the batch; it is 0 when no organ is predicted inside another's label. Background is left out:
-    the marginal loss already drives p_0 down on labelled organs.
+    Per sample and channel the region where the class must be absent is: for background, the
+    labelled foreground (the complement of the background's ground truth); for an organ the
+    sample's site labels, the whole complement of that organ's ground truth; for an organ it does
+    not label, the labelled foreground (organs do not overlap). The loss is the batch Dice overlap
+    2 sum(p_c R_c) / (sum p_c + sum R_c + 1e-5), averaged over the channels whose region is not
+    empty in the batch; minimising it keeps every class out of its region.
 
     Args:
         logits: (B, 1 + n_organs, X, Y, Z) softmax logits.
         label: (B, 1, X, Y, Z) integer study label map (only labelled organs are non-zero).
+        labelled: (B, n_organs) bool, the organs each sample's site annotates.
 
     Returns:
-        Scalar loss (0 with a gradient when the batch holds no labelled organ voxel).
+        Scalar loss (0 with a gradient when no channel has a region).
     """
-    organ_probs = F.softmax(logits, dim=1)[:, 1:]
+    probs = F.softmax(logits, dim=1)
     organ_values = torch.arange(1, logits.shape[1], device=label.device).view(1, -1, 1, 1, 1)
-    ground_truth = (label == organ_values).to(logits.dtype)  # (B, n_organs, X, Y, Z), disjoint
-    exclusion_region = ground_truth.sum(dim=1, keepdim=True) - ground_truth
-    has_region = exclusion_region.flatten(2).sum(dim=(0, 2)) > 0
+    ground_truth = label == organ_values  # (B, n_organs, X, Y, Z), disjoint
+    foreground = ground_truth.any(dim=1, keepdim=True)
+    own = labelled.bool()[..., None, None, None]  # (B, n_organs, 1, 1, 1)
+    organ_region = torch.where(own, ~ground_truth, foreground)
+    region = torch.cat([foreground, organ_region], dim=1).to(logits.dtype)
+    has_region = region.flatten(2).sum(dim=(0, 2)) > 0
     if not has_region.any():
         return logits.sum() * 0.0
-    overlap = 1.0 - batch_dice_loss_per_channel(organ_probs, exclusion_region)
+    overlap = 1.0 - batch_dice_loss_per_channel(probs, region)
     return overlap[has_region].mean()
 
 

@@ -112,3 +112,46 @@ def test_eval_mode_is_deterministic(tiny_model, tiny_input):
     tiny_model.eval()
     with torch.no_grad():
         assert torch.equal(tiny_model(tiny_input), tiny_model(tiny_input))
+
+
+def _layer_types(module: torch.nn.Module) -> list[str]:
+    return [type(layer).__name__ for layer in module]
+
+
+def test_block_layout_is_the_papers_pre_activation_residual_design():
+    # paper.md: stem conv3, stages of NoBottleneck blocks (GN-ReLU-conv3-GN-ReLU-conv3 plus a
+    # shortcut), stage 0 at stride 1, the others stride 2; one decoder block per skip level.
+    model = MultiHeadUNet3D(7, outputs_per_head=2)
+    assert [len(stage) for stage in model.encoder] == [1, 2, 2, 2, 2]
+    strides = [stage[0].residual[2].stride for stage in model.encoder]
+    assert strides == [(1, 1, 1)] + [(2, 2, 2)] * 4
+    block = model.encoder[1][0]
+    assert _layer_types(block.residual) == [
+        "GroupNorm", "ReLU", "WSConv3d", "GroupNorm", "ReLU", "WSConv3d"
+    ]
+    assert [conv.kernel_size for conv in block.residual[2::3]] == [(3, 3, 3)] * 2
+    assert _layer_types(block.shortcut) == ["GroupNorm", "ReLU", "WSConv3d"]
+    assert isinstance(model.encoder[1][1].shortcut, torch.nn.Identity)
+    assert all(norm.num_groups == 16 for norm in model.modules() if isinstance(norm, torch.nn.GroupNorm))
+    assert len(model.decoder) == 4
+    assert _layer_types(model.heads[0]) == ["Conv3d", "ReLU", "Conv3d", "ReLU", "Conv3d"]
+
+
+def test_channels_last_kernel_computes_the_same_function_and_gradients(tiny_input):
+    # The kernel's memory format only picks oneDNN's code path: outputs and gradients agree
+    # with the default layout up to float rounding.
+    results = {}
+    for memory_format in (torch.contiguous_format, torch.channels_last_3d):
+        WSConv3d.kernel_memory_format = memory_format
+        try:
+            torch.manual_seed(0)
+            model = MultiHeadUNet3D(3, **TINY)
+            output = model(tiny_input)
+            output.square().mean().backward()
+            results[memory_format] = (output.detach(), [p.grad for p in model.parameters()])
+        finally:
+            WSConv3d.kernel_memory_format = torch.channels_last_3d
+    (out_a, grads_a), (out_b, grads_b) = results.values()
+    assert torch.allclose(out_a, out_b, atol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads_a, grads_b))
+    assert WSConv3d(2, 2, 3).standardized_weight().is_contiguous(memory_format=torch.channels_last_3d)

@@ -16,9 +16,11 @@ def test_variant_names_come_from_sweep_run_names():
     assert variant_of("quickstart", "bench") == "quickstart"
 
 
-def test_plateau_is_first_round_within_one_point_of_best():
-    history = pd.DataFrame({"step": [3, 6, 9, 12], "value": [0.2, 0.495, 0.5, 0.49]})
-    assert plateau_round(history) == 6
+def test_plateau_round_applies_the_plateau_rule_to_a_history():
+    history = pd.DataFrame({"step": [12, 3, 6, 9], "value": [0.49, 0.2, 0.495, 0.5]})
+    # window 6: r=9: (3, 9] best 0.5 vs 0.2 -> rising; r=12: (6, 12] best 0.5 < 0.495 + 0.01.
+    assert plateau_round(history, window=6, tolerance=0.01) == 12
+    assert math.isnan(plateau_round(history, window=30))  # too short for a 30-round window
     assert math.isnan(plateau_round(history.iloc[0:0]))
 
 

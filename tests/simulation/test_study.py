@@ -60,6 +60,12 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     assert {f"hd95/{o}" for o in ORGANS} <= set(rounds.columns) and rounds[Metric.COMPUTE_MAX_S.value].gt(0).all()
     saved = json.loads((run_dir / "summary.json").read_text())
     assert {"params_total", "wall_s", "dice/mean", "comm/bytes_total"} <= set(saved)
+    # the plateau rule: 2 rounds are too few for its 30-round window
+    assert saved["rounds_to_plateau"] is None and saved["plateaued"] is False
+    assert saved["dice/mean_final"] == saved["dice/mean"] and "dice/mean_best" in saved
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged["plateaued"] == 0.0 and "rounds_to_plateau" not in logged
+    assert logged["dice/mean_final"] == pytest.approx(saved["dice/mean"])
     assert load_config(run_dir / "config.resolved.yaml") == config
 
     # communication: every hospital downloads and uploads exactly one model per round

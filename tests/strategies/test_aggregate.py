@@ -99,3 +99,30 @@ def test_adaptive_server_optimisers_move_towards_the_mean(name):
     new = strategy.server_update(state, acc)
     assert new["w"][0] > 0 and new["w"][1] < 0
     assert abs(new["w"][0]) <= 0.1 + 1e-6  # adaptive steps are bounded by lr at the first step
+
+
+# Reddi et al. (2021) Algorithm 2 by hand: x0 = 1, the mean is 0.8, so the pseudo-gradient is
+# g = 0.2; lr 0.1, betas (0.9, 0.99), tau 1e-3. Round 1: m = 0.1 * 0.2 = 0.02 and v starts at
+# tau^2 = 1e-6. Adam: v = 0.99e-6 + 0.01 * 0.04 = 4.0099e-4; Yogi: v = 1e-6 + 0.01 * 0.04 = 4.01e-4
+# (v < g^2, so sign(v - g^2) = -1). Round 2 moves the mean to x1 - 0.1, so g = 0.1:
+# m = 0.9 * 0.02 + 0.1 * 0.1 = 0.028; Adam v = 0.99 * 4.0099e-4 + 0.01 * 0.01 = 4.969801e-4;
+# Yogi v = 4.01e-4 - 0.01 * 0.01 * sign(4.01e-4 - 0.01) = 5.01e-4. No bias correction anywhere.
+@pytest.mark.parametrize(
+    "name, v1, v2", [("adam", 4.0099e-4, 4.969801e-4), ("yogi", 4.01e-4, 5.01e-4)]
+)
+def test_fedadam_and_fedyogi_match_reddi_algorithm_2_by_hand(name, v1, v2):
+    import math
+
+    from fedray.config import ServerOptimizerConfig
+
+    strategy = FedAvg(FedAvgParams(), ServerOptimizerConfig(name=name, lr=0.1, betas=(0.9, 0.99), eps=1e-3))
+    state = {"w": np.array([1.0], np.float64)}
+    x1 = 1.0 - 0.1 * 0.02 / (math.sqrt(v1) + 1e-3)
+    x2 = x1 - 0.1 * 0.028 / (math.sqrt(v2) + 1e-3)
+    for offset, expected in ((0.2, x1), (0.1, x2)):
+        acc = strategy.new_aggregate()
+        acc.add({"w": state["w"] - offset}, 1)
+        state = strategy.server_update(state, acc)
+        assert state["w"][0] == pytest.approx(expected, rel=1e-9)
+    # torch's Adam (bias-corrected) would have stepped by about lr at round 1: x = 0.9.
+    assert x1 == pytest.approx(0.90487, abs=1e-5)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -121,3 +123,68 @@ def test_softmax_methods_refuse_a_sigmoid_model(strategy, name):
 
 def test_condist_server_weights_clients_equally():
     assert ConDist(ConDistParams()).client_weight(9) == 1.0
+
+
+class _Vector(nn.Module):
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(values))
+
+
+def test_gradient_norm_is_clipped_to_one_like_the_reference():
+    model = _Vector([0.0, 0.0])
+    model.w.grad = torch.tensor([3.0, 4.0])  # norm 5 -> scaled by 1/5
+    context = ClientContext(hospital_id="a", round=1, labelled=(True, False, False), output="softmax")
+    ConDist(ConDistParams()).client_hooks(context).before_step(model)
+    assert torch.allclose(model.w.grad, torch.tensor([0.6, 0.8]), atol=1e-6)
+    model.w.grad = torch.tensor([0.3, 0.4])  # norm 0.5 < 1: unchanged
+    ConDist(ConDistParams()).client_hooks(context).before_step(model)
+    assert torch.allclose(model.w.grad, torch.tensor([0.3, 0.4]))
+
+
+@pytest.mark.parametrize(("keep", "expected"), [(True, 0.71), (False, 0.8)])
+def test_momentum_buffer_crosses_rounds_through_the_hospitals_client_state(keep, expected):
+    from fedray.training.local import make_optimizer, reset_optimizer
+
+    # Loss sum(w), so every gradient is 1; SGD lr 0.1, momentum 0.9. Round 1: buf = 1, w = 1 - 0.1
+    # = 0.9. Round 2 with the kept buffer: buf = 0.9 * 1 + 1 = 1.9, w = 0.9 - 0.19 = 0.71; with a
+    # fresh buffer: buf = 1, w = 0.8.
+    model = _Vector([1.0])
+    optimizer = make_optimizer(model, "sgd", 0.1, 0.9, 0.0)
+    strategy = ConDist(ConDistParams(keep_optimizer_state=keep, grad_clip_norm=0.0))
+    kept = None
+    for round_index in (1, 2):
+        context = ClientContext(
+            hospital_id="a", round=round_index, labelled=(True, False, False), output="softmax",
+            client_state=kept,
+        )
+        hooks = strategy.client_hooks(context)
+        reset_optimizer(optimizer, 0.1)
+        hooks.prepare_optimizer(model, optimizer)
+        optimizer.zero_grad()
+        model.w.sum().backward()
+        optimizer.step()
+        state = hooks.client_state(model)
+        kept = None if state is None else {k: torch.from_numpy(v) for k, v in state.items()}
+    assert (kept is not None) == keep
+    assert model.w.item() == pytest.approx(expected)
+
+
+@pytest.mark.ray
+def test_condist_study_keeps_each_hospitals_momentum_across_rounds(tmp_path, ray_local):
+    from fedray.messages import decode_state
+    from fedray.tracking.client_store import ClientStateStore
+    from tests.conftest import train_tiny_study
+
+    model = {"name": "multihead_unet", "output": "softmax", "channels": [4, 8], "blocks": [1, 1], "norm_groups": 4}
+    config, _, summary = train_tiny_study(
+        tmp_path, "condist", method={"name": "condist", "params": {"ramp_rounds": 2}}, model=model,
+        train={"local_steps": 2, "batch_size": 1, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9},
+    )
+    assert math.isfinite(summary["train/loss"])
+    store = ClientStateStore(config.run_dir / "client_state")
+    for hospital in "abc":
+        kept = decode_state(store.get(hospital, 3))  # the state it would start round 3 from
+        buffers = {k for k in kept if k.endswith(".momentum_buffer")}
+        assert "optimizer.stem.weight.momentum_buffer" in buffers
+        assert all(np.isfinite(v).all() for v in kept.values())

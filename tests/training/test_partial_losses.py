@@ -78,28 +78,47 @@ def test_marginal_gradient_stays_finite_for_confidently_wrong_logits():
     assert logits.grad[0, 1].item() > 0  # gradient descent lowers the wrong organ's logit
 
 
+ALL_LABELLED = torch.tensor([[True, True]])
+ORGAN_1_ONLY = torch.tensor([[True, False]])
+
+
 def test_exclusion_zero_when_predictions_respect_labels():
     # voxel labels: bg, organ 1, organ 2; the prediction is confident and right.
     logits = voxels([[20.0, -20.0, -20.0], [-20.0, 20.0, -20.0], [-20.0, -20.0, 20.0]])
-    assert exclusion_loss(logits, label_map([0, 1, 2])) < 1e-6
+    assert exclusion_loss(logits, label_map([0, 1, 2]), ALL_LABELLED) < 1e-6
 
 
 def test_exclusion_penalises_an_organ_inside_another_labelled_organ():
-    # Organ 2 is predicted on the voxel labelled organ 1.
+    # Organ 2 is predicted on the voxel labelled organ 1 (and on its own voxel 2).
     logits = voxels([[20.0, -20.0, -20.0], [-20.0, -20.0, 20.0], [-20.0, -20.0, 20.0]])
-    label = label_map([0, 1, 2])
-    # E_1 = {voxel 2}, p_1 ~ 0 -> 0; E_2 = {voxel 1}, p_2 ~ 1 on voxels 1, 2 -> 2 / (2 + 1).
-    assert torch.isclose(exclusion_loss(logits, label), torch.tensor((0 + 2 / 3) / 2), atol=1e-5)
+    # Regions: bg {1, 2}, p_0 ~ 0 there -> 0; organ 1: not-GT_1 = {0, 2}, p_1 ~ 0 -> 0;
+    # organ 2: not-GT_2 = {0, 1}, p_2 ~ 1 on {1, 2}: 2 * 1 / (2 + 2) = 1/2. Mean over 3 = 1/6.
+    loss = exclusion_loss(logits, label_map([0, 1, 2]), ALL_LABELLED)
+    assert torch.isclose(loss, torch.tensor(1 / 6), atol=1e-5)
+
+
+def test_exclusion_penalises_a_labelled_organ_outside_its_ground_truth_with_one_organ_per_site():
+    # Shi et al.'s region for a labelled organ is the whole complement of its ground truth, so
+    # the term does not vanish at a site that labels one organ: organ 1 predicted on voxels 0, 1.
+    logits = voxels([[-20.0, 20.0, -20.0], [-20.0, 20.0, -20.0], [20.0, -20.0, -20.0]])
+    # Regions: bg {1}, p_0(1) ~ 0 -> 0; organ 1: not-GT_1 = {0, 2}, p_1 = 1 on {0, 1}:
+    # 2 * 1 / (2 + 2) = 1/2; organ 2 (unlabelled): foreground {1}, p_2 ~ 0 -> 0. Mean 1/6.
+    loss = exclusion_loss(logits, label_map([0, 1, 0]), ORGAN_1_ONLY)
+    assert torch.isclose(loss, torch.tensor(1 / 6), atol=1e-5)
 
 
 def test_exclusion_penalises_an_unlabelled_organ_on_labelled_foreground():
     # Only organ 1 is labelled here; organ 2 (unlabelled) predicted on organ 1's voxel.
     logits = voxels([[20.0, -20.0, -20.0], [-20.0, -20.0, 20.0]])
-    assert exclusion_loss(logits, label_map([0, 1])) > 0.6
+    # Regions: bg {1}, p_0 = 1 on {0}: 0; organ 1: not-GT_1 = {0}, p_1 ~ 0: 0;
+    # organ 2: foreground {1}, p_2 = 1 on {1}: 2 / (1 + 1) = 1. Mean 1/3.
+    loss = exclusion_loss(logits, label_map([0, 1]), ORGAN_1_ONLY)
+    assert torch.isclose(loss, torch.tensor(1 / 3), atol=1e-5)
 
 
 def test_exclusion_without_labelled_foreground_is_zero_with_gradient():
     logits = torch.randn(1, 3, 2, 2, 2, requires_grad=True)
-    loss = exclusion_loss(logits, torch.zeros(1, 1, 2, 2, 2, dtype=torch.long))
+    no_organ_labelled = torch.tensor([[False, False]])
+    loss = exclusion_loss(logits, torch.zeros(1, 1, 2, 2, 2, dtype=torch.long), no_organ_labelled)
     loss.backward()
     assert loss.item() == 0.0 and logits.grad is not None
