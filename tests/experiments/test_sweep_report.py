@@ -89,6 +89,7 @@ def test_sweep_runs_resumes_and_reports(sequential):
         assert f"({name}.png)" in text
 
 
+@pytest.mark.slow  # minutes; tests/experiments/test_sweep_parallel.py runs a real parallel sweep by default
 def test_parallel_sweep_runs_cells_at_once_with_the_same_results(sequential):
     tmp_path, _, study = sequential
     sweep_path, _ = write_sweep(tmp_path, "mini_par", parallel=2)

@@ -158,6 +158,7 @@ def test_export_replaces_its_bundle_and_refuses_another_folder(fedavg_bundle, tm
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # minutes: local-only's ensemble is also covered by tests/tracking/test_model_logging.py
 def test_a_local_only_bundle_runs_its_per_organ_ensemble_through_monai(tmp_path, ray_local):
     config, test_dir, summary = train(tmp_path, "local", model=MULTIHEAD, method={"name": "local"})
     bundle = export_bundle(config.run_dir, tmp_path / "bundle")
