@@ -78,6 +78,7 @@ def test_peak_memory_counts_child_processes():
     assert all(child.pid in pids for _, pids in memory.cpu)  # CPU kept per process of the tree
 
 
+@pytest.mark.slow  # a minute: the figures' arithmetic is tested above by hand
 def test_bench_scale_writes_its_figures_and_plot(tmp_path):
     out = tmp_path / "bench_scale.json"
     done = subprocess.run(

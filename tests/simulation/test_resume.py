@@ -80,7 +80,12 @@ def test_resume_without_checkpoint_starts_the_study_again_and_without_config_is_
     assert started == [(config.run_name, False)]  # killed before its first checkpoint: nothing to continue
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+# Ctrl-C in the default run is slow: SIGTERM reaches the same KeyboardInterrupt path (simulation/run.py).
+@pytest.mark.parametrize(
+    "stop_signal",
+    [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM],
+    ids=["ctrl-c", "sigterm"],
+)
 def test_ctrl_c_or_sigterm_stops_after_a_checkpoint_and_marks_the_run_killed(tmp_path, stop_signal):
     study = tiny_study(tmp_path, rounds=30)
     study["tracking"] = {**study["tracking"], "run_name": "interrupted"}

@@ -133,7 +133,7 @@ def test_preparation_trains_one_teacher_per_owning_hospital_and_ablations_switch
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("model", ["multihead_unet", "unet"])
+@pytest.mark.parametrize("model", ["multihead_unet", pytest.param("unet", marks=pytest.mark.slow)])
 def test_fedkd_study_pretrains_teachers_and_counts_their_bytes(tmp_path, ray_local, model):
     from fedray.simulation.launch import run_study
 

@@ -39,7 +39,7 @@ def run(data: dict, resume: bool = False) -> dict:
     return run_study(config, hospitals, test_dir, resume=resume)
 
 
-@pytest.mark.parametrize("method", marked_slow("feddyn"))
+@pytest.mark.parametrize("method", marked_slow("scaffold", "feddyn"))
 def test_final_weights_do_not_depend_on_the_number_of_actors(tmp_path, ray_local, method):
     finals = []
     for actors in (1, 2, 4):
