@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import ray
@@ -69,33 +70,8 @@ class RoundScheduler:
 
         A job whose actor died is run again on the replacement, up to faults.max_retries times.
         """
-        attempts = {job.key: 0 for job in jobs}
-        running: dict = {}
-
-        def submit(job: PrepareJob) -> None:
-            group = self.home[job.hospital.hospital_id]
-            actor = self.actors[group]
-            running[actor.run.remote(PrepareTask(job, self._data(job.hospital)))] = (job, group, actor)
-
-        for job in jobs:
-            submit(job)
-        while running:
-            [task], _ = ray.wait(list(running), num_returns=1)
-            job, group, actor = running.pop(task)
-            try:
-                report = ray.get(task)
-            except RayActorError:
-                if attempts[job.key] >= self.config.faults.max_retries:
-                    raise
-                attempts[job.key] += 1
-                self._replace_actor(group, actor)
-                submit(job)
-                continue
-            except RayTaskError as error:
-                if isinstance(getattr(error, "cause", None), FedrayError):
-                    raise error.cause from None
-                raise
-            on_done(job, report.prepared)
+        tasks = [(self.home[job.hospital.hospital_id], PrepareTask(job, self._data(job.hospital))) for job in jobs]
+        self._run_all(tasks, lambda index, report: on_done(jobs[index], report.prepared))
 
     def evaluate(self, tasks: Sequence[tuple[int, EvalTask]]) -> list[EvalReport]:
         """Run evaluation tasks, each on the actor of its group, all at once; the reports in order.
@@ -103,8 +79,17 @@ class RoundScheduler:
         A task whose actor died is run again on the replacement (which loads its volumes again), up to
         faults.max_retries times; `eval_retries` holds how many were.
         """
-        attempts = [0] * len(tasks)
         reports: list[EvalReport | None] = [None] * len(tasks)
+        self.eval_retries = self._run_all(tasks, reports.__setitem__)
+        return reports
+
+    def _run_all(self, tasks: Sequence[tuple[int, Any]], on_report: Callable[[int, Any], None]) -> int:
+        """Run (group, task) pairs at once on their groups' actors; `on_report(index, report)` as each ends.
+
+        A task whose actor died is run again on the group's replacement, up to faults.max_retries
+        times; a configuration error raised in a task is raised here. Returns the reruns.
+        """
+        attempts = [0] * len(tasks)
         running: dict = {}
 
         def submit(index: int) -> None:
@@ -115,22 +100,23 @@ class RoundScheduler:
         for index in range(len(tasks)):
             submit(index)
         while running:
-            [task], _ = ray.wait(list(running), num_returns=1)
-            index, group, actor = running.pop(task)
+            [done], _ = ray.wait(list(running), num_returns=1)
+            index, group, actor = running.pop(done)
             try:
-                reports[index] = ray.get(task)
+                report = ray.get(done)
             except RayActorError:
                 if attempts[index] >= self.config.faults.max_retries:
                     raise
                 attempts[index] += 1
                 self._replace_actor(group, actor)
                 submit(index)
+                continue
             except RayTaskError as error:
                 if isinstance(getattr(error, "cause", None), FedrayError):
                     raise error.cause from None
                 raise
-        self.eval_retries = sum(attempts)
-        return reports
+            on_report(index, report)
+        return sum(attempts)
 
     def train_round(
         self,

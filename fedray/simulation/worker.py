@@ -17,9 +17,8 @@ import ray
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.case_store import CaseArrays, Recipe, StoredCase, open_case, store_root
-from fedray.data.datasets import ensure_stored
-from fedray.data.datasets import load_cases
+from fedray.data.case_store import CaseArrays, Recipe, StoredCase, is_stored, open_case, store_root
+from fedray.data.datasets import ensure_stored, load_cases
 from fedray.data.federation import Hospital
 from fedray.data.patches import PatchSampler, Prefetched
 from fedray.errors import FedrayError
@@ -109,6 +108,7 @@ class HospitalWorker:
         )
         self._sums: dict[int, RoundLedger] = {}  # round -> partial sum of the updates trained here
         self._runtime = HospitalRuntime(config, self.device, self._sampler)
+        self._recipe = Recipe.of(config.data)  # how this study's cases are preprocessed
         self._steps_to: Any = None  # the driver actor while it is watched (`report_steps_to`)
         _warm_up(self.model, self.device, config.data.patch_size)
         train = config.train
@@ -154,8 +154,8 @@ class HospitalWorker:
     # -- tasks ------------------------------------------------------------------------------------
     def _open(self, cases: Sequence[StoredCase]) -> list[CaseArrays]:
         """A task's cases, memory-mapped; one missing from the store (no preprocessing step ran) is written first."""
-        recipe = Recipe.of(self.config.data)
-        return [open_case(ensure_stored(ref, recipe)) for ref in cases]
+        # open_case checks the store version: ensure_stored (which checks it too) only for a missing case.
+        return [open_case(ref if is_stored(ref) else ensure_stored(ref, self._recipe)) for ref in cases]
 
     def _prepare(self, task: PrepareTask) -> TaskReport:
         hospital = task.job.hospital
