@@ -988,7 +988,7 @@ def _print_summary(config, summary: dict) -> None:
     out = Console()
     out.print(table)
     out.print(
-        f"communicated {summary['comm/bytes_total'] / 1e6:.1f} MB in {config.rounds} rounds "
+        f"communicated {summary['comm/bytes_total'] / 1e6:.1f} MB in {summary.get('rounds_trained', config.rounds)} rounds "
         f"(model {summary['params_total']:,} parameters, {summary['bytes_per_model'] / 1e6:.2f} MB); "
         f"inference {summary['infer/s_per_volume']:.2f} s/volume"
     )

@@ -352,6 +352,9 @@ class EvalConfig:
     # rounds is less than plateau_tolerance above the best before them.
     plateau_window: int = 30
     plateau_tolerance: float = 0.01
+    # Stop the study at the first evaluated round that meets the plateau rule (`rounds` is then the
+    # cap; the poly learning-rate schedule still runs over `rounds`). Off: every round is trained.
+    stop_at_plateau: bool = False
 
     def __post_init__(self) -> None:
         require(self.every >= 1, "eval.every must be >= 1.")
@@ -727,7 +730,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 # Keys that name a run or place it, but do not change what it computes (results are bit-identical
 # across actor counts); everything else, seed aside, decides which runs are seeds of one configuration.
-# The plateau rule only judges the curve afterwards, so it is left out too (runs keep their digest).
+# The plateau rule only judges the curve afterwards, so it is left out too (runs keep their digest);
+# with eval.stop_at_plateau it also ends training, which the digest keeps through that key.
 NOT_IN_DIGEST = ("name", "seed", "eval.plateau_window", "eval.plateau_tolerance")
 NOT_IN_DIGEST_SECTIONS = ("tracking.", "resources.")
 

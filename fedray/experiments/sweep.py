@@ -27,6 +27,7 @@ class Variant:
     label: str
     fragments: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
+    seeds: tuple[int, ...] | None = None  # this variant's seeds, when not the sweep's (e.g. a 1-seed screen)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ class SweepConfig:
         require(len(self.seeds) > 0, "seeds: list at least one seed.")
         for key, values in self.grid.items():
             require(isinstance(values, list) and values, f"grid.{key} must be a non-empty list.")
+        for v in self.variants:
+            require(v.seeds is None or len(v.seeds) > 0, f"variants: {v.label}'s seeds must list at least one seed.")
+
+    def seed_order(self) -> list[int]:
+        """Every seed of the sweep, the sweep's own first, then the variants' others as they appear."""
+        order = list(dict.fromkeys(self.seeds))
+        for v in self.variants:
+            order += [s for s in v.seeds or () if s not in order]
+        return order
 
 
 @dataclass(frozen=True)
@@ -65,10 +75,13 @@ def load_sweep(path: str | Path) -> SweepConfig:
 
 
 def plan_cells(sweep: SweepConfig, base_dir: Path = Path(".")) -> list[Cell]:
-    """Every cell's validated config; any invalid cell fails the whole sweep before anything runs."""
+    """Every cell's validated config, seed by seed (every variant at the first seed runs before any at
+    the second, so a stopped sweep has a whole screen); any invalid cell fails the sweep before anything runs."""
     axes = list(sweep.grid.items())
     cells = []
-    for variant, seed, *values in itertools.product(sweep.variants, sweep.seeds, *[v for _, v in axes]):
+    for seed, variant, *values in itertools.product(sweep.seed_order(), sweep.variants, *[v for _, v in axes]):
+        if seed not in (variant.seeds or sweep.seeds):
+            continue
         settings = [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for (key, _), value in zip(axes, values)]
         suffix = "".join(f"__{s}" for s in settings)
         run_name = f"{sweep.name}__{variant.label}__s{seed}{suffix}"

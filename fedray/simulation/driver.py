@@ -272,7 +272,9 @@ class Driver:
 
         rounds_began = time.perf_counter()
         evaluating_s = 0.0  # evaluation time since rounds_began
-        for round_index in range(state.round + 1, cfg.rounds + 1):
+        # a study stopped at its plateau but killed before summary.json has no round left to train
+        first = cfg.rounds + 1 if run.rows and self._plateaued(run.rows) else state.round + 1
+        for round_index in range(first, cfg.rounds + 1):
             round_start = time.perf_counter()
             chosen = self._sample(round_index)
             self.board.update(phase="training", round=round_index, clients_done=0, clients=len(chosen))
@@ -318,11 +320,19 @@ class Driver:
             state.wall_s = run.wall_s = wall_before + time.perf_counter() - session_start
             run.rows.append(row)
             run.stopping = self._stop.is_set()
+            run.last_round = round_index == cfg.rounds or (evaluated and self._plateaued(run.rows))
             callbacks.on_round_end(run, row)  # run files, MLflow, the checkpoint when due, progress
-            if run.stopping and round_index < cfg.rounds:
+            if run.last_round:
+                break
+            if run.stopping:
                 raise StudyStopped()
         state.wall_s = wall_before + time.perf_counter() - session_start
         return self._summary(state, model, run)
+
+    def _plateaued(self, rows: list[dict]) -> bool:
+        """eval.stop_at_plateau is on and the evaluated rounds so far meet the plateau rule."""
+        ev = self.config.eval
+        return ev.stop_at_plateau and plateau_fields(rows, ev.plateau_window, ev.plateau_tolerance)["plateaued"]
 
     def _evaluate(
         self, model: torch.nn.Module, round_index: int, global_state, test_cases, client_states
@@ -382,6 +392,7 @@ class Driver:
             "params_total": count_parameters(model),
             "bytes_per_model": len(encode_state(state.global_state)),
             "rounds": self.config.rounds,
+            "rounds_trained": state.round,  # fewer than rounds where eval.stop_at_plateau ended the study
             "wall_s": state.wall_s,
             "run_id": run.run_id,
             "run_dir": str(self.config.run_dir),

@@ -21,6 +21,8 @@ class RunContext:
         resumed: the checkpoint this session continues from (None for a new study).
         rows: every round's metric row so far (rounds.csv), restored from the checkpoint on resume.
         stopping: the user asked the study to stop after this round.
+        last_round: this round is the study's last: its rounds are done, or it met the plateau rule
+            with eval.stop_at_plateau.
         snapshot: the driver's whole state as a checkpoint (what a checkpoint callback writes).
     """
 
@@ -33,6 +35,7 @@ class RunContext:
     run_id: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     stopping: bool = False
+    last_round: bool = False
     wall_s: float = 0.0  # the study's time so far, over all its sessions
     hospital_rows: list[dict[str, Any]] = field(default_factory=list)  # the last round's, one per sampled hospital
     case_rows: list[dict[str, Any]] = field(default_factory=list)  # the last evaluation's, per test volume and organ

@@ -118,7 +118,7 @@ class CheckpointCallback(Callback):
         if _is_best(run.rows):  # written first: a study killed now still has its best model
             save_checkpoint(run.snapshot(), checkpoint_path(cfg.run_dir, "best"))
         if (
-            round_index == cfg.rounds
+            run.last_round
             or run.stopping
             or (every and round_index % every == 0)
             or (keep and round_index % keep == 0)

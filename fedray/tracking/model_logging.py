@@ -307,7 +307,7 @@ class ModelLoggingCallback(Callback):
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
         cfg, round_index = run.config, row["round"]
         keep = cfg.tracking.keep_every
-        if cfg.tracking.log_model and keep and round_index % keep == 0 and round_index < cfg.rounds:
+        if cfg.tracking.log_model and keep and round_index % keep == 0 and not run.last_round:
             self._log(run, model_name(round_index))  # the last round's is "model", at the end
 
     def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:

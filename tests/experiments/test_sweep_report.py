@@ -132,3 +132,21 @@ def test_parallel_sweep_runs_cells_at_once_with_the_same_results(sequential):
         twin_weights = load_checkpoint(checkpoint_path(results / twin.info.run_name)).global_state
         assert weights.keys() == twin_weights.keys()
         assert all(np.array_equal(weights[k], twin_weights[k]) for k in weights)
+
+
+def test_cells_run_seed_by_seed_and_a_variant_may_have_its_own_seeds(tmp_path):
+    from fedray.experiments.sweep import load_sweep, plan_cells
+
+    sweep_path, _ = write_sweep(tmp_path, "order")
+    data = yaml.safe_load(sweep_path.read_text())
+    data["seeds"] = [0, 1]
+    data["variants"][1]["seeds"] = [0]  # a screen-only variant: one seed
+    data["variants"].append({"label": "extra", "seeds": [2, 0]})
+    sweep_path.write_text(yaml.safe_dump(data))
+    names = [c.run_name.removeprefix("order__") for c in plan_cells(load_sweep(sweep_path))]
+    assert names == ["weighted__s0", "unweighted__s0", "extra__s0", "weighted__s1", "extra__s2"]
+
+    data["variants"][1]["seeds"] = []
+    sweep_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(Exception, match="unweighted's seeds must list at least one seed"):
+        load_sweep(sweep_path)
