@@ -91,6 +91,7 @@ def test_data_phantom_command_writes_msd_folders(tmp_path):
     )
 
 
+@pytest.mark.slow  # two whole CLI studies (about 40 s); the default run's CLI studies still run quietly
 def test_ray_start_up_lines_are_hidden_unless_verbose(tmp_path):
     quiet = subprocess.run([sys.executable, "-m", "fedray.cli", "run", write_study(tmp_path), "rounds=1"],
                            capture_output=True, text=True, timeout=300)

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # about 20 s; like cluster/paper_study_gpu.py's smoke test, run with -m slow
 def test_gpu_check_smoke_run_on_cpu(tmp_path):
     out = tmp_path / "check.json"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
