@@ -106,8 +106,14 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
     runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna())
     rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()
     teachers = runs["comm/bytes_preparation"].fillna(0)
-    runs = runs.assign(mb_per_round=(runs["comm/bytes_total"] - teachers) / runs["run_id"].map(rounds) / 1e6)
-    columns = ["dice/mean", *[f"dice/{o}" for o in organs]]
+    hd95 = [f"hd95/{o}" for o in organs if f"hd95/{o}" in runs]
+    runs = runs.assign(
+        mb_per_round=(runs["comm/bytes_total"] - teachers) / runs["run_id"].map(rounds) / 1e6,
+        rounds_trained=runs["run_id"].map(rounds),  # fewer than `rounds` where the study stopped at its plateau
+        hd95_mean=runs[hd95].mean(axis=1) if hd95 else math.nan,  # over the organs the test set labels
+    )
+    per_volume = ["dice_per_volume/mean"] if "dice_per_volume/mean" in runs else []
+    columns = ["dice/mean", *per_volume, "hd95_mean", *[f"dice/{o}" for o in organs]]
     grouped = runs.groupby("variant")
     summary = pd.DataFrame(index=grouped.size().index)
     summary["seeds"] = grouped.size()
@@ -120,16 +126,20 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
     summary["infer s/volume"] = grouped["infer/s_per_volume"].median()
     summary["plateaued"] = grouped["plateaued"].sum()
     summary["rounds to plateau (median)"] = grouped["plateau_round"].median()
+    summary["rounds trained (median)"] = grouped["rounds_trained"].median()
     return summary.sort_values("dice/mean mean", ascending=False)
 
 
-def paired_tests(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Reference minus each other variant on mean Dice, paired by seed: mean, std, Wilcoxon and t p-values.
+def paired_tests(runs: pd.DataFrame, reference: str, metric: str = "dice/mean") -> pd.DataFrame:
+    """Reference minus each other variant on a mean Dice (pooled `dice/mean`, or per-volume
+    `dice_per_volume/mean`), paired by seed: mean, std, Wilcoxon and t p-values.
 
     With n paired seeds the smallest two-sided Wilcoxon p-value is 2 / 2**n (0.25 for 3 seeds), so
     the t-test is reported beside it; neither is strong evidence with a handful of seeds.
     """
-    pivot = runs.pivot_table(index="seed", columns="variant", values="dice/mean")
+    if metric not in runs:
+        return pd.DataFrame()
+    pivot = runs.pivot_table(index="seed", columns="variant", values=metric)
     rows = []
     for variant in pivot.columns:
         if variant == reference or reference not in pivot.columns:
@@ -186,9 +196,10 @@ def write_report(
     organs = [o for o in STRUCTURES if f"dice/{o}" in runs.columns]
     summary = summarise(runs, histories, organs)
     paired = paired_tests(runs, reference)
+    paired_per_volume = paired_tests(runs, reference, "dice_per_volume/mean")
     summary_csv, paired_csv = out_dir / "summary.csv", out_dir / "paired.csv"
     summary.to_csv(summary_csv)
-    paired.to_csv(paired_csv, index=False)
+    pd.concat([paired.assign(dice="pooled"), paired_per_volume.assign(dice="per volume")]).to_csv(paired_csv, index=False)
     plots = (
         _plot_organs(summary, organs, out_dir / "dice_per_organ.png"),
         _plot_curves(runs, histories, out_dir / "dice_vs_round.png"),
@@ -204,7 +215,7 @@ def write_report(
     if differences is not None and not differences.empty:
         notes += ("\n## How the variants' configs differ\n\n(logged config keys that differ; seeds of one "
                   "variant share everything but the seed)\n\n" + _markdown_table(differences) + "\n")
-    markdown.write_text(_markdown(experiment, summary, paired, organs, reference, plots) + notes
+    markdown.write_text(_markdown(experiment, summary, paired, paired_per_volume, organs, reference, plots) + notes
                         + (_segmentations(overlays, out_dir) if overlays is not None else ""))
     return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None)
 
@@ -224,42 +235,59 @@ def _pm(mean: float, std: float) -> str:
 
 def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
     """Markdown table: Dice % mean ± std per organ and method, with the cost columns."""
-    head = ["method", "seeds", "mean Dice %", *organs, "params", "MB/round", "infer s/vol", "plateaued",
-            "rounds to plateau"]
+    per_volume = "dice_per_volume/mean mean" in summary
+    head = ["method", "seeds", "mean Dice %", *(["per-volume Dice %"] if per_volume else []), "HD95 mm", *organs,
+            "params", "MB/round", "infer s/vol", "plateaued", "rounds to plateau", "rounds trained"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, row in summary.iterrows():
+        hd95 = row["hd95_mean mean"]
         cells = [
             str(variant),
             str(int(row["seeds"])),
             _pm(row["dice/mean mean"], row["dice/mean std"]),
+            *([_pm(row["dice_per_volume/mean mean"], row["dice_per_volume/mean std"])] if per_volume else []),
+            "n/a" if math.isnan(hd95) else (f"{hd95:.1f} ± {row['hd95_mean std']:.1f}"
+                                            if not math.isnan(row["hd95_mean std"]) else f"{hd95:.1f}"),
             *[_pm(row[f"dice/{o} mean"], row[f"dice/{o} std"]) for o in organs],
             f"{int(row['params']):,}",
             f"{row['MB/round']:.2f}",
             f"{row['infer s/volume']:.3f}",
             f"{int(row['plateaued'])}/{int(row['seeds'])}",
             "not reached" if math.isnan(row["rounds to plateau (median)"]) else f"{row['rounds to plateau (median)']:.0f}",
+            f"{row['rounds trained (median)']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _markdown(experiment, summary, paired, organs, reference, plots) -> str:
-    paired_lines = ["| comparison | seeds | mean diff (points) | std | reference wins | Wilcoxon p | paired t p |",
-                    "|---|---|---|---|---|---|---|"]
+def _paired_table(paired: pd.DataFrame) -> str:
+    lines = ["| comparison | seeds | mean diff (points) | std | reference wins | Wilcoxon p | paired t p |",
+             "|---|---|---|---|---|---|---|"]
     for _, r in paired.iterrows():
-        paired_lines.append(
+        lines.append(
             f"| {r['comparison']} | {r['paired seeds']} | {r['mean diff (Dice points)']:+.1f} | "
             f"{r['std diff']:.1f} | {r['reference wins']}/{r['paired seeds']} | {r['wilcoxon p']:.3f} | {r['paired t p']:.3f} |"
         )
+    return "\n".join(lines)
+
+
+def _markdown(experiment, summary, paired, paired_per_volume, organs, reference, plots) -> str:
+    per_volume = "" if paired_per_volume.empty else (
+        "\n\nThe same on per-volume Dice (each test volume's Dice, averaged over volumes):\n\n"
+        + _paired_table(paired_per_volume))
     images = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     return f"""# Method comparison: {experiment}
 
-Dice on the fully-labelled held-out set, from TP/FP/FN summed over test volumes, final global model;
-mean ± std over seeds. MB/round: bytes all hospitals downloaded and uploaded per round (teachers
+Dice on the fully-labelled held-out set, final global model; mean ± std over seeds. Mean Dice %
+and the organ columns are pooled Dice (TP/FP/FN summed over the test volumes); per-volume Dice is each
+volume's Dice averaged over volumes (as nnU-Net and the paper report); HD95 mm: the 95th-percentile
+Hausdorff distance averaged over organs, an organ in the reference but not predicted counting as
+the volume's diagonal. MB/round: bytes all hospitals downloaded and uploaded per round (teachers
 excluded; they are sent once). Plateaued: seeds whose run reached the plateau rule (the best mean
 Dice of the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
 `eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the best before them);
-rounds to plateau: the round the rule was first met (median over the seeds that reached it).
+rounds to plateau: the round the rule was first met (median over the seeds that reached it);
+rounds trained: the rounds run (fewer than the cap where `eval.stop_at_plateau` ended the study there).
 
 {dice_table(summary, organs)}
 
@@ -268,7 +296,7 @@ rounds to plateau: the round the rule was first met (median over the seeds that 
 Seeds pair runs that share initial weights, data and patches. With 3 seeds the smallest possible
 two-sided Wilcoxon p-value is 0.25, so read the spread of the differences, not the p-value alone.
 
-{chr(10).join(paired_lines)}
+{_paired_table(paired)}{per_volume}
 
 ## Plots
 

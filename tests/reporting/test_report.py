@@ -60,3 +60,47 @@ def test_runs_group_by_config_not_by_name_and_the_differing_keys_are_shown():
     assert all(v.startswith("quickstart@") for v in variants.values())
     differences = config_differences(raw, tidy)
     assert set(differences.columns) == {"rounds", "train.lr"}  # not the seed, the run name or tracking keys
+
+
+def test_summary_has_per_volume_dice_hd95_over_organs_and_rounds_trained():
+    from fedray.reporting.report import summarise
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["r0", "r1", "q0"],
+            "variant": ["a", "a", "b"],
+            "seed": [0, 1, 0],
+            "dice/mean": [0.5, 0.7, 0.4],
+            "dice_per_volume/mean": [0.4, 0.6, 0.3],
+            "dice/liver": [0.5, 0.7, 0.4],
+            "dice/spleen": [0.5, math.nan, 0.4],
+            "hd95/liver": [10.0, 20.0, 5.0],
+            "hd95/spleen": [30.0, math.nan, 7.0],  # NaN: the organ is not in the test set of r1
+            "comm/bytes_total": [4e6, 4e6, 2e6],
+            "comm/bytes_preparation": [0.0, 0.0, 0.0],
+            "params_total": [10, 10, 10],
+            "infer/s_per_volume": [1.0, 1.0, 1.0],
+        }
+    )
+    histories = pd.DataFrame(
+        {
+            "run_id": ["r0", "r0", "r1", "r1", "q0"],
+            "metric": ["comm/bytes_down"] * 5,
+            "step": [1, 40, 1, 80, 35],  # r0 stopped at its plateau at round 40 of 80
+            "value": [1.0] * 5,
+        }
+    )
+    summary = summarise(runs, histories, ["liver", "spleen"])
+    assert summary.loc["a", "dice_per_volume/mean mean"] == pytest.approx(0.5)
+    assert summary.loc["a", "hd95_mean mean"] == pytest.approx(((10 + 30) / 2 + 20) / 2)  # organs, then seeds
+    assert summary.loc["b", "hd95_mean mean"] == pytest.approx(6.0)
+    assert summary.loc["a", "rounds trained (median)"] == 60 and summary.loc["b", "rounds trained (median)"] == 35
+    assert summary.loc["a", "MB/round"] == pytest.approx((4 / 40 + 4 / 80) / 2)
+
+
+def test_paired_tests_on_per_volume_dice_and_none_without_it():
+    runs = pd.DataFrame({"seed": [0, 1, 0, 1], "variant": ["a", "a", "b", "b"],
+                         "dice/mean": [0.5, 0.6, 0.4, 0.5], "dice_per_volume/mean": [0.3, 0.6, 0.4, 0.4]})
+    [row] = paired_tests(runs, "a", "dice_per_volume/mean").to_dict("records")
+    assert row["mean diff (Dice points)"] == pytest.approx(100 * (-0.1 + 0.2) / 2) and row["reference wins"] == 1
+    assert paired_tests(runs.drop(columns="dice_per_volume/mean"), "a", "dice_per_volume/mean").empty
