@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--experiment", default="fedray", help="MLflow experiment (a sweep's name)")
     report.add_argument("--reference", default="fedkd", help="variant the paired tests compare against")
     report.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or results/mlflow.db")
+    report.add_argument("--runs", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="read finished study folders (or folders of them, e.g. a sweep's committed results) "
+                             "instead of an MLflow store")
     report.add_argument("--out", type=Path, default=None, help="default: results/<experiment>/")
     report.add_argument("--no-pictures", action="store_true",
                         help="skip the segmentations figure (it loads one model per method and segments a test volume)")
@@ -608,15 +611,23 @@ def _report(args: argparse.Namespace) -> int:
     from fedray.tracking.query import metric_histories, study_runs
 
     uri = args.tracking_uri or default_tracking_uri("results")
-    raw = study_runs(uri, args.experiment)
+    names = [Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value, Metric.BYTES_DOWN.value]
+    if args.runs:
+        from fedray.reporting.run_folders import folder_runs, study_folders
+
+        raw, histories = folder_runs(study_folders(args.runs), names)
+    else:
+        raw = study_runs(uri, args.experiment)
     runs = tidy_runs(raw, args.experiment)
+    if args.runs:
+        runs["run_dir"] = raw.set_index("run_id").loc[runs["run_id"], "run_dir"].to_numpy()
     differences = config_differences(raw, runs)
     if args.reference not in set(runs["variant"]):
         console.print(f"[yellow]The reference variant '{args.reference}' is not among the runs "
                       f"({', '.join(sorted(set(runs['variant'])))}): no paired comparison. "
                       f"Choose one with --reference.[/]", highlight=False)
-    names = [Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value, Metric.BYTES_DOWN.value]
-    histories = metric_histories(uri, list(runs["run_id"]), names)
+    if not args.runs:
+        histories = metric_histories(uri, list(runs["run_id"]), names)
     out = args.out or Path("results") / args.experiment
     overlays = None
     if not args.no_pictures:

@@ -90,6 +90,21 @@ def test_sweep_runs_resumes_and_reports(sequential):
         assert f"({name}.png)" in text
 
 
+def test_a_report_from_the_study_folders_equals_the_one_from_mlflow(sequential):
+    tmp_path, _, study = sequential
+    from_store, from_folders = tmp_path / "report_store", tmp_path / "report_folders"
+    common = ["report", "--experiment", "mini", "--reference", "weighted", "--no-pictures"]
+    assert main([*common, "--tracking-uri", study["tracking"]["uri"], "--out", str(from_store)]) == 0
+    (tmp_path / "results" / "elsewhere").mkdir()  # not a study folder: passed over
+    assert main([*common, "--runs", str(tmp_path / "results"), "--out", str(from_folders)]) == 0
+    store = pd.read_csv(from_store / "summary.csv", index_col=0)
+    folders = pd.read_csv(from_folders / "summary.csv", index_col=0)
+    assert list(folders.index) == list(store.index) and folders["seeds"].tolist() == [2, 2]
+    pd.testing.assert_frame_equal(folders, store, check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(pd.read_csv(from_folders / "paired.csv"), pd.read_csv(from_store / "paired.csv"))
+    assert main([*common, "--runs", str(tmp_path / "results" / "elsewhere"), "--out", str(from_folders)]) == 2
+
+
 @pytest.mark.slow  # minutes; tests/experiments/test_sweep_parallel.py runs a real parallel sweep by default
 def test_parallel_sweep_runs_cells_at_once_with_the_same_results(sequential):
     tmp_path, _, study = sequential
