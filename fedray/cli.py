@@ -772,6 +772,16 @@ def _bench_data_path(args: argparse.Namespace) -> int:
                       f"(peak {result['preprocess_peak_pss_gb'] or 0:.2f} GB PSS, "
                       f"{result['preprocess_s_per_case'] or 0:.1f} s each); study {result['wall_s']:.0f} s")
         write()
+    # After every memory study, whose first start read each file in full and remembered it.
+    record["checks"] = []
+    for n in args.cases:
+        sites, test = bench.write_clinical_sites(work / "sites", 3, n, 3)
+        with console.status(f"case checks of 3 sites x {n} cases: every file in full, then headers only..."):
+            checks = bench.time_checks(bench.study_config(work, sites, test, f"data-path-{n}"))
+        record["checks"].append(checks)
+        console.print(f"3 x {n} cases: checks {checks['full_s']:.1f} s reading {checks['cases_checked']} cases in "
+                      f"full, {checks['headers_only_s']:.2f} s from headers once remembered")
+        write()
 
     import torch
 

@@ -7,7 +7,8 @@ memory-mapped stored case with its stored foreground), at 64^3 on a clinical-siz
 loop as a hospital actor runs it (patches from the store, prepared one batch ahead, FedAvg's hooks,
 the study optimiser) against the bare network step (forward, the same loss, backward, SGD step) on
 one in-memory batch, 1 thread. Memory: peak PSS of the whole process tree of a short study on
-clinical-size synthetic MSD sites, at two numbers of cases per site.
+clinical-size synthetic MSD sites, at two numbers of cases per site. Checks: the pre-Ray case checks
+of those studies, every file read in full, then with every case remembered (headers only).
 """
 
 from __future__ import annotations
@@ -222,6 +223,25 @@ def peak_study(config: StudyConfig) -> dict:
         "peak_pss_gb": memory.peak_pss / 1e9, "peak_rss_gb": memory.peak_rss / 1e9, "wall_s": wall,
         "rounds": config.rounds, "local_steps": config.train.local_steps, "dice_mean": summary.get("dice/mean"),
     }
+
+
+def time_checks(config: StudyConfig) -> dict:
+    """Seconds of the case checks before Ray starts (`prepare_hospitals`): first with no case remembered
+    (every file read in full, as a first start), then with all of them remembered (a later start)."""
+    from fedray.data.federation import prepare_hospitals
+    from fedray.data.validation import CHECKS_FOLDER
+
+    checks = Path(config.data.cache_dir) / CHECKS_FOLDER
+    shutil.rmtree(checks, ignore_errors=True)
+    start = time.perf_counter()
+    prepare_hospitals(config)
+    full = time.perf_counter() - start
+    start = time.perf_counter()
+    prepare_hospitals(config)
+    headers = time.perf_counter() - start
+    return {"sites": len(config.data.sites), "cases_per_site": _cases(config),
+            "cases_checked": len(list(checks.iterdir())),  # the sites' and the test set's, each remembered once
+            "full_s": full, "headers_only_s": headers}
 
 
 def _cases(config: StudyConfig) -> int:

@@ -101,7 +101,7 @@ def case_key(case: SiteCase, recipe: Recipe) -> str:
         "version": STORE_VERSION,
         "image": str(case.image),
         "label": str(case.label),
-        "stamp": [_file_stamp(case.image), _file_stamp(case.label)],
+        "stamp": [file_stamp(case.image), file_stamp(case.label)],
         "labels": site_table(case.label_map, list(recipe.organs)).tolist(),
         "labelled": [organ in case.label_map.organs for organ in recipe.organs],
         "hu_window": list(recipe.hu_window),
@@ -111,7 +111,7 @@ def case_key(case: SiteCase, recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _file_stamp(path: Path) -> str:
+def file_stamp(path: Path) -> str:
     """Size and modification time: an edited file gets a new key."""
     stat = os.stat(path)
     return f"{stat.st_size}:{stat.st_mtime_ns}"

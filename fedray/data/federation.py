@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fedray.config import SiteConfig, StudyConfig
 from fedray.data.sites import Site, SiteCase, read_site_cases, split_cases
-from fedray.data.validation import BadCase, check_cases, check_volume_sizes
+from fedray.data.validation import BadCase, PassedChecks, check_cases, check_volume_sizes
 from fedray.errors import ConfigError, DataError
 
 
@@ -179,8 +179,10 @@ def prepare_hospitals(
 ) -> PreparedData:
     """Return the hospitals and the fully-labelled test folder, writing phantom data on first use.
 
-    Real sites are read, split, and every case checked in full here, before any actor starts:
-    bad cases stop the study (data.on_bad_case: fail) or are left out and listed in `skipped`.
+    Real sites are read, split, and every case checked here, before any actor starts: in full the
+    first time, then (files, label map and preprocessing unchanged) from its headers only, see
+    `validation.PassedChecks`. Bad cases stop the study (data.on_bad_case: fail) or are left out
+    and listed in `skipped`.
     `layout`: what `check_layout(config)` returned, if the caller checked already.
 
     Raises:
@@ -280,9 +282,10 @@ def _phantom_hospitals(
 def _site_hospitals(config: StudyConfig, layout: Layout) -> tuple[list[Hospital], Path, list[BadCase]]:
     """Hospitals from the listed real sites: check every case, split sites into hospitals."""
     data = config.data
+    passed = PassedChecks.of(data)  # a case that passed before with unchanged files: headers only
     hospitals, skipped = [], []
     for site_config, site in layout.sites:
-        good, bad = check_cases(site.cases, data.organs, data.on_bad_case)
+        good, bad = check_cases(site.cases, data.organs, data.on_bad_case, passed)
         skipped += bad
         if not good:
             raise DataError(
@@ -294,7 +297,7 @@ def _site_hospitals(config: StudyConfig, layout: Layout) -> tuple[list[Hospital]
         for name, cases in zip(_hospital_names(site.name, len(groups)), groups):
             hospitals.append(Hospital(name, len(hospitals), organs, cases))
     # The test set is the benchmark: a bad test case always stops the study, never shrinks the set.
-    check_cases(layout.test.cases, data.organs, "fail")
+    check_cases(layout.test.cases, data.organs, "fail", passed)
     return hospitals, Path(data.test_set), skipped
 
 

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import nibabel as nib
 import numpy as np
 
+from fedray.atomic import atomic_write_text
+from fedray.data.case_store import Recipe, case_key, file_stamp
 from fedray.data.sites import SiteCase
 from fedray.errors import ConfigError, DataError
 from fedray.organs import TUMOURS
 
+if TYPE_CHECKING:
+    from fedray.config import DataConfig
+
 # Affines of an image and its label may differ by float rounding in the writer; 1e-3 mm is far
 # below any voxel size, yet catches a shifted or flipped label.
 _AFFINE_TOLERANCE_MM = 1e-3
+# Under data.cache_dir, beside the case store ("cases"): one file per case that passed in full.
+CHECKS_FOLDER = "case_checks"
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,67 @@ class BadCase:
         return f"case '{self.case}' of site '{self.site}': '{self.file}' {self.reason}"
 
 
+@dataclass(frozen=True)
+class PassedChecks:
+    """The cases that passed the full check, remembered so that a later start reads only their headers.
+
+    One small JSON file per case under data.cache_dir/case_checks, named by the case store's key
+    (`case_store.case_key`: the files' paths, sizes and modification times, the label map as the
+    study uses it, the preprocessing), so an edited file, another label map or another study
+    preprocessing is checked in full again. The file also holds what the check read that the key
+    does not name (every value the site's label map knows, the study organs, the stamps), compared
+    whole on use. Only passes are remembered: a bad case is read again, and so reported again.
+    """
+
+    folder: Path
+    recipe: Recipe
+
+    @classmethod
+    def of(cls, data: DataConfig) -> PassedChecks:
+        return cls(Path(data.cache_dir) / CHECKS_FOLDER, Recipe.of(data))
+
+    def entry(self, case: SiteCase, organs: Sequence[str]) -> tuple[Path, dict]:
+        """Where the case's pass would be kept, and what it must say (the files' stamps read now)."""
+        checked = {
+            "site": case.site,
+            "case": case.case_id,
+            "image": str(case.image),
+            "label": str(case.label),
+            "stamps": [file_stamp(case.image), file_stamp(case.label)],
+            "label_values": list(case.label_map.values),
+            "label_names": [list(pair) for pair in case.label_map.names],
+            "declared": list(case.label_map.organs),
+            "organs": list(organs),
+        }
+        return self.folder / f"{case_key(case, self.recipe)}.json", checked
+
+    @staticmethod
+    def holds(path: Path, checked: dict) -> bool:
+        try:
+            return json.loads(path.read_text()) == checked
+        except (OSError, ValueError):  # none yet, or a damaged file: check in full (and rewrite it)
+            return False
+
+    @staticmethod
+    def remember(path: Path, checked: dict) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(checked, indent=1))
+        except OSError:  # a read-only data.cache_dir (a shared store): the case is checked in full next time
+            pass
+
+
 def check_cases(
-    cases: Sequence[SiteCase], organs: Sequence[str], on_bad_case: Literal["fail", "skip"]
+    cases: Sequence[SiteCase],
+    organs: Sequence[str],
+    on_bad_case: Literal["fail", "skip"],
+    passed: PassedChecks | None = None,
 ) -> tuple[list[SiteCase], list[BadCase]]:
-    """Split `cases` into good ones and bad ones, reading every file in full (a few threads).
+    """Split `cases` into good ones and bad ones, reading the files in a few threads.
+
+    With `passed`, a case that passed before with the same files (path, size and modification
+    time), label map, organs and preprocessing has only its headers read (existence, shape,
+    affine); every other case is read in full and, if good, remembered there.
 
     An organ a site declares (and the study trains) with no voxels in a case makes that case bad:
     the case would teach that the organ is absent. Judged per case, so one case without a
@@ -55,7 +121,7 @@ def check_cases(
     workers = max(1, min(4, os.cpu_count() or 1, len(cases)))
     pool = ThreadPoolExecutor(max_workers=workers)  # zlib and numpy release the GIL while reading
     try:
-        for case, problem in zip(cases, pool.map(lambda c: case_problem(c, organs), cases)):
+        for case, problem in zip(cases, pool.map(lambda c: case_problem(c, organs, passed), cases)):
             if problem is None:
                 good.append(case)
             elif on_bad_case == "fail":
@@ -70,8 +136,9 @@ def check_cases(
     return good, bad
 
 
-def case_problem(case: SiteCase, organs: Sequence[str]) -> BadCase | None:
-    """What is wrong with one case, or None: headers first, then the label and image voxels."""
+def case_problem(case: SiteCase, organs: Sequence[str], passed: PassedChecks | None = None) -> BadCase | None:
+    """What is wrong with one case, or None: headers first, then (unless `passed` holds the case)
+    the label and image voxels."""
 
     def bad(path: object, reason: str) -> BadCase:
         return BadCase(case.site, case.case_id, str(path), reason)
@@ -92,6 +159,22 @@ def case_problem(case: SiteCase, organs: Sequence[str]) -> BadCase | None:
     if not np.allclose(image.affine, label.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
         return bad(case.label, f"has a different affine (orientation, spacing or origin) than its image "
                                f"'{case.image}' ({_rows(label.affine)} vs {_rows(image.affine)})")
+    # Stamped before the voxels are read: a file changed meanwhile has a new stamp, so is read again next time.
+    record = passed.entry(case, organs) if passed is not None else None
+    if record is not None and passed.holds(*record):
+        return None
+    problem = _voxel_problem(case, image, label, organs)
+    if problem is None and record is not None:
+        passed.remember(*record)
+    return problem
+
+
+def _voxel_problem(case: SiteCase, image, label, organs: Sequence[str]) -> BadCase | None:
+    """What is wrong with a case's label and image voxels (both files read in full), or None."""
+
+    def bad(path: object, reason: str) -> BadCase:
+        return BadCase(case.site, case.case_id, str(path), reason)
+
     try:
         labels = np.asanyarray(label.dataobj)
     except Exception as error:  # truncated or corrupt compressed data

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+import fedray.data.validation as validation
 from fedray.config import SiteConfig, config_from_data, load_config, save_config, with_absolute_paths
 from fedray.configtypes import to_data
+from fedray.data.case_store import Recipe, case_key
 from fedray.data.datasets import load_hospital_cases
 from fedray.data.federation import check_layout, prepare_hospitals
 from fedray.errors import ConfigError, DataError
@@ -327,6 +330,92 @@ def test_bad_test_case_always_stops_the_study(tmp_path, test_set):
     _nan_image(test_set / "images" / "t0.nii.gz", np.nan)
     with pytest.raises(DataError, match="t0.nii.gz' has 1 NaN"):
         prepare_hospitals(study([str(site)], test_set, on_bad_case="skip"))
+
+
+# -- checks remembered between starts ---------------------------------------------------------------
+
+
+def write_plain_msd(folder: Path, labels: dict, cases: dict[str, np.ndarray]) -> Path:
+    """An MSD folder of uncompressed .nii files, so a test can change voxels in place (same size)."""
+    training = []
+    for name, label in cases.items():
+        for kind, array in (("images", np.full(label.shape, 50, dtype=np.int16)), ("labels", label)):
+            (folder / kind).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(array, LPS), folder / kind / f"{name}.nii")
+        training.append({"image": f"images/{name}.nii", "label": f"labels/{name}.nii"})
+    (folder / "dataset.json").write_text(json.dumps({"labels": labels, "training": training}))
+    return folder
+
+
+def _overwrite_keeping_stamp(path: Path, offset: int, data: bytes) -> None:
+    """Change bytes in place and restore the modification time: size and mtime say 'unchanged'."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def _touch(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+
+
+def test_a_case_that_passed_has_only_its_headers_read_until_its_file_changes(tmp_path, test_set, monkeypatch):
+    folder = write_plain_msd(tmp_path / "s", {"1": "liver", "2": "spleen"}, {f"c{i}": blocks(l=1, s=2) for i in range(2)})
+    config = study([str(folder)], test_set, cache_dir=str(tmp_path / "cache"))
+    full_reads = []
+    voxel_problem = validation._voxel_problem
+    monkeypatch.setattr(validation, "_voxel_problem", lambda case, *a: full_reads.append(case.case_id) or voxel_problem(case, *a))
+
+    prepare_hospitals(config)
+    assert sorted(full_reads) == ["c0", "c1", "t0"]  # every case read in full once, the test set's too
+    assert len(list((tmp_path / "cache" / validation.CHECKS_FOLDER).iterdir())) == 3
+
+    # Voxel [0, 0, 0] of c1's label (liver, 1) becomes 5, a value outside the map; the stamp stays.
+    label = folder / "labels" / "c1.nii"
+    _overwrite_keeping_stamp(label, nib.load(label).dataobj.offset, bytes([5]))
+    full_reads.clear()
+    [hospital] = prepare_hospitals(config).hospitals
+    assert full_reads == [] and [c.case_id for c in hospital.cases] == ["c0", "c1"]  # headers only
+
+    _touch(label)  # a new stamp: read in full again, and the new problem reported as before
+    with pytest.raises(DataError, match=r"Bad case 'c1' of site 's': '.*c1.nii' holds label value\(s\) 5 that are not"):
+        prepare_hospitals(config)
+    assert full_reads == ["c1"]
+    [skipped] = prepare_hospitals(study([str(folder)], test_set, cache_dir=str(tmp_path / "cache"),
+                                        on_bad_case="skip")).skipped
+    assert (skipped.case, skipped.file) == ("c1", str(label))  # a bad case is not remembered as passed
+
+
+def test_a_remembered_case_still_has_its_headers_checked(tmp_path, test_set):
+    folder = write_plain_msd(tmp_path / "s", {"1": "liver", "2": "spleen"}, {f"c{i}": blocks(l=1, s=2) for i in range(2)})
+    config = study([str(folder)], test_set, cache_dir=str(tmp_path / "cache"))
+    prepare_hospitals(config)
+    image = folder / "images" / "c0.nii"
+    _overwrite_keeping_stamp(image, 344, b"zzzz")  # the magic "n+1": no longer a NIfTI header
+    with pytest.raises(DataError, match=r"Bad case 'c0' of site 's': '.*c0.nii' cannot be read as NIfTI"):
+        prepare_hospitals(config)
+    image.unlink()
+    with pytest.raises(DataError, match=r"c0.nii' does not exist"):
+        prepare_hospitals(config)
+
+
+def test_a_label_map_change_the_store_key_does_not_show_is_checked_again(tmp_path, test_set):
+    # Values 3 and 4 are known and not trained on: the store key (the study's lookup table) is the same
+    # whether or not 3 is listed, but a label file holding 3 is bad input only when it is not.
+    label = blocks(l=1, s=2, other=3)
+    folder = write_msd(tmp_path / "s", {"1": "liver", "2": "spleen"}, {"c0": label, "c1": blocks(l=1, s=2)})
+    cache = str(tmp_path / "cache")
+    known = study([{"path": str(folder), "labels": {1: "liver", 2: "spleen", 3: None, 4: None}}], test_set, cache_dir=cache)
+    unknown = study([{"path": str(folder), "labels": {1: "liver", 2: "spleen", 4: None}}], test_set, cache_dir=cache)
+    [hospital] = prepare_hospitals(known).hospitals
+    case = hospital.cases[0]
+    [other] = [c for c in check_layout(unknown).sites[0][1].cases if c.case_id == case.case_id]
+    assert case_key(case, Recipe.of(known.data)) == case_key(other, Recipe.of(unknown.data))
+    with pytest.raises(DataError, match=r"Bad case 'c0' of site 's': .* holds label value\(s\) 3 that are not"):
+        prepare_hospitals(unknown)
 
 
 # -- provenance -------------------------------------------------------------------------------------
