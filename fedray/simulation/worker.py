@@ -20,7 +20,7 @@ from fedray.config import StudyConfig
 from fedray.data.case_store import CaseArrays, Recipe, StoredCase, is_stored, open_case, store_root
 from fedray.data.datasets import ensure_stored, load_cases
 from fedray.data.federation import Hospital
-from fedray.data.patches import PatchSampler, Prefetched
+from fedray.data.patches import PatchSampler, first_batches
 from fedray.errors import FedrayError
 from fedray.messages import (
     ClientResult,
@@ -277,7 +277,7 @@ class HospitalWorker:
         start = time.perf_counter()
         steps = cfg.train.local_steps
         reporter = StepReporter(steps_to, round_index, hospital.hospital_id, steps) if steps_to is not None else None
-        with Prefetched(self._sampler.batches(data, seed)) as batches:
+        with first_batches(self._sampler.batches(data, seed), steps, self._runtime.prefetch) as batches:
             local = train_locally(self.model, batches, steps, optimizer, hooks, self.device, on_step=reporter)
         seconds = time.perf_counter() - start
         return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)
@@ -290,6 +290,7 @@ class HospitalRuntime:
         self.config = config
         self.device = device
         self.sampler = sampler
+        self.prefetch = device.type != "cpu"  # batches prepared in a thread while the accelerator steps (first_batches)
         self.cache: dict[str, Any] = {}  # what the method decodes once per actor
 
     def build_model(self, n_organs: int) -> torch.nn.Module:
@@ -304,7 +305,7 @@ class HospitalRuntime:
         The optimiser is built here, not reused: `model` is a network the method builds, not the actor's."""
         cfg = self.config.train
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-        with Prefetched(self.sampler.batches(data, seed)) as batches:
+        with first_batches(self.sampler.batches(data, seed), steps, self.prefetch) as batches:
             return train_locally(model, batches, steps, optimizer, hooks, self.device).mean_loss
 
 
