@@ -140,11 +140,12 @@ def time_samplers(case_dict: dict, stored, patch: int, batches: int) -> dict:
 
 
 def time_steps(stored, patch: int, steps: int, repeats: int) -> dict:
-    """Median seconds per step: the hospital actor's local loop (store patches, prefetch, hooks) vs the bare step."""
+    """Median seconds per step: the hospital actor's local loop (store patches drawn as a CPU actor draws
+    them, hooks) vs the bare step."""
     import torch
 
     from fedray.config import MethodConfig, ModelConfig
-    from fedray.data.patches import PatchSampler, Prefetched
+    from fedray.data.patches import PatchSampler, first_batches
     from fedray.models.factory import build_model
     from fedray.strategies import build_strategy
     from fedray.training.hooks import ClientContext
@@ -167,7 +168,7 @@ def time_steps(stored, patch: int, steps: int, repeats: int) -> dict:
     for repeat in range(repeats + 1):  # the first of each is a warm-up
         optimizer = make_optimizer(model, "sgd", 0.01, 0.0, 0.0)
         start = time.perf_counter()
-        with Prefetched(sampler.batches([stored], repeat)) as batches:
+        with first_batches(sampler.batches([stored], repeat), steps, prefetch=False) as batches:
             train_locally(model, batches, steps, optimizer, hooks)
         local = (time.perf_counter() - start) / steps
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

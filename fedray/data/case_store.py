@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import mmap
 import os
 import shutil
 import uuid
@@ -224,8 +225,32 @@ def check_version(folder: Path) -> dict:
 def open_case(ref: StoredCase) -> CaseArrays:
     """The case's training arrays, memory-mapped read-only: only the pages a patch touches are read."""
     check_version(ref.folder)
+    mapped = [map_array(ref.folder / f"{name}.npy") for name in ("image", "label", "foreground")]
+    return CaseArrays(*mapped, np.asarray(ref.labelled, dtype=bool))
 
-    def mapped(name: str) -> np.ndarray:
-        return np.load(ref.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
 
-    return CaseArrays(mapped("image"), mapped("label"), mapped("foreground"), np.asarray(ref.labelled, dtype=bool))
+def map_array(path: Path) -> np.ndarray:
+    """A .npy file's array, memory-mapped read-only (what np.load(path, mmap_mode="r") gives).
+
+    A training task opens its hospital's cases each time: np.memmap's construction costs about three
+    times this plain mapping (a fifth of a millisecond per file), a few percent of a small update.
+    """
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(file)
+        else:  # what np.save writes only for exotic field names; numpy reads it
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        if dtype.hasobject:
+            raise DataError(f"{path} holds Python objects, which the case store never writes")
+        offset = file.tell()
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:  # nothing to map (mmap refuses an empty region)
+            empty = np.empty(shape, dtype)
+            empty.flags.writeable = False
+            return empty
+        buffer = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape, order="F" if fortran else "C")

@@ -86,7 +86,9 @@ def train_locally(
     start = time.perf_counter()
     model.train()
     hooks.prepare_optimizer(model, optimizer)
-    total = 0.0
+    # Summed on the device in float64 (the sum a Python float would give), read once: float() per step
+    # would wait for each step's kernels on an accelerator.
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for done in range(steps):
         batch = next(batches).to(device)
         logits = model(batch.image)
@@ -94,11 +96,15 @@ def train_locally(
         extra = hooks.extra_loss(model, batch, logits)
         if extra is not None:
             loss = loss + extra
+        # The graph keeps what backward needs; the loop's own references would keep this step's output
+        # and batch alive into the next step's forward, whose allocations then cannot reuse their memory
+        # (fresh pages: about 6 % of the scale workload's update on a CPU).
+        del batch, logits, extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         hooks.before_step(model)
         optimizer.step()
-        total += float(loss.detach())
+        total += loss.detach()
         if on_step is not None:
             on_step(done + 1)
-    return LocalTrainingResult(steps=steps, mean_loss=total / steps, seconds=time.perf_counter() - start)
+    return LocalTrainingResult(steps=steps, mean_loss=float(total) / steps, seconds=time.perf_counter() - start)

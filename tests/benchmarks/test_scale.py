@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -105,3 +107,16 @@ def test_bench_scale_writes_its_figures_and_plot(tmp_path):
     assert record["targets"]["E_vs_own_update_at_10_per_round (target >= 0.7)"] == scenario["efficiency_vs_own_update"]
     assert record["targets"]["E_vs_bare_update_at_10_per_round (target >= 0.8)"] == scenario["efficiency_vs_bare_update"]
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is a Linux feature")
+def test_the_sampler_yields_to_the_study_and_leaves_its_own_cpu_out():
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    with PeakMemory(interval_s=0.05) as memory:
+        while not memory.cpu:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, memory._thread.native_id) == 19
+        assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the launcher itself keeps its priority
+    memory.sample()
+    memory.sample(own_cpu_s=1000.0)
+    assert memory.cpu[-1][1][os.getpid()] < memory.cpu[-2][1][os.getpid()] - 999

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import threading
 from dataclasses import replace
@@ -71,7 +72,12 @@ def test_training_view_is_memory_mapped_with_each_organs_foreground(study):
     recipe = Recipe.of(config.data)
     [ref, *_] = [ensure_stored(ref, recipe) for ref in stored_cases(hospital, config.data)]
     case = open_case(ref)
-    assert isinstance(case.image, np.memmap) and not case.image.flags.writeable
+    owner = case.image
+    while isinstance(owner, np.ndarray | memoryview):
+        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+    assert isinstance(owner, mmap.mmap) and not case.image.flags.writeable  # pages read as patches touch them
+    for name, mapped in ("image", case.image), ("label", case.label), ("foreground", case.foreground):
+        assert np.array_equal(mapped, np.load(ref.folder / f"{name}.npy"))  # as np.load reads it
     assert case.image.dtype == np.float32 and case.label.dtype == np.uint8
     label = np.asarray(case.label)
     assert np.array_equal(np.sort(case.foreground), np.flatnonzero(label))  # every labelled voxel, once

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from fedray.data.case_store import CaseArrays
-from fedray.data.patches import PatchSampler, Prefetched
+from fedray.data.patches import PatchSampler, Prefetched, first_batches
 from fedray.errors import DataError
 
 
@@ -80,3 +80,37 @@ def test_prefetching_gives_the_same_batches_and_stops_with_its_context():
     assert all(torch.equal(a.image, b.image) and torch.equal(a.label, b.label) for a, b in zip(got, expected))
     with Prefetched(sampler.batches([], 11)) as failing, pytest.raises(DataError, match="no cases"):
         next(failing)  # an error while preparing is raised in the consumer
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_first_batches_draws_exactly_the_steps_it_hands_out_and_closes_the_generator(prefetch):
+    cases = [box_case()]
+    sampler = PatchSampler((8, 8, 8), 0.5, 2)
+    plain = sampler.batches(cases, 11)
+    expected = [next(plain) for _ in range(3)]
+    drawn, closed = [], []
+
+    def counted():
+        try:
+            for batch in sampler.batches(cases, 11):
+                drawn.append(batch)
+                yield batch
+        finally:
+            closed.append(True)
+
+    before = threading.active_count()
+    with first_batches(counted(), 3, prefetch) as batches:
+        got = list(batches)
+    assert len(got) == len(drawn) == 3  # no batch is drawn ahead of a step that never comes
+    assert closed == [True] and threading.active_count() == before
+    assert all(torch.equal(a.image, b.image) and torch.equal(a.label, b.label) for a, b in zip(got, expected))
+
+
+def test_closing_a_prefetch_blocked_on_a_full_queue_wakes_its_thread():
+    sampler = PatchSampler((8, 8, 8), 0.5, 2)
+    ahead = Prefetched(sampler.batches([box_case()], 11))
+    next(ahead)
+    while not ahead._ready.full():  # the thread has prepared the next batch and waits to put another
+        threading.Event().wait(0.001)
+    ahead.close()
+    assert not ahead._thread.is_alive()

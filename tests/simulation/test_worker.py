@@ -14,6 +14,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import TrainTask, encode_state
 from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
+from fedray.data import patches
 from fedray.simulation import worker as worker_module
 from fedray.simulation.worker import HospitalWorker
 from tests.conftest import tiny_study
@@ -89,3 +90,27 @@ def test_a_watched_hospital_reports_its_steps_and_trains_bit_identically(tmp_pat
     again = worker.run(TrainTask(1, hospitals[0], data, payload))
     assert again.result.payload == untold.result.payload and told.result.payload != untold.result.payload
     assert len(sink.calls) == 6  # reported, and trained bit-identically to the unwatched task
+
+
+def test_a_cpu_task_draws_one_batch_per_step_and_starts_no_prefetch_thread(tmp_path, monkeypatch):
+    config = with_absolute_paths(config_from_data(tiny_study(tmp_path, train={"local_steps": 3, "batch_size": 1})))
+    hospitals, _ = prepare_hospitals(config)
+    worker = HospitalWorker(config, threads=1)
+    worker.strategy.partial_aggregation = False
+    torch.manual_seed(0)
+    payload = encode_state({k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()})
+    data = stored_cases(hospitals[0], config.data)
+    reference = worker.run(TrainTask(1, hospitals[0], data, payload))
+    drawn, threads = [], []
+    batches = worker._sampler.batches
+
+    def counted(cases, seed):
+        for batch in batches(cases, seed):
+            drawn.append(seed)
+            yield batch
+
+    monkeypatch.setattr(worker._sampler, "batches", counted)
+    monkeypatch.setattr(patches.Prefetched, "__init__", lambda *args: threads.append(args))
+    again = worker.run(TrainTask(1, hospitals[0], data, payload))
+    assert len(drawn) == 3 and threads == []  # the steps' batches, drawn inline on the CPU
+    assert again.result.payload == reference.result.payload
