@@ -810,7 +810,8 @@ def _bench_data_path(args: argparse.Namespace) -> int:
                       f"{step['local_step_s_median']:.3f} s vs bare {step['bare_step_s_median']:.3f} s "
                       f"= {step['ratio']:.3f}x")
         write()
-    console.print(f"wrote {args.out}")
+    bench.plot(record, args.out.with_suffix(".png"))
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 def _peer_arrays(case) -> dict:

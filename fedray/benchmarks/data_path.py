@@ -247,3 +247,42 @@ def time_checks(config: StudyConfig) -> dict:
 
 def _cases(config: StudyConfig) -> int:
     return len(json.loads((Path(config.data.sites[0].path) / "dataset.json").read_text())["training"])
+
+
+def plot(record: dict, path: Path) -> None:
+    """Three panels of a data-path record: peak memory against cases per site (with the 3 GB target),
+    the pre-Ray case checks in full and remembered, and a local step against the bare step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (memory, checks, step) = plt.subplots(1, 3, figsize=(15, 4.2))
+    latest = max((m.get("session", 0) for m in record.get("memory", [])), default=0)
+    runs = [m for m in record.get("memory", []) if m.get("session", 0) == latest and not m.get("preprocessed_cases")]
+    runs = runs or record.get("memory", [])
+    memory.bar([str(m["cases_per_site"]) for m in runs], [m["peak_pss_gb"] for m in runs], color="tab:blue")
+    memory.axhline(3.0, color="tab:red", linestyle="--", label="target 3 GB")
+    memory.set(xlabel="cases per site (3 sites)", ylabel="peak PSS of the process tree (GB)",
+               title="Memory of a study, cases stored")
+    memory.legend(loc="lower right")
+    timed = record.get("checks", [])
+    labels = [f"{c['cases_checked']} cases" for c in timed]
+    positions = range(len(timed))
+    checks.bar([x - 0.2 for x in positions], [c["full_s"] for c in timed], 0.4, label="every file in full")
+    checks.bar([x + 0.2 for x in positions], [c["headers_only_s"] for c in timed], 0.4, label="remembered: headers only")
+    checks.set(xticks=list(positions), yscale="log", ylabel="seconds before Ray starts", title="Case checks")
+    checks.set_xticklabels(labels)
+    checks.legend(loc="upper left", fontsize="small")
+    steps = record.get("step_session7") or record.get("step") or []
+    steps = steps if isinstance(steps, list) else [steps]
+    names = [f"{s['patch']}³" for s in steps]
+    positions = range(len(steps))
+    step.bar([x - 0.2 for x in positions], [s["local_step_s_median"] for s in steps], 0.4, label="fedray's local step")
+    step.bar([x + 0.2 for x in positions], [s["bare_step_s_median"] for s in steps], 0.4, label="bare network step")
+    step.set(xticks=list(positions), ylabel="seconds per step (median)", title="A local step against the bare step")
+    step.set_xticklabels(names)
+    step.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
