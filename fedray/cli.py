@@ -619,8 +619,6 @@ def _report(args: argparse.Namespace) -> int:
     else:
         raw = study_runs(uri, args.experiment)
     runs = tidy_runs(raw, args.experiment)
-    if args.runs:
-        runs["run_dir"] = raw.set_index("run_id").loc[runs["run_id"], "run_dir"].to_numpy()
     differences = config_differences(raw, runs)
     if args.reference not in set(runs["variant"]):
         console.print(f"[yellow]The reference variant '{args.reference}' is not among the runs "

@@ -74,6 +74,19 @@ def hd95_missed_metric(organ: str) -> str:
     return f"hd95_missed/{organ}"
 
 
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The summary.json values a study also holds as run metrics (logged once at step 0; the others are
+    its rounds' last values): what MLflow records and what a report read from study folders takes."""
+    plateau = summary.get("rounds_to_plateau")  # None when never reached: NaN, so MLflow leaves it out
+    return {
+        **{k: float(summary[k]) for k in ("dice/mean_untrained", "params_total", "comm/bytes_preparation")},
+        "plateaued": float(plateau is not None),
+        "rounds_to_plateau": math.nan if plateau is None else float(plateau),
+        "dice/mean_best": float(summary.get("dice/mean_best", math.nan)),
+        "dice/mean_final": float(summary.get("dice/mean_final", math.nan)),
+    }
+
+
 def encode_state(state: State) -> bytes:
     """Serialize a weight dict to the exact bytes that are sent (uncompressed .npz, no pickle)."""
     buffer = io.BytesIO()

@@ -83,6 +83,8 @@ def tidy_runs(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
             "config_digest": digests,
         }
     )
+    if "run_dir" in runs.columns:  # study folders name their own (fedray.reporting.run_folders)
+        table["run_dir"] = runs["run_dir"].to_numpy()
     for column in runs.columns:
         if column.startswith("metrics."):
             table[column.removeprefix("metrics.")] = runs[column].to_numpy()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -11,10 +10,7 @@ import yaml
 
 from fedray.config import config_digest, flatten
 from fedray.errors import FedrayError
-
-# summary.json values that MLflow holds as metrics of the run (the rest are its rounds.csv's last row)
-_SUMMARY_METRICS = ("dice/mean_untrained", "params_total", "comm/bytes_preparation", "plateaued",
-                    "rounds_to_plateau", "dice/mean_best", "dice/mean_final")
+from fedray.messages import summary_metrics
 
 
 def study_folders(paths: list[Path]) -> list[Path]:
@@ -59,9 +55,7 @@ def folder_runs(folders: list[Path], names: list[str]) -> tuple[pd.DataFrame, pd
             **{f"params.{k}": str(v) for k, v in flat.items()},
             **{f"metrics.{k}": float(v) for k, v in rounds.iloc[-1].items() if k not in ("round", "clients")},
         }
-        for key in _SUMMARY_METRICS:
-            value = summary.get(key)
-            row[f"metrics.{key}"] = math.nan if value is None else float(value)
+        row |= {f"metrics.{k}": v for k, v in summary_metrics(summary).items()}
         runs.append(row)
         for name in names:
             if name in rounds:

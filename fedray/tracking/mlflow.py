@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from fedray.config import flatten
 from fedray.configtypes import to_data
 from fedray.messages import Metric as StudyMetric
+from fedray.messages import summary_metrics
 from fedray.tracking.callbacks import Callback, RunContext
 
 log = logging.getLogger(__name__)
@@ -256,19 +257,7 @@ class MlflowCallback(Callback):
             return
         already = run.resumed is not None and self.tracker.client.get_metric_history(self.tracker.run_id, "params_total")
         if summary is not None and not already:  # a finished study resumed again logs them once only
-            self.tracker.log_metrics(
-                {k: summary[k] for k in ("dice/mean_untrained", "params_total", "comm/bytes_preparation")}, step=0
-            )
-            plateau = summary.get("rounds_to_plateau")  # NaN (so not logged) when never reached
-            self.tracker.log_metrics(
-                {
-                    "plateaued": float(plateau is not None),
-                    "rounds_to_plateau": math.nan if plateau is None else float(plateau),
-                    "dice/mean_best": summary.get("dice/mean_best", math.nan),
-                    "dice/mean_final": summary.get("dice/mean_final", math.nan),
-                },
-                step=0,
-            )
+            self.tracker.log_metrics(summary_metrics(summary), step=0)
             for name in ("config.resolved.yaml", "rounds.csv", "hospitals.csv", "cases.csv", "summary.json"):
                 if (run.config.run_dir / name).is_file():
                     self.tracker.log_artifact(run.config.run_dir / name)
