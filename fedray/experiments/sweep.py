@@ -12,8 +12,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedray.config import StudyConfig, load_config, read_yaml, with_absolute_paths
-from fedray.configtypes import build, require
+from fedray.config import StudyConfig, flatten, load_config, read_yaml, with_absolute_paths
+from fedray.configtypes import build, require, to_data
 from fedray.errors import FedrayError
 from fedray.tracking.checkpoint import checkpoint_path
 
@@ -120,6 +120,33 @@ def cell_share(config: StudyConfig, cluster: dict[str, float], parallel: int) ->
     return replace(config, resources=replace(res, actors=max(fit, 1)))
 
 
+# What a cell's folder may differ in and still hold that cell: where it runs and is logged, and
+# where its files live (paths are compared by folder name, since finished folders move machines).
+_PLACE_SECTIONS = ("tracking.", "resources.")
+_PATH_KEYS = ("data.cache_dir",)
+
+
+def _comparable(config: dict) -> dict:
+    data = dict(config.get("data", {}))
+    data["sites"] = [{**site, "path": Path(site["path"]).name} for site in data.get("sites", [])]
+    if data.get("test_set"):
+        data["test_set"] = Path(data["test_set"]).name
+    flat = flatten({**config, "data": data})
+    return {k: v for k, v in flat.items() if not k.startswith(_PLACE_SECTIONS) and k not in _PATH_KEYS}
+
+
+def changed_since_started(config: StudyConfig) -> str:
+    """'' if the cell's folder holds no resolved config or the one it holds is this cell's; else the
+    keys that differ ("rounds: 80 -> 150, ..."), so a sweep never skips or resumes a stale cell."""
+    stored_path = config.run_dir / "config.resolved.yaml"
+    if not stored_path.is_file():
+        return ""
+    before, now = _comparable(read_yaml(stored_path)), _comparable(to_data(config))
+    keys = sorted(k for k in before.keys() | now.keys() if str(before.get(k)) != str(now.get(k)))
+    shown = [f"{k}: {before.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in keys[:4]]
+    return ", ".join(shown) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
 def run_sweep(
     sweep: SweepConfig,
     cells: list[Cell],
@@ -129,7 +156,9 @@ def run_sweep(
     parallel: int = 1,
 ) -> dict[str, str]:
     """Run cells one after another, or up to `parallel` at once; finished cells are skipped,
-    interrupted ones resume from their checkpoint, and a failing cell does not stop the rest.
+    interrupted ones resume from their checkpoint, and a failing cell does not stop the rest. A cell
+    whose folder was started under another config is neither skipped nor resumed: it fails, naming
+    what changed.
 
     Ctrl-C (KeyboardInterrupt in the calling thread) stops every running cell after its current
     round's checkpoint, starts no new one, and is raised again once they have stopped.
@@ -150,7 +179,15 @@ def run_sweep(
     status: dict[str, str] = {}
     todo = []
     for index, cell in enumerate(cells):
-        if (cell.config.run_dir / "summary.json").is_file():
+        changed = changed_since_started(cell.config)
+        if changed:
+            status[cell.run_name] = (
+                f"failed: its folder {cell.config.run_dir} was started under another config ({changed}); "
+                f"move the folder away (or rename the sweep) to run the cell anew"
+            )
+            if on_cell is not None:
+                on_cell(index, cell, status[cell.run_name])
+        elif (cell.config.run_dir / "summary.json").is_file():
             status[cell.run_name] = "skipped (finished before)"
             if on_cell is not None:
                 on_cell(index, cell, status[cell.run_name])

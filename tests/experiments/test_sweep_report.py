@@ -166,3 +166,31 @@ def test_cells_run_seed_by_seed_and_a_variant_may_have_its_own_seeds(tmp_path):
     sweep_path.write_text(yaml.safe_dump(data))
     with pytest.raises(Exception, match="unweighted's seeds must list at least one seed"):
         load_sweep(sweep_path)
+
+
+def test_a_cell_started_under_another_config_is_neither_skipped_nor_resumed(tmp_path):
+    from dataclasses import replace
+
+    from fedray.config import save_config
+    from fedray.experiments.sweep import load_sweep, plan_cells, run_sweep
+
+    sweep_path, _ = write_sweep(tmp_path, "stale")
+    sweep = load_sweep(sweep_path)
+    cells = plan_cells(sweep)
+    finished, stale, moved = cells[0], cells[1], cells[2]
+    for cell, config in ((finished, finished.config), (stale, replace(stale.config, rounds=7))):
+        save_config(config, cell.config.run_dir / "config.resolved.yaml")
+        (cell.config.run_dir / "summary.json").write_text("{}")
+    # the same config written on another machine: other cache and results folders
+    elsewhere = replace(moved.config, data=replace(moved.config.data, cache_dir="/elsewhere/data"))
+    save_config(elsewhere, moved.config.run_dir / "config.resolved.yaml")
+
+    ran = []
+    status = run_sweep(sweep, cells, lambda config, resume, stop: ran.append((config.run_name, resume)),
+                       open_parent=lambda name: "parent")
+    assert status[finished.run_name] == "skipped (finished before)"
+    assert status[stale.run_name].startswith("failed: ") and "rounds: 2 -> 7" not in status[stale.run_name]
+    assert "rounds: 7 -> 2" in status[stale.run_name]
+    assert (moved.run_name, False) in ran  # no checkpoint there: run, not resumed, config accepted
+    assert stale.run_name not in [name for name, _ in ran]
+    assert len(ran) == len(cells) - 2
