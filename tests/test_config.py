@@ -191,7 +191,8 @@ def test_comparison_sweeps_put_every_method_on_the_paper_trunk_and_optimiser(swe
         # (configs/bench/lr_check.yaml), and constant, not poly, so that a plateau can be found; the
         # same for every method and both cohorts, and the same sizing
         assert (train.optimizer, train.lr, train.momentum, train.lr_schedule) == ("sgd", 0.1, 0.9, "constant")
-        assert (train.local_steps, cell.config.data.patch_size) == (10, (24, 24, 24)), cell.run_name
+        pooled = cell.config.federation.pooled  # centralised: the federation's 7 x 10 steps a round
+        assert (train.local_steps, cell.config.data.patch_size) == (70 if pooled else 10, (24, 24, 24)), cell.run_name
         assert cell.config.eval.stop_at_plateau and cell.config.rounds == 150, cell.run_name
         outputs.add(model.output)
     assert outputs == {"sigmoid", "softmax"}
