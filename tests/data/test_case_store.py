@@ -177,3 +177,95 @@ def test_write_case_keeps_the_first_writers_folder(tmp_path):
     assert json.loads((folder / "case.json").read_text())["who"] == "first"
     assert not np.load(folder / "image.npy").any()
     assert [p.name for p in folder.parent.iterdir()] == ["key"]
+
+
+def _msd_case(folder: Path, image: np.ndarray, label: np.ndarray, affine: np.ndarray, slope_inter=None) -> None:
+    import nibabel as nib
+
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    written = nib.Nifti1Image(image, affine)
+    if slope_inter is not None:  # a scaled file: nibabel reads it as float64
+        written.header.set_slope_inter(*slope_inter)
+    nib.save(written, folder / "imagesTr" / "c0.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), folder / "labelsTr" / "c0.nii.gz")
+    training = [{"image": "./imagesTr/c0.nii.gz", "label": "./labelsTr/c0.nii.gz"}]
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"1": "liver", "2": "spleen"}, "training": training}))
+
+
+def _stored_before_the_lean_chain(ref, recipe: Recipe) -> tuple[dict, dict]:
+    """A case's arrays and case.json as ensure_stored made them before the lean chain: MONAI's float32
+    load and Spacingd, the int64 label gather, through CacheDataset (as load_cases did)."""
+    from monai.data import CacheDataset
+
+    from fedray.data.datasets import preprocessing
+    from fedray.data.sites import site_table
+
+    case = ref.case
+    chain = preprocessing(site_table(case.label_map, list(recipe.organs)), recipe.hu_window, recipe.preprocess)
+    dataset = CacheDataset([{"image": str(case.image), "label": str(case.label), "case_id": case.case_id}], chain,
+                           progress=False, num_workers=0)
+    labelled = torch.tensor([o in case.label_map.organs for o in recipe.organs], dtype=torch.bool)
+    return datasets._stored_form({**dataset[0], "labelled": labelled}, ref, recipe)
+
+
+def test_a_stored_case_is_byte_for_byte_what_it_was_before_the_lean_chain(tmp_path, monkeypatch):
+    import fedray.data.resample as resample
+    from fedray.config import PreprocessConfig, SiteConfig
+    from fedray.data.case_store import stored_case, write_case
+    from fedray.data.sites import read_site_cases
+
+    monkeypatch.setattr(resample, "SLAB_VOXELS", 97)  # many slabs of output planes, the last one short
+    real_slabs = datasets._slabs
+    monkeypatch.setattr(datasets, "_slabs", lambda label: real_slabs(label, voxels=50))  # and of label planes
+    rng = np.random.default_rng(0)
+    shape = (21, 17, 9)
+    label = np.zeros(shape, np.uint8)
+    label[5:12, 4:10, 2:6] = 1
+    label[12:16, 8:13, 3:7] = 2
+    hu = np.where(rng.random(shape) < 0.15, -1000, rng.integers(-200, 400, shape))
+    hu[:3] = -1024  # air to crop
+    oblique = np.array([[0.0, 0.0, -3.0, 10.0], [-0.8, 0.0, 0.0, 5.0], [0.0, 0.7, 0.0, -7.0], [0, 0, 0, 1.0]])
+    files = {  # int16 image with a uint8 label, LPS-like flips, a scaled image, int16 and float32 labels
+        "ras": (hu.astype(np.int16), label, np.diag([0.8, 0.7, 2.5, 1.0]), None),
+        "oblique": (hu.astype(np.int16), label.astype(np.int16), oblique, None),
+        "scaled": (((hu + 1024) // 2).astype(np.int16), label.astype(np.float32), np.diag([-0.8, -0.7, 2.5, 1.0]),
+                   (2.0, -1024.0)),
+        "float": (hu.astype(np.float32) + 0.25, label, np.diag([1.1, 0.9, 2.0, 1.0]), None),
+    }
+    recipes = [PreprocessConfig(spacing=(1.5, 1.5, 3.0), crop_foreground=True),
+               PreprocessConfig(spacing=(0.6, 0.9, 1.3)), PreprocessConfig(crop_foreground=True), PreprocessConfig()]
+    for name, (image, labels, affine, scaling) in files.items():
+        _msd_case(tmp_path / name, image, labels, affine, scaling)
+        [case] = read_site_cases(SiteConfig(path=str(tmp_path / name)), require_files=True).cases
+        for i, preprocess in enumerate(recipes):
+            recipe = Recipe(("liver", "spleen"), (-325.0, 325.0), preprocess)
+            ref = ensure_stored(stored_case(case, recipe, tmp_path / "store"), recipe)
+            before = tmp_path / "before" / f"{name}{i}"
+            write_case(before, *_stored_before_the_lean_chain(ref, recipe))
+            assert sorted(p.name for p in ref.folder.iterdir()) == sorted(p.name for p in before.iterdir())
+            for file in before.iterdir():
+                assert (ref.folder / file.name).read_bytes() == file.read_bytes(), (name, preprocess, file.name)
+            assert np.load(ref.folder / "label.npy").any(), (name, preprocess)  # organs kept, not a trivial case
+
+
+def test_a_label_value_outside_the_sites_map_is_refused_by_both_chains(tmp_path):
+    from fedray.config import PreprocessConfig, SiteConfig
+    from fedray.data.case_store import stored_case
+    from fedray.data.sites import read_site_cases
+
+    label = np.zeros((6, 5, 4), np.uint8)
+    label[2, 2, 2] = 7  # the site's map names 1 and 2
+    _msd_case(tmp_path / "s", np.zeros((6, 5, 4), np.int16), label, np.eye(4))
+    [case] = read_site_cases(SiteConfig(path=str(tmp_path / "s")), require_files=True).cases
+    recipe = Recipe(("liver", "spleen"), (-325.0, 325.0), PreprocessConfig())
+    ref = stored_case(case, recipe, tmp_path / "store")
+    with pytest.raises(DataError, match="label value 7 is not in the site's label map"):
+        ensure_stored(ref, recipe)
+    with pytest.raises(RuntimeError) as raised:  # MONAI wraps the chain's DataError
+        _stored_before_the_lean_chain(ref, recipe)
+    cause = raised.value
+    while cause is not None and not isinstance(cause, DataError):
+        cause = cause.__cause__
+    assert "label value 7 is not in the site's label map" in str(cause)
+    assert not is_stored(ref)
