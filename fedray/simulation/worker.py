@@ -78,8 +78,9 @@ class HospitalWorker:
 
     A task names its hospital's cases in the case store (fedray.data.case_store); the actor maps
     them read-only for the task and copies out only the patches it draws, so any actor can train
-    any hospital and holds no data between tasks: the driver hands each idle actor the next
-    hospital of the round, so a round is not held up by an unlucky draw of hospitals on one actor.
+    any hospital and holds no data between tasks: the driver hands each idle actor the round's next
+    hospitals (a few per call, `run_batch`), so a round is not held up by an unlucky draw of
+    hospitals on one actor.
     Nothing a result depends on survives a task: weights come with each task and RNG from the seed.
     """
 
