@@ -652,7 +652,7 @@ def _bench_scale(args: argparse.Namespace) -> int:
     import platform
     import statistics
 
-    from fedray.benchmarks.bare import bare_update_seconds
+    from fedray.benchmarks.bare import bare_update_seconds, concurrent_bare_floor
     from fedray.benchmarks.scale import SCENARIOS, plot, summarise, workload
     from fedray.simulation.cluster import init_ray, ray_version, shutdown_ray
 
@@ -668,9 +668,13 @@ def _bench_scale(args: argparse.Namespace) -> int:
     spec = _bare_spec(workload(10, 10, args.rounds, work_dir, args.cpus))
     with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
         bare_before = bare_update_seconds(spec, args.bare_repeats)
+    with console.status(f"timing {args.bare_repeats} bare network updates in {args.cpus} processes at once..."):
+        concurrent = concurrent_bare_floor(spec, args.bare_repeats, args.cpus)  # one per hospital actor
     started = args.running_ray and init_ray(workload(10, 10, args.rounds, work_dir, args.cpus).resources)
     try:
-        results = _scale_scenarios(scenarios, args, work_dir, statistics.median(bare_before))
+        results = _scale_scenarios(
+            scenarios, args, work_dir, statistics.median(bare_before), concurrent["bare_concurrent_update_s"]
+        )
     finally:
         if started:
             shutdown_ray()
@@ -688,6 +692,15 @@ def _bench_scale(args: argparse.Namespace) -> int:
             "s_median_after": statistics.median(bare_after),
             "s_before": bare_before,
             "s_after": bare_after,
+            "concurrent": {
+                "what": f"the same bare update in {args.cpus} processes at once (one per hospital actor, 1 thread "
+                        "each), timed while all run; s is the harmonic mean of the processes' medians, the "
+                        "floor of efficiency_vs_bare_concurrent",
+                "s": concurrent["bare_concurrent_update_s"],
+                "s_medians": concurrent["bare_concurrent_s_medians"],
+                "s_each": concurrent["bare_concurrent_s"],
+                "processes": concurrent["bare_concurrent_processes"],
+            },
         },
         "targets": summarise(results),
         "scenarios": results,
@@ -700,7 +713,8 @@ def _bench_scale(args: argparse.Namespace) -> int:
 
 
 def _scale_scenarios(
-    scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path, bare_update_s: float | None = None
+    scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path, bare_update_s: float | None = None,
+    bare_concurrent_update_s: float | None = None,
 ) -> list[dict]:
     import shutil
 
@@ -719,7 +733,7 @@ def _scale_scenarios(
                     ensure_stored(ref, Recipe.of(config.data))
         shutil.rmtree(config.run_dir, ignore_errors=True)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
-            result = run_scenario(config, run_study, prepare_hospitals, bare_update_s)
+            result = run_scenario(config, run_study, prepare_hospitals, bare_update_s, bare_concurrent_update_s)
         if args.cli_runs and not args.running_ray:  # `fedray run` as a user types it: each scenario once, the first more
             # One round: the time to the first round does not depend on how many follow.
             cli_config = workload(total, per_round, 1, work_dir, args.cpus, run_suffix="-fedray-run")
@@ -733,7 +747,8 @@ def _scale_scenarios(
         cli = result.get("cli_launch_to_first_round_s")
         console.print(
             f"{total:>5} hospitals, {per_round:>3} per round: E = {result.get('efficiency_vs_bare_update', math.nan):.3f} "
-            f"vs the bare update ({result['efficiency_vs_own_update']:.3f} vs fedray's own), "
+            f"vs the bare update alone ({result.get('efficiency_vs_bare_concurrent', math.nan):.3f} vs "
+            f"{args.cpus} at once, {result['efficiency_vs_own_update']:.3f} vs fedray's own), "
             f"{result.get('overhead_per_task_ms', math.nan):.0f} ms overhead per task, "
             f"round {result['round_s_median']:.2f} s, first round after {result['launch_to_first_round_s']:.1f} s"
             + (f" ({'/'.join(f'{t:.1f}' for t in cli)} s as `fedray run`)" if cli else "")
@@ -824,7 +839,7 @@ def _bench_peers(args: argparse.Namespace) -> int:
     import statistics
 
     from fedray.benchmarks import peers as peer_bench
-    from fedray.benchmarks.bare import bare_update_seconds, round_floor_s
+    from fedray.benchmarks.bare import bare_update_seconds, concurrent_bare_floor, round_floor_s
     from fedray.benchmarks.scale import run_scenario, workload
     from fedray.data.case_store import Recipe, open_case, stored_cases
     from fedray.data.datasets import ensure_stored
@@ -850,6 +865,9 @@ def _bench_peers(args: argparse.Namespace) -> int:
     with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
         bare = bare_update_seconds(spec, args.bare_repeats)
     bare_s = statistics.median(bare)
+    with console.status(f"timing {args.bare_repeats} bare network updates in {args.cpus} processes at once..."):
+        concurrent = concurrent_bare_floor(spec, args.bare_repeats, args.cpus)  # one per slot, 1 thread each
+    concurrent_s = concurrent["bare_concurrent_update_s"]
     results = []
     for total, per_round in scenarios:
         config = workload(total, per_round, args.rounds, work_dir, args.cpus)
@@ -868,7 +886,7 @@ def _bench_peers(args: argparse.Namespace) -> int:
             run_config = workload(total, per_round, args.rounds, work_dir, args.cpus, run_suffix=f"-peers-{index}")
             shutil.rmtree(run_config.run_dir, ignore_errors=True)
             with console.status(f"fedray, {total} hospitals, {per_round} per round (run {index})..."):
-                figures = run_scenario(run_config, run_study, prepare_hospitals, bare_s)
+                figures = run_scenario(run_config, run_study, prepare_hospitals, bare_s, concurrent_s)
             fedray_runs.append({**figures, **peer_bench.fedray_round_figures(figures)})
 
         fedray_run(1)
@@ -879,9 +897,15 @@ def _bench_peers(args: argparse.Namespace) -> int:
         for index in range(2, args.fedray_runs + 1):
             fedray_run(index)
         medians = [run["round_s_median"] for run in fedray_runs]
+        floor_round_s = round_floor_s(per_round, args.cpus, bare_s)
+        concurrent_floor_round_s = round_floor_s(per_round, args.cpus, concurrent_s)
+        for figures in peer_figures.values():  # the peers' E: the floors over their median round
+            figures["efficiency_vs_bare_update"] = floor_round_s / figures["round_s_median"]
+            figures["efficiency_vs_bare_concurrent"] = concurrent_floor_round_s / figures["round_s_median"]
         scenario = {
             "total": total, "per_round": per_round, "rounds": args.rounds, "cpus": args.cpus,
-            "bare_floor_round_s": round_floor_s(per_round, args.cpus, bare_s),
+            "bare_floor_round_s": floor_round_s,
+            "bare_concurrent_floor_round_s": concurrent_floor_round_s,
             "fedray": {"round_s_median": statistics.median(medians), "runs_round_s_median": medians},
             "fedray_runs": fedray_runs,
             "peers": peer_figures,
@@ -890,7 +914,8 @@ def _bench_peers(args: argparse.Namespace) -> int:
         console.print(
             f"{total} hospitals, {per_round} per round: fedray {'/'.join(f'{m:.2f}' for m in medians)} s"
             + "".join(f", {n} {p['round_s_median']:.2f} s" for n, p in peer_figures.items())
-            + f" (median round; bare floor {scenario['bare_floor_round_s']:.2f} s); CPU per task: fedray "
+            + f" (median round; bare floor {scenario['bare_floor_round_s']:.2f} s alone, "
+            + f"{scenario['bare_concurrent_floor_round_s']:.2f} s {args.cpus} at once); CPU per task: fedray "
             + "/".join(f"{r['cpu_ms_per_task']:.0f}" for r in fedray_runs)
             + "".join(f", {n} {p['cpu_ms_per_task']:.0f}" for n, p in peer_figures.items()) + " ms"
         )
@@ -905,6 +930,7 @@ def _bench_peers(args: argparse.Namespace) -> int:
         "peer_versions": available,
         "bare_update_s": bare,
         "bare_update_s_median": bare_s,
+        **concurrent,  # the same update in one process per CPU at once: bare_concurrent_update_s and its timings
         "targets": peer_bench.summarise(results),
         "scenarios": results,
     }

@@ -395,6 +395,9 @@ class ResourcesConfig:
             its home actor into Ray's object store, is read zero-copy on the same node and copied
             across nodes); pinned always trains a hospital on its home actor, so data never moves.
             Hospitals with an override always train on their own actor.
+        hospitals_per_call: hospitals one remote training call carries (default: chosen per round,
+            up to 10, fewer as the round runs out; one when the method does not pre-sum updates on
+            the actors). Never more than an even share of the hospitals left, so small rounds spread.
     """
 
     address: str | None = None
@@ -407,11 +410,16 @@ class ResourcesConfig:
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     placement_timeout_s: float = 120.0
     scheduling: Literal["dynamic", "pinned"] = "dynamic"
+    hospitals_per_call: int | None = None
     dashboard: bool = False
 
     def __post_init__(self) -> None:
         _check_share(self.cpus_per_actor, self.gpus_per_actor, "resources.cpus_per_actor/gpus_per_actor:")
         require(self.actors is None or self.actors >= 1, "resources.actors must be >= 1.")
+        require(
+            self.hospitals_per_call is None or self.hospitals_per_call >= 1,
+            "resources.hospitals_per_call must be >= 1.",
+        )
         require(self.placement_timeout_s > 0, "resources.placement_timeout_s must be > 0.")
 
     def actors_fitting(self, cpus: float, gpus: float) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -88,31 +89,121 @@ def update(model: torch.nn.Module, loss_fn, spec: dict, batches, steps: int) -> 
     return total / steps
 
 
+def _bare_setup(spec: dict, seed: int) -> tuple:
+    """The network, loss, global weights and in-memory batches of one bare update, from `seed`."""
+    torch.manual_seed(seed)
+    model = make_network(spec)
+    loss_fn = make_loss(spec)
+    global_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(seed)
+    shape = (spec["batch_size"] * spec["local_steps"], 1, *spec["patch_size"])
+    images = rng.standard_normal(shape, dtype=np.float32)
+    labels = rng.integers(0, spec["out_channels"], shape).astype(np.int64)
+    return model, loss_fn, global_weights, hospital_batches(images, labels, spec["batch_size"])
+
+
+def _timed_update(spec: dict, setup: tuple) -> float:
+    """Seconds of one bare update: load the global weights, a fresh optimiser, the steps."""
+    model, loss_fn, global_weights, batches = setup
+    start = time.perf_counter()
+    model.load_state_dict(global_weights)
+    update(model, loss_fn, spec, batches, spec["local_steps"])
+    return time.perf_counter() - start
+
+
 def bare_update_seconds(spec: dict, repeats: int, seed: int = 0, threads: int = 1) -> list[float]:
     """Seconds of each of `repeats` bare updates (load the global weights, fresh optimiser, the steps),
     on random in-memory batches of the workload's shape, after one untimed warm-up update."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        torch.manual_seed(seed)
-        model = make_network(spec)
-        loss_fn = make_loss(spec)
-        global_weights = {k: v.clone() for k, v in model.state_dict().items()}
-        rng = np.random.default_rng(seed)
-        shape = (spec["batch_size"] * spec["local_steps"], 1, *spec["patch_size"])
-        images = rng.standard_normal(shape, dtype=np.float32)
-        labels = rng.integers(0, spec["out_channels"], shape).astype(np.int64)
-        batches = hospital_batches(images, labels, spec["batch_size"])
-        times = []
-        for attempt in range(repeats + 1):
-            start = time.perf_counter()
-            model.load_state_dict(global_weights)
-            update(model, loss_fn, spec, batches, spec["local_steps"])
-            if attempt:  # the first pays for lazy initialisation (allocator, kernels)
-                times.append(time.perf_counter() - start)
-        return times
+        setup = _bare_setup(spec, seed)
+        _timed_update(spec, setup)  # the first pays for lazy initialisation (allocator, kernels)
+        return [_timed_update(spec, setup) for _ in range(repeats)]
     finally:
         torch.set_num_threads(before)
+
+
+def concurrent_bare_update_seconds(
+    spec: dict, repeats: int, processes: int, seed: int = 0, timeout_s: float = 600.0
+) -> list[list[float]]:
+    """Seconds of `repeats` bare updates in each of `processes` processes running at once (1 thread each).
+
+    What a federation of `processes` one-thread hospital slots cannot beat on this machine: the
+    updates then share the cores' caches and memory bandwidth, which one process alone does not.
+    Each process imports torch and MONAI, builds the network and warms up, then waits until all are
+    ready, so the timed updates overlap; a process that has its `repeats` keeps updating (untimed)
+    until every process has its own. Returns each process's timings.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    if repeats < 1 or processes < 1:
+        raise ValueError(f"repeats and processes must be >= 1, got {repeats} and {processes}")
+    with tempfile.TemporaryDirectory(prefix="fedray-bare-") as tmp:
+        folder = Path(tmp)
+        write_spec(spec, folder / "spec.json")
+        code = "import sys; from fedray.benchmarks.bare import _concurrent_worker as w; w(*sys.argv[1:])"
+        checkout = str(Path(__file__).resolve().parents[2])  # the folder holding this fedray package
+        path = os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        logs = [open(folder / f"stderr-{index}", "w") for index in range(processes)]  # noqa: SIM115 - closed below
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(folder), str(repeats), str(index), str(seed + index)],
+                stdout=subprocess.DEVNULL, stderr=log, env=env,
+            )
+            for index, log in enumerate(logs)
+        ]
+        try:
+            deadline = time.monotonic() + timeout_s
+
+            def wait_for(name: str) -> None:
+                while not all((folder / f"{name}-{i}").exists() for i in range(processes)):
+                    for i, child in enumerate(children):
+                        if child.poll() is not None and child.returncode != 0:
+                            error = (folder / f"stderr-{i}").read_text()[-3000:]
+                            raise RuntimeError(f"a bare-update process failed ({child.returncode}):\n{error}")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the concurrent bare updates took over {timeout_s:g} s")
+                    time.sleep(0.01)
+
+            wait_for("ready")
+            (folder / "go").touch()
+            wait_for("times")
+            (folder / "stop").touch()
+            for child in children:
+                child.wait(timeout=max(1.0, deadline - time.monotonic()))
+            return [json.loads((folder / f"times-{i}").read_text()) for i in range(processes)]
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+            for log in logs:
+                log.close()
+
+
+def _concurrent_worker(folder: str, repeats: str, index: str, seed: str) -> None:
+    """One process of `concurrent_bare_update_seconds`: warm up, say ready, time on `go`, update until `stop`."""
+    root = Path(folder)
+    spec = json.loads((root / "spec.json").read_text())
+    torch.set_num_threads(1)
+    setup = _bare_setup(spec, int(seed))
+    _timed_update(spec, setup)  # warm-up
+    (root / f"ready-{index}").touch()
+    while not (root / "go").exists():
+        time.sleep(0.002)
+    times: list[float] = []
+    while not (root / "stop").exists():
+        seconds = _timed_update(spec, setup)
+        if len(times) < int(repeats):
+            times.append(seconds)
+            if len(times) == int(repeats):  # written whole, then renamed: the parent never reads half a file
+                partial = root / f"partial-{index}"
+                partial.write_text(json.dumps(times))
+                partial.rename(root / f"times-{index}")
 
 
 def round_floor_s(clients: int, slots: int, update_s: float) -> float:
@@ -129,6 +220,21 @@ def bare_floor(spec: dict, repeats: int) -> dict:
         "bare_update_s_max": max(times),
         "bare_update_repeats": len(times),
         "bare_update_threads": 1,
+    }
+
+
+def concurrent_bare_floor(spec: dict, repeats: int, processes: int) -> dict:
+    """The bare update timed in `processes` processes at once (`concurrent_bare_update_seconds`): each
+    process's median, and their harmonic mean (the per-slot time of their combined rate), the update
+    time of the concurrent floor."""
+    times = concurrent_bare_update_seconds(spec, repeats, processes)
+    medians = [statistics.median(t) for t in times]
+    return {
+        "bare_concurrent_update_s": statistics.harmonic_mean(medians),
+        "bare_concurrent_s_medians": medians,
+        "bare_concurrent_s": times,
+        "bare_concurrent_processes": processes,
+        "bare_concurrent_threads": 1,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fedray.config import StudyConfig
@@ -36,6 +37,9 @@ class HospitalActor:
 
     def run(self, task: TrainTask | PrepareTask | EvalTask) -> TaskReport | EvalReport:
         return self._worker.run(task)
+
+    def run_batch(self, tasks: Sequence[TrainTask]) -> list[TaskReport]:
+        return self._worker.run_batch(tasks)
 
     def report_steps_to(self, driver: Any) -> None:
         self._worker.report_steps_to(driver)

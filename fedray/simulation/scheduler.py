@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,30 @@ from fedray.tracking.client_store import ClientStateStore
 
 log = logging.getLogger(__name__)
 
-PIPELINE = 2  # tasks queued per hospital actor: one running, one ready, so an actor never waits on the driver
+PIPELINE = 2  # calls queued per hospital actor: one running, one ready, so an actor never waits on the driver
+CALL_SHARE = 2  # a training call takes at most 1/(CALL_SHARE x actors) of the hospitals left to hand out
+MAX_HOSPITALS_PER_CALL = 10  # ... and at most this many (automatic batching)
+CALL_STATE_BYTES = 64 << 20  # ... and client states of at most this many bytes (beyond its first hospital's)
+
+
+def hospitals_per_call(remaining: int, actors: int, fixed: int | None, batched: bool) -> int:
+    """How many of the `remaining` hospitals the next training call carries.
+
+    Automatic (`fixed` None): guided self-scheduling, ceil(remaining / (CALL_SHARE x actors)) capped
+    at MAX_HOSPITALS_PER_CALL, so early calls carry several hospitals (Ray costs about 5 ms of CPU
+    per call on a 2-core machine) and calls shrink to one hospital as the round runs out, so no actor
+    is left with a long batch while another idles. 100 hospitals on 2 actors take about 17 calls, 10
+    take 6, and a round of one hospital per actor still spreads one each. Without partial aggregation
+    (`batched` False) each reply carries its hospital's update, so a call carries one hospital.
+    A `fixed` size (resources.hospitals_per_call) is still capped at an even share of the remaining
+    hospitals, so small rounds spread over the actors.
+    """
+    share = max(1, math.ceil(remaining / max(1, actors)))
+    if fixed is not None:
+        return min(fixed, share)
+    if not batched:
+        return 1
+    return max(1, min(MAX_HOSPITALS_PER_CALL, math.ceil(remaining / (CALL_SHARE * max(1, actors)))))
 
 
 class RoundScheduler:
@@ -44,6 +68,7 @@ class RoundScheduler:
         self.client_store = client_store
         self.placed: list[dict] = []
         self.eval_retries = 0  # evaluation tasks run again by the last `evaluate` (their actor died)
+        self.train_calls = 0  # remote training calls of the last round (several hospitals each: hospitals_per_call)
         self.outcomes: dict[str, tuple[str, int]] = {}  # last round: hospital -> (not trained: why, retries)
         self.steps_to = None  # where hospitals report their local steps (the driver, while it is watched)
         self._told: set[int] = set()  # actor groups told `steps_to`
@@ -128,15 +153,18 @@ class RoundScheduler:
         partial_aggregation: bool,
         on_progress: Callable[[int, RoundLedger], None],
     ) -> dict[str, int]:
-        """Hand the round's hospitals to idle actors one by one, then collect each actor's partial sum.
+        """Hand the round's hospitals to idle actors a few at a time, then collect each actor's partial sum.
 
-        Each actor has up to PIPELINE tasks queued, preferring its home hospitals. Once no hospital
-        is left to hand out, each actor is asked for its partial sum straight away: the request
-        queues behind its last training task, so the sum comes back without another round trip.
-        Simulated dropouts are not dispatched; a hospital whose training raised, or whose actor died
-        (taking the updates summed there with it), is retried up to faults.max_retries times, then
-        dropped; with a deadline, updates whose slowed local time exceeds it are discarded as late.
-        Returns the fault counts.
+        Each actor has up to PIPELINE calls queued, preferring its home hospitals; a call carries
+        several hospitals (`hospitals_per_call`: fewer as the round runs out) and returns a report
+        per hospital. Once no hospital is left to hand out, each actor is asked for its partial sum
+        straight away: the request queues behind its last training call, so the sum comes back
+        without another round trip. Simulated dropouts are not dispatched; a hospital whose training
+        raised, or whose actor died (taking its call's hospitals and the updates summed there with
+        it), is retried up to faults.max_retries times, then dropped; a retried hospital goes in a
+        call of its own, so one that kills its actor cannot use up its call mates' retries. With a
+        deadline, updates whose slowed local time exceeds it are discarded as late. Returns the
+        fault counts.
         """
         faults = self.config.faults
         counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
@@ -150,7 +178,8 @@ class RoundScheduler:
         attempts = {h.hospital_id: 0 for h in queue}
         queued = {h.hospital_id for h in queue}
         self.outcomes = {h.hospital_id: ("dropout", 0) for h in chosen if h.hospital_id not in queued}
-        trains: dict = {}  # task -> (actor group, actor handle, hospital)
+        self.train_calls = 0
+        trains: dict = {}  # call -> (actor group, actor handle, its hospitals in order)
         flushes: dict = {}  # task -> (actor group, actor handle)
         busy = [0] * len(self.actors)
         unflushed: set[int] = set()  # groups sent training since their last flush
@@ -158,41 +187,65 @@ class RoundScheduler:
         merged: set[str] = set()  # hospitals whose updates are in `ledger`
         done = counts[Metric.DROPOUT.value]
         pinned = self.config.resources.scheduling == "pinned"
+        fixed = self.config.resources.hospitals_per_call
 
         def takes(group: int, hospital: Hospital) -> bool:
             home = self.home[hospital.hospital_id]
             return home == group or not (pinned or home in self.dedicated or group in self.dedicated)
 
+        def pick(group: int) -> int | None:
+            """The queue index of the hospital `group` trains next: a home hospital first, then any it takes."""
+            found = next((i for i, h in enumerate(queue) if self.home[h.hospital_id] == group), None)
+            if found is None:
+                found = next((i for i, h in enumerate(queue) if takes(group, h)), None)
+            return found
+
+        def task_of(hospital: Hospital, state: bytes | None) -> TrainTask:
+            slowdown = faults.straggler_slowdown if draws[hospital.hospital_id][1] < faults.straggler_fraction else 1.0
+            return TrainTask(
+                round=round_index,
+                hospital=hospital,
+                data=self._data(hospital),
+                global_payload=payload_ref,
+                extras=extras_ref,
+                client_state=state,
+                slowdown=slowdown,
+                deadline_s=faults.deadline_s,
+            )
+
         def fill(group: int, depth: int = PIPELINE) -> None:
             while busy[group] < depth and queue:
-                pick = next((i for i, h in enumerate(queue) if self.home[h.hospital_id] == group), None)
-                if pick is None:
-                    pick = next((i for i, h in enumerate(queue) if takes(group, h)), None)
-                if pick is None:
+                size = hospitals_per_call(len(queue), len(self.actors), fixed, partial_aggregation)
+                batch: list[Hospital] = []
+                tasks: list[TrainTask] = []
+                state_bytes = 0
+                while len(batch) < size:
+                    index = pick(group)
+                    if index is None:
+                        break
+                    hid = queue[index].hospital_id
+                    if batch and attempts[hid]:
+                        break  # a retried hospital goes alone, in the next call
+                    state = self.client_store.get(hid, round_index)
+                    if batch and state_bytes + len(state or b"") > CALL_STATE_BYTES:
+                        break
+                    state_bytes += len(state or b"")
+                    hospital = queue.pop(index)
+                    batch.append(hospital)
+                    tasks.append(task_of(hospital, state))
+                    if attempts[hid]:
+                        break
+                if not batch:
                     return
-                hospital = queue.pop(pick)
-                hid = hospital.hospital_id
-                slowdown = faults.straggler_slowdown if draws[hid][1] < faults.straggler_fraction else 1.0
                 actor = self.actors[group]
-                task = actor.run.remote(
-                    TrainTask(
-                        round=round_index,
-                        hospital=hospital,
-                        data=self._data(hospital),
-                        global_payload=payload_ref,
-                        extras=extras_ref,
-                        client_state=self.client_store.get(hid, round_index),
-                        slowdown=slowdown,
-                        deadline_s=faults.deadline_s,
-                    )
-                )
-                trains[task] = (group, actor, hospital)
+                trains[actor.run_batch.remote(tasks)] = (group, actor, batch)
+                self.train_calls += 1
                 unflushed.add(group)
                 busy[group] += 1
 
         def dispatch() -> None:
             self._tell_steps_to()
-            for depth in range(1, PIPELINE + 1):  # one task each first, so small rounds spread out
+            for depth in range(1, PIPELINE + 1):  # one call each first, so small rounds spread out
                 for group in range(len(self.actors)):
                     fill(group, depth)
             if queue:
@@ -219,25 +272,14 @@ class RoundScheduler:
             if self.actors[group] is not dead:
                 return  # already replaced; its losses were counted then
             self._replace_actor(group, dead)
-            unflushed.discard(group)  # its tasks fail one by one and are retried
+            unflushed.discard(group)  # its calls fail one by one and their hospitals are retried
             lost = summed_on.pop(group, [])
             done -= len(lost)
             for hospital in lost:  # their updates were in the dead actor's partial sum
                 retry_or_drop(hospital, "its actor died before sending the round's sum")
 
-        def trained(task) -> None:
+        def reported(group: int, actor, hospital: Hospital, report) -> None:
             nonlocal done
-            group, actor, hospital = trains.pop(task)
-            busy[group] -= 1
-            try:
-                report = ray.get(task)
-            except (RayActorError, RayTaskError) as error:
-                if isinstance(getattr(error, "cause", None), FedrayError):
-                    raise error.cause from None  # a configuration problem, not a failing hospital
-                if isinstance(error, RayActorError):
-                    actor_died(group, actor)
-                retry_or_drop(hospital, error)
-                return
             if report.failed is not None:
                 retry_or_drop(hospital, report.failed)
                 return
@@ -254,6 +296,22 @@ class RoundScheduler:
             done += 1
             self.tasks[group] += 1
             on_progress(done, ledger)
+
+        def trained(call) -> None:
+            group, actor, batch = trains.pop(call)
+            busy[group] -= 1
+            try:
+                reports = ray.get(call)
+            except (RayActorError, RayTaskError) as error:
+                if isinstance(getattr(error, "cause", None), FedrayError):
+                    raise error.cause from None  # a configuration problem, not a failing hospital
+                if isinstance(error, RayActorError):
+                    actor_died(group, actor)
+                for hospital in batch:
+                    retry_or_drop(hospital, error)
+                return
+            for hospital, report in zip(batch, reports, strict=True):
+                reported(group, actor, hospital, report)
 
         def summed(task) -> None:
             group, actor = flushes.pop(task)

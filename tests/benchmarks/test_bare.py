@@ -8,6 +8,8 @@ import torch
 
 from fedray.benchmarks.bare import (
     bare_update_seconds,
+    concurrent_bare_floor,
+    concurrent_bare_update_seconds,
     hospital_batches,
     make_loss,
     make_network,
@@ -62,3 +64,19 @@ def test_bare_timings_leave_out_the_warm_up_and_restore_threads():
     times = bare_update_seconds(TINY, repeats=3)
     assert len(times) == 3 and all(t > 0 for t in times)
     assert torch.get_num_threads() == threads
+
+
+def test_the_concurrent_floor_times_each_process_while_all_run():
+    floor = concurrent_bare_floor(TINY, repeats=3, processes=2)
+    assert floor["bare_concurrent_processes"] == 2 and floor["bare_concurrent_threads"] == 1
+    assert [len(t) for t in floor["bare_concurrent_s"]] == [3, 3]  # the repeats of each process
+    assert floor["bare_concurrent_s_medians"] == [sorted(t)[1] for t in floor["bare_concurrent_s"]]
+    low, high = sorted(floor["bare_concurrent_s_medians"])
+    assert low <= floor["bare_concurrent_update_s"] <= high and low > 0  # their combined rate, per slot
+    with pytest.raises(ValueError, match="must be >= 1"):
+        concurrent_bare_update_seconds(TINY, repeats=0, processes=2)
+
+
+def test_a_failing_concurrent_process_is_reported():
+    with pytest.raises(RuntimeError, match="bare-update process failed"):
+        concurrent_bare_update_seconds({**TINY, "channels": []}, repeats=1, processes=1, timeout_s=120)

@@ -35,6 +35,12 @@ def test_efficiency_is_the_sum_of_floors_over_the_wall():
     assert got["overhead_per_task_ms"] == pytest.approx(1250.0)
     assert got["own_update_overhead_ms"] == pytest.approx(500.0)
     assert "efficiency_vs_bare_update" not in efficiency(rounds, slots=2, wall_s=7.0)
+    assert "efficiency_vs_bare_concurrent" not in got
+    # the concurrent floor: the same rounds at 0.7 s per update (two at once): 2 x 2 x 0.7 = 2.8 s
+    both = efficiency(rounds, slots=2, wall_s=7.0, bare_update_s=0.5, bare_concurrent_update_s=0.7)
+    assert both["bare_concurrent_floor_s"] == pytest.approx(2.8) and both["bare_concurrent_update_s"] == 0.7
+    assert both["efficiency_vs_bare_concurrent"] == pytest.approx(0.4)
+    assert both["efficiency_vs_bare_update"] == got["efficiency_vs_bare_update"]  # the figure alone is kept
 
 
 def test_targets_pick_their_scenarios():
@@ -49,6 +55,7 @@ def test_targets_pick_their_scenarios():
     assert targets["E_vs_own_update_at_10_per_round (target >= 0.7)"] == 0.8
     assert targets["E_vs_bare_update_at_100_per_round (target >= 0.9)"] == 0.7
     assert targets["E_vs_bare_update_at_10_per_round (target >= 0.8)"] == 0.6
+    assert targets["E_vs_bare_concurrent_at_100_per_round"] is None  # no scenario has the figure
     assert targets["first_round_s_fedray_run_median (target <= 10)"] == 9.25  # of all six `fedray run`s
     assert targets["first_round_s_fedray_run_max"] == 12.0
     assert targets["first_round_s_in_process_max"] == 9.0
@@ -100,6 +107,11 @@ def test_bench_scale_writes_its_figures_and_plot(tmp_path):
     # 2 rounds x ceil(10 / 2 actors) bare updates
     assert scenario["bare_floor_s"] == pytest.approx(2 * 5 * bare["s_median_before"])
     assert 0 < scenario["efficiency_vs_bare_update"] == pytest.approx(scenario["bare_floor_s"] / scenario["wall_s"])
+    concurrent = bare["concurrent"]
+    assert concurrent["processes"] == 2 and [len(t) for t in concurrent["s_each"]] == [3, 3]
+    assert scenario["bare_concurrent_update_s"] == concurrent["s"]
+    assert scenario["bare_concurrent_floor_s"] == pytest.approx(2 * 5 * concurrent["s"])
+    assert scenario["efficiency_vs_bare_concurrent"] == pytest.approx(scenario["bare_concurrent_floor_s"] / scenario["wall_s"])
     assert 0 < scenario["launch_to_first_round_s"] < 120 and scenario["peak_pss_gb"] > 0.3
     assert len(scenario["cli_launch_to_first_round_s"]) == 2  # `fedray run` in a new process, twice
     assert all(0 < t < 120 for t in scenario["cli_launch_to_first_round_s"])

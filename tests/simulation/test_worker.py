@@ -114,3 +114,24 @@ def test_a_cpu_task_draws_one_batch_per_step_and_starts_no_prefetch_thread(tmp_p
     again = worker.run(TrainTask(1, hospitals[0], data, payload))
     assert len(drawn) == 3 and threads == []  # the steps' batches, drawn inline on the CPU
     assert again.result.payload == reference.result.payload
+
+
+def test_a_batch_reports_each_hospital_as_one_call_each_would_and_a_failure_spares_the_rest(tmp_path):
+    config = with_absolute_paths(config_from_data(tiny_study(tmp_path)))
+    hospitals, _ = prepare_hospitals(config)
+    worker = HospitalWorker(config, threads=1)
+    worker.strategy.partial_aggregation = False  # the updates come back in the reports
+    torch.manual_seed(0)
+    payload = encode_state({k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()})
+    data = {h.hospital_id: stored_cases(h, config.data) for h in hospitals}
+    one_by_one = [worker.run(TrainTask(1, h, data[h.hospital_id], payload)) for h in hospitals]
+    garbled = tmp_path / "garbled"
+    shutil.copytree(data["b"][0].folder, garbled)
+    np.save(garbled / "image.npy", np.zeros((3, 3), np.float32))  # a 2-D image: b's training raises
+    tasks = [TrainTask(1, h, data[h.hospital_id], payload) for h in hospitals]
+    broken = replace(tasks[1], data=[replace(data["b"][0], folder=garbled)])
+    batch = worker.run_batch([tasks[0], broken, tasks[2]])
+    assert [r.hospital_id for r in batch] == ["a", "b", "c"]
+    assert batch[1].failed is not None and batch[1].result is None
+    assert [batch[0].result.payload, batch[2].result.payload] == [one_by_one[0].result.payload, one_by_one[2].result.payload]
+    assert [r.result.payload for r in worker.run_batch(tasks)] == [r.result.payload for r in one_by_one]

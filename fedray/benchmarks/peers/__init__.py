@@ -138,7 +138,8 @@ def summarise(scenarios: list[dict]) -> dict:
 
 
 def plot(scenarios: list[dict], path: Path) -> None:
-    """Median round of fedray (each run) and each peer per scenario, against the bare-update floor."""
+    """Median round of fedray (each run) and each peer per scenario, against the bare-update floors (alone, and
+    one process per CPU at once)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +152,10 @@ def plot(scenarios: list[dict], path: Path) -> None:
             p["round_s_median"] for p in scenario["peers"].values()]
         colours = ["tab:blue"] * len(scenario["fedray_runs"]) + ["tab:orange", "tab:green", "tab:red"][: len(scenario["peers"])]
         ax.bar(names, values, color=colours)
-        ax.axhline(scenario["bare_floor_round_s"], color="black", linestyle="--", label="bare-update floor")
+        ax.axhline(scenario["bare_floor_round_s"], color="black", linestyle="--", label="bare-update floor (alone)")
+        if "bare_concurrent_floor_round_s" in scenario:
+            ax.axhline(scenario["bare_concurrent_floor_round_s"], color="gray", linestyle=":",
+                       label=f"bare-update floor ({scenario['cpus']} at once)")
         ax.set(title=f"{scenario['total']} hospitals, {scenario['per_round']} per round, {scenario['cpus']} CPUs",
                ylabel="median round (s, end to end)")
         ax.legend(loc="upper left")
