@@ -84,6 +84,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
         "rounds_to_plateau": math.nan if plateau is None else float(plateau),
         "dice/mean_best": float(summary.get("dice/mean_best", math.nan)),
         "dice/mean_final": float(summary.get("dice/mean_final", math.nan)),
+        "dice/mean_last_window": float(summary.get("dice/mean_last_window", math.nan)),
     }
 
 

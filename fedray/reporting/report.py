@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from fedray.organs import STRUCTURES  # noqa: E402
-from fedray.tracking.plateau import rounds_to_plateau  # noqa: E402
+from fedray.tracking.plateau import last_window_mean, rounds_to_plateau  # noqa: E402
 
 if TYPE_CHECKING:
     from fedray.reporting.overlay import MethodOverlays
@@ -98,6 +98,15 @@ def plateau_round(history: pd.DataFrame, window: int = PLATEAU_WINDOW, tolerance
     return math.nan if reached is None else float(reached)
 
 
+def last_window_dice(runs: pd.DataFrame, histories: pd.DataFrame, window: int = PLATEAU_WINDOW) -> pd.Series:
+    """Per run, the mean of its mean-Dice evaluations over its last `window` rounds
+    (fedray.tracking.plateau.last_window_mean), from its history: the level it ended at."""
+    dice = histories[histories["metric"] == "dice/mean"]
+    levels = {rid: last_window_mean(g["step"].tolist(), g["value"].tolist(), window)
+              for rid, g in dice.sort_values("step").groupby("run_id")}
+    return runs["run_id"].map(levels).astype(float)
+
+
 def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) -> pd.DataFrame:
     """Per variant: mean and std over seeds of each organ's Dice and the mean, plus cost columns."""
     dice = histories[histories["metric"] == "dice/mean"]
@@ -105,7 +114,7 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
     if "dice/mean_final" in runs:  # the run's own rule, as logged (NaN, so not logged, if never met)
         logged = runs["dice/mean_final"].notna()
         plateaus = plateaus.where(~logged, runs.get("rounds_to_plateau", pd.Series(math.nan, index=runs.index)))
-    runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna())
+    runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna(), dice_last_window=last_window_dice(runs, histories))
     rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()
     teachers = runs["comm/bytes_preparation"].fillna(0)
     hd95 = [f"hd95/{o}" for o in organs if f"hd95/{o}" in runs]
@@ -115,7 +124,7 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
         hd95_mean=runs[hd95].mean(axis=1) if hd95 else math.nan,  # over the organs the test set labels
     )
     per_volume = ["dice_per_volume/mean"] if "dice_per_volume/mean" in runs else []
-    columns = ["dice/mean", *per_volume, "hd95_mean", *[f"dice/{o}" for o in organs]]
+    columns = ["dice/mean", "dice_last_window", *per_volume, "hd95_mean", *[f"dice/{o}" for o in organs]]
     grouped = runs.groupby("variant")
     summary = pd.DataFrame(index=grouped.size().index)
     summary["seeds"] = grouped.size()
@@ -199,9 +208,12 @@ def write_report(
     summary = summarise(runs, histories, organs)
     paired = paired_tests(runs, reference)
     paired_per_volume = paired_tests(runs, reference, "dice_per_volume/mean")
+    paired_last_window = paired_tests(runs.assign(dice_last_window=last_window_dice(runs, histories)), reference,
+                                      "dice_last_window")
     summary_csv, paired_csv = out_dir / "summary.csv", out_dir / "paired.csv"
     summary.to_csv(summary_csv)
-    pd.concat([paired.assign(dice="pooled"), paired_per_volume.assign(dice="per volume")]).to_csv(paired_csv, index=False)
+    pd.concat([paired.assign(dice="pooled"), paired_per_volume.assign(dice="per volume"),
+               paired_last_window.assign(dice="last-window mean")]).to_csv(paired_csv, index=False)
     plots = (
         _plot_organs(summary, organs, out_dir / "dice_per_organ.png"),
         _plot_curves(runs, histories, out_dir / "dice_vs_round.png"),
@@ -217,7 +229,7 @@ def write_report(
     if differences is not None and not differences.empty:
         notes += ("\n## How the variants' configs differ\n\n(logged config keys that differ; seeds of one "
                   "variant share everything but the seed)\n\n" + _markdown_table(differences) + "\n")
-    markdown.write_text(_markdown(experiment, summary, paired, paired_per_volume, organs, reference, plots) + notes
+    markdown.write_text(_markdown(experiment, summary, paired, paired_per_volume, paired_last_window, organs, reference, plots) + notes
                         + (_segmentations(overlays, out_dir) if overlays is not None else ""))
     return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None)
 
@@ -238,7 +250,7 @@ def _pm(mean: float, std: float) -> str:
 def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
     """Markdown table: Dice % mean ± std per organ and method, with the cost columns."""
     per_volume = "dice_per_volume/mean mean" in summary
-    head = ["method", "seeds", "mean Dice %", *(["per-volume Dice %"] if per_volume else []), "HD95 mm", *organs,
+    head = ["method", "seeds", "mean Dice %", "last-window Dice %", *(["per-volume Dice %"] if per_volume else []), "HD95 mm", *organs,
             "params", "MB/round", "infer s/vol", "plateaued", "rounds to plateau", "rounds trained"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, row in summary.iterrows():
@@ -247,6 +259,7 @@ def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
             str(variant),
             str(int(row["seeds"])),
             _pm(row["dice/mean mean"], row["dice/mean std"]),
+            _pm(row["dice_last_window mean"], row["dice_last_window std"]),
             *([_pm(row["dice_per_volume/mean mean"], row["dice_per_volume/mean std"])] if per_volume else []),
             "n/a" if math.isnan(hd95) else (f"{hd95:.1f} ± {row['hd95_mean std']:.1f}"
                                             if not math.isnan(row["hd95_mean std"]) else f"{hd95:.1f}"),
@@ -273,15 +286,20 @@ def _paired_table(paired: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _markdown(experiment, summary, paired, paired_per_volume, organs, reference, plots) -> str:
+def _markdown(experiment, summary, paired, paired_per_volume, paired_last_window, organs, reference, plots) -> str:
     per_volume = "" if paired_per_volume.empty else (
         "\n\nThe same on per-volume Dice (each test volume's Dice, averaged over volumes):\n\n"
         + _paired_table(paired_per_volume))
+    if not paired_last_window.empty:
+        per_volume += ("\n\nThe same on the last-window mean Dice (pooled mean Dice averaged over the evaluations "
+                       f"of each run's last {PLATEAU_WINDOW} rounds):\n\n" + _paired_table(paired_last_window))
     images = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     return f"""# Method comparison: {experiment}
 
 Dice on the fully-labelled held-out set, final global model; mean ± std over seeds. Mean Dice %
-and the organ columns are pooled Dice (TP/FP/FN summed over the test volumes); per-volume Dice is each
+and the organ columns are pooled Dice (TP/FP/FN summed over the test volumes); last-window Dice is
+the pooled mean Dice averaged over the evaluations of the run's last {PLATEAU_WINDOW} rounds (the level
+it ended at, steadier than one evaluation where the curve swings); per-volume Dice is each
 volume's Dice averaged over volumes (as nnU-Net and the paper report); HD95 mm: the 95th-percentile
 Hausdorff distance averaged over organs, an organ in the reference but not predicted counting as
 the volume's diagonal. MB/round: bytes all hospitals downloaded and uploaded per round (teachers

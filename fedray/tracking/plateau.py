@@ -32,8 +32,21 @@ def rounds_to_plateau(
     return None
 
 
+def last_window_mean(rounds: Sequence[int], dice: Sequence[float], window: int) -> float:
+    """The mean of the evaluations in the run's last `window` rounds (last round - window, last round]:
+    the level a run sits at, less noisy than its final evaluation where the curve swings (a constant
+    learning rate); NaN if nothing was evaluated."""
+    evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
+    if not evaluated:
+        return math.nan
+    last = max(r for r, _ in evaluated)
+    recent = [d for r, d in evaluated if r > last - window]
+    return sum(recent) / len(recent)
+
+
 def plateau_fields(rows: Sequence[dict], window: int, tolerance: float) -> dict:
-    """summary.json fields: rounds_to_plateau (None if not reached), plateaued, final mean Dice."""
+    """summary.json fields: rounds_to_plateau (None if not reached), plateaued, final mean Dice and
+    the mean over the last `window` rounds' evaluations."""
     rounds = [row["round"] for row in rows]
     dice = [row["dice/mean"] for row in rows]
     reached = rounds_to_plateau(rounds, dice, window, tolerance)
@@ -43,4 +56,5 @@ def plateau_fields(rows: Sequence[dict], window: int, tolerance: float) -> dict:
         "plateaued": reached is not None,
         "plateau_rule": f"best mean Dice of the last {window} rounds < {tolerance:g} above the best before",
         "dice/mean_final": evaluated[-1] if evaluated else math.nan,
+        "dice/mean_last_window": last_window_mean(rounds, dice, window),
     }

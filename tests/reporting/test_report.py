@@ -104,3 +104,19 @@ def test_paired_tests_on_per_volume_dice_and_none_without_it():
     [row] = paired_tests(runs, "a", "dice_per_volume/mean").to_dict("records")
     assert row["mean diff (Dice points)"] == pytest.approx(100 * (-0.1 + 0.2) / 2) and row["reference wins"] == 1
     assert paired_tests(runs.drop(columns="dice_per_volume/mean"), "a", "dice_per_volume/mean").empty
+
+
+def test_last_window_dice_averages_each_runs_evaluations_over_its_last_30_rounds():
+    from fedray.reporting.report import last_window_dice
+
+    runs = pd.DataFrame({"run_id": ["r0", "r1"]})
+    histories = pd.DataFrame(
+        {
+            "run_id": ["r0"] * 4 + ["r1"] * 2,
+            "metric": ["dice/mean"] * 6,
+            # r0 ends at 100: (70, 100] holds 80, 90, 100 -> (0.5 + 0.4 + 0.6) / 3; round 70 is out
+            "step": [70, 80, 90, 100, 10, 20],
+            "value": [0.9, 0.5, 0.4, 0.6, 0.2, 0.3],
+        }
+    )
+    assert last_window_dice(runs, histories).tolist() == pytest.approx([0.5, 0.25])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from fedray.tracking.plateau import plateau_fields, rounds_to_plateau
 
 ROUNDS = [10, 20, 30, 40, 50, 60]
@@ -31,3 +33,15 @@ def test_unevaluated_rounds_are_skipped_and_a_drop_counts_as_flat():
     fields = plateau_fields(rows, window=4, tolerance=0.01)
     assert fields["rounds_to_plateau"] == 8 and fields["plateaued"] is True
     assert fields["dice/mean_final"] == 0.58
+
+
+def test_the_last_window_mean_is_the_mean_of_the_evaluations_in_the_last_window():
+    from fedray.tracking.plateau import last_window_mean
+
+    rounds = list(range(5, 65, 5))  # 5 .. 60
+    dice = [math.nan if r % 10 else r / 100 for r in rounds]  # evaluated every 10 rounds: 0.1 .. 0.6
+    # (30, 60]: 0.4, 0.5, 0.6
+    assert last_window_mean(rounds, dice, window=30) == pytest.approx(0.5)
+    assert math.isnan(last_window_mean([1, 2], [math.nan, math.nan], window=30))
+    rows = [{"round": r, "dice/mean": d} for r, d in zip(rounds, dice)]
+    assert plateau_fields(rows, window=30, tolerance=0.01)["dice/mean_last_window"] == pytest.approx(0.5)
