@@ -80,8 +80,8 @@ def test_sweep_runs_resumes_and_reports(sequential):
         assert summary.loc[variant, "dice/mean mean"] == pytest.approx(sum(finals) / 2)
         assert summary.loc[variant, "seeds"] == 2
     paired = pd.read_csv(out / "paired.csv")
-    assert paired["comparison"].tolist() == ["weighted - unweighted"] * 2
-    assert paired["dice"].tolist() == ["pooled", "per volume"]
+    assert paired["comparison"].tolist() == ["weighted - unweighted"] * 3
+    assert paired["dice"].tolist() == ["pooled", "per volume", "last-window mean"]
     text = (out / "report.md").read_text()
     assert "| weighted |" in text and "| unweighted |" in text and "Wilcoxon" in text
     for name in ("dice_per_organ", "dice_vs_round", "dice_vs_communication", "inference_and_parameters"):
