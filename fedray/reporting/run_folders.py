@@ -60,5 +60,6 @@ def folder_runs(folders: list[Path], names: list[str]) -> tuple[pd.DataFrame, pd
         for name in names:
             if name in rounds:
                 histories += [{"run_id": run_id, "metric": name, "step": int(r), "value": float(v)}
-                              for r, v in zip(rounds["round"], rounds[name])]
+                              for r, v in zip(rounds["round"], rounds[name])
+                              if pd.notna(v)]  # a blank cell: not measured that round, not in MLflow's history
     return pd.DataFrame(runs), pd.DataFrame(histories, columns=["run_id", "metric", "step", "value"])
