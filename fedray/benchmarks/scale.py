@@ -160,8 +160,11 @@ def efficiency(
         "round_s_mean_wall": wall_s / len(rounds),
         "hospital_update_s_median": own_update_s,
     }
+    def bare_floor_s_of(update_s: float) -> float:  # the rounds' floor at `update_s` a bare update
+        return sum(round_floor_s(int(n), slots, update_s) for n in rounds["clients"])
+
     if bare_update_s is not None:
-        bare_floor_s = sum(round_floor_s(int(n), slots, bare_update_s) for n in rounds["clients"])
+        bare_floor_s = bare_floor_s_of(bare_update_s)
         tasks = int(rounds["clients"].sum())
         figures |= {
             "efficiency_vs_bare_update": bare_floor_s / wall_s,
@@ -171,7 +174,7 @@ def efficiency(
             "own_update_overhead_ms": (own_update_s - bare_update_s) * 1000,
         }
     if bare_concurrent_update_s is not None:
-        concurrent_floor_s = sum(round_floor_s(int(n), slots, bare_concurrent_update_s) for n in rounds["clients"])
+        concurrent_floor_s = bare_floor_s_of(bare_concurrent_update_s)
         figures |= {
             "efficiency_vs_bare_concurrent": concurrent_floor_s / wall_s,
             "bare_concurrent_floor_s": concurrent_floor_s,

@@ -162,7 +162,7 @@ def check_fits_memory(case: SiteCase, available: int | None = None, preprocess: 
     The estimate (`preprocessing_bytes`) reads only the NIfTI header. Returns it, in bytes.
     """
     needed = preprocessing_bytes(case, preprocess)
-    available = _available_memory() if available is None else available
+    available = available_memory() if available is None else available
     if needed > available:
         raise DataError(
             f"site '{case.site}', case '{case.case_id}' ({case.image}): preprocessing needs about "
@@ -175,7 +175,7 @@ def check_fits_memory(case: SiteCase, available: int | None = None, preprocess: 
     return needed
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)

@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedray.config import StudyConfig, flatten, load_config, read_yaml, with_absolute_paths
+from fedray.config import NOT_IN_DIGEST_SECTIONS, StudyConfig, flatten, load_config, read_yaml, with_absolute_paths
 from fedray.configtypes import build, require, to_data
 from fedray.errors import FedrayError
 from fedray.tracking.checkpoint import checkpoint_path
@@ -120,9 +120,9 @@ def cell_share(config: StudyConfig, cluster: dict[str, float], parallel: int) ->
     return replace(config, resources=replace(res, actors=max(fit, 1)))
 
 
-# What a cell's folder may differ in and still hold that cell: where it runs and is logged, and
-# where its files live (paths are compared by folder name, since finished folders move machines).
-_PLACE_SECTIONS = ("tracking.", "resources.")
+# What a cell's folder may differ in and still hold that cell: where it runs and is logged (the
+# sections the config digest leaves out), and where its files live (paths compared by folder name,
+# since finished folders move machines).
 _PATH_KEYS = ("data.cache_dir",)
 
 
@@ -132,7 +132,7 @@ def _comparable(config: dict) -> dict:
     if data.get("test_set"):
         data["test_set"] = Path(data["test_set"]).name
     flat = flatten({**config, "data": data})
-    return {k: v for k, v in flat.items() if not k.startswith(_PLACE_SECTIONS) and k not in _PATH_KEYS}
+    return {k: v for k, v in flat.items() if not k.startswith(NOT_IN_DIGEST_SECTIONS) and k not in _PATH_KEYS}
 
 
 def changed_since_started(config: StudyConfig) -> str:

@@ -114,7 +114,9 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
     if "dice/mean_final" in runs:  # the run's own rule, as logged (NaN, so not logged, if never met)
         logged = runs["dice/mean_final"].notna()
         plateaus = plateaus.where(~logged, runs.get("rounds_to_plateau", pd.Series(math.nan, index=runs.index)))
-    runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna(), dice_last_window=last_window_dice(runs, histories))
+    runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna())
+    if "dice_last_window" not in runs:  # write_report adds it once for the summary and the paired tests
+        runs = runs.assign(dice_last_window=last_window_dice(runs, histories))
     rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()
     teachers = runs["comm/bytes_preparation"].fillna(0)
     hd95 = [f"hd95/{o}" for o in organs if f"hd95/{o}" in runs]
@@ -205,11 +207,11 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     organs = [o for o in STRUCTURES if f"dice/{o}" in runs.columns]
+    runs = runs.assign(dice_last_window=last_window_dice(runs, histories))
     summary = summarise(runs, histories, organs)
     paired = paired_tests(runs, reference)
     paired_per_volume = paired_tests(runs, reference, "dice_per_volume/mean")
-    paired_last_window = paired_tests(runs.assign(dice_last_window=last_window_dice(runs, histories)), reference,
-                                      "dice_last_window")
+    paired_last_window = paired_tests(runs, reference, "dice_last_window")
     summary_csv, paired_csv = out_dir / "summary.csv", out_dir / "paired.csv"
     summary.to_csv(summary_csv)
     pd.concat([paired.assign(dice="pooled"), paired_per_volume.assign(dice="per volume"),

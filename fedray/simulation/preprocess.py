@@ -45,7 +45,7 @@ def preprocess_cases(
     largest = max(check_fits_memory(ref.case, preprocess=data.preprocess) for ref in missing)
     recipe = Recipe.of(data)
     count = writers_at_once(len(missing), int(ray.available_resources().get("CPU", 1)), largest,
-                            case_store._available_memory())
+                            case_store.available_memory())
     writer_class = ray.remote(CaseWriter).options(num_cpus=1, max_restarts=0, max_task_retries=0)
     writers = [writer_class.remote() for _ in range(count)]
     queue = list(missing)

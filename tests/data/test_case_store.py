@@ -101,7 +101,7 @@ def test_a_case_too_large_for_the_memory_available_is_refused_before_loading(stu
     case = hospital.cases[0]
     with pytest.raises(DataError, match=r"preprocessing needs about .* GiB .* only 0.0 GiB of memory is available"):
         check_fits_memory(case, available=1000)
-    monkeypatch.setattr(case_store, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(case_store, "available_memory", lambda: 1000)
     monkeypatch.setattr(datasets, "CacheDataset", lambda *a, **k: pytest.fail("loaded before the check"))
     with pytest.raises(DataError, match=f"case '{case.case_id}'"):
         load_hospital_cases(hospital, config.data)

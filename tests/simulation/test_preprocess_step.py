@@ -56,7 +56,7 @@ def test_ray_actors_write_the_missing_cases_once_then_go_and_refuse_a_case_too_l
 
     bigger = with_absolute_paths(config_from_data(tiny_study(tmp_path, data={**tiny_study(tmp_path)["data"],
                                                                              "hu_window": [-200.0, 300.0]})))
-    monkeypatch.setattr(case_store, "_available_memory", lambda: 10_000)  # checked here, before any task starts
+    monkeypatch.setattr(case_store, "available_memory", lambda: 10_000)  # checked here, before any task starts
     with pytest.raises(DataError, match="only 0.0 GiB of memory is available"):
         preprocess_cases(hospitals, bigger.data)
     assert len(missing_cases(hospitals, bigger.data)) == n_cases
