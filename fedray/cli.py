@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 
     resume = commands.add_parser("resume", help="continue a stopped or killed study from its last checkpoint")
     resume.add_argument("run_dir", type=Path, help="the study's results folder, e.g. results/quickstart")
+    resume.add_argument("--rounds", type=int, default=None,
+                        help="train on to this many rounds (a raised cap; finished studies too, constant lr only)")
     resume.set_defaults(handler=_resume)
 
     sweep = commands.add_parser("sweep", help="run a grid of studies (variants x seeds x values)")
@@ -372,6 +374,14 @@ def _resume(args: argparse.Namespace) -> int:
     from fedray.tracking.checkpoint import checkpoint_path
 
     config = _load_run(args.run_dir)
+    if args.rounds is not None:
+        from fedray.config import extension_problem
+        from fedray.errors import ConfigError
+
+        problem = extension_problem(replace(config, rounds=args.rounds), config.rounds)
+        if problem:
+            raise ConfigError(f"cannot train {args.run_dir} on to {args.rounds} rounds: {problem}.")
+        config = _load_run(args.run_dir, [f"rounds={args.rounds}"])
     if not checkpoint_path(args.run_dir).is_file():
         # A study writes its first checkpoint as soon as its MLflow run exists (before any training),
         # so a folder without one holds nothing to continue: start it again, in the same folder.

@@ -641,6 +641,17 @@ def config_from_data(raw: dict) -> StudyConfig:
     return replace(config, method=replace(config.method, params=params))
 
 
+def extension_problem(config: StudyConfig, trained_rounds: int) -> str:
+    """'' if a study started with a cap of `trained_rounds` rounds can train on to `config.rounds`
+    by resuming its checkpoint, giving what a study started with the higher cap would; else why not."""
+    if config.rounds < trained_rounds:
+        return f"rounds {config.rounds} is below the {trained_rounds} it was started with"
+    if config.train.lr_schedule != "constant":
+        # poly decays over the cap: a higher cap changes the learning rate of every round already trained
+        return f"train.lr_schedule is {config.train.lr_schedule}, whose every round depends on the rounds cap"
+    return ""
+
+
 def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     """A run folder's resolved config, relocated to where the folder is now (it may have been moved).
 

@@ -195,7 +195,7 @@ def test_comparison_sweeps_put_every_method_on_the_paper_trunk_and_optimiser(swe
         assert (train.optimizer, train.lr, train.momentum, train.lr_schedule) == ("sgd", 0.1, 0.9, "constant")
         pooled = cell.config.federation.pooled  # centralised: the federation's 7 x 10 steps a round
         assert (train.local_steps, cell.config.data.patch_size) == (70 if pooled else 10, (24, 24, 24)), cell.run_name
-        assert cell.config.eval.stop_at_plateau and cell.config.rounds == 150, cell.run_name
+        assert cell.config.eval.stop_at_plateau and cell.config.rounds == 300, cell.run_name
         outputs.add(model.output)
     assert outputs == {"sigmoid", "softmax"}
 
@@ -232,3 +232,16 @@ def test_stale_after_s_defaults_to_six_hours_and_must_not_be_negative():
     assert config_from_data({**base, "tracking": {"stale_after_s": 0}}).tracking.stale_after_s == 0.0
     with pytest.raises(ConfigError, match="tracking.stale_after_s must be >= 0"):
         config_from_data({**base, "tracking": {"stale_after_s": -1}})
+
+
+def test_extension_problem_allows_only_a_higher_cap_at_a_constant_lr(tmp_path):
+    from dataclasses import replace
+
+    from fedray.config import config_from_data, extension_problem
+    from tests.conftest import tiny_study
+
+    config = config_from_data(tiny_study(tmp_path, rounds=300))
+    assert extension_problem(config, 150) == "" and extension_problem(config, 300) == ""
+    assert "below the 400" in extension_problem(config, 400)
+    poly = replace(config, train=replace(config.train, lr_schedule="poly"))
+    assert "poly" in extension_problem(poly, 150)

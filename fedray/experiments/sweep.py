@@ -12,7 +12,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedray.config import NOT_IN_DIGEST_SECTIONS, StudyConfig, flatten, load_config, read_yaml, with_absolute_paths
+from fedray.config import (
+    NOT_IN_DIGEST_SECTIONS,
+    StudyConfig,
+    extension_problem,
+    flatten,
+    load_config,
+    read_yaml,
+    with_absolute_paths,
+)
 from fedray.configtypes import build, require, to_data
 from fedray.errors import FedrayError
 from fedray.tracking.checkpoint import checkpoint_path
@@ -135,16 +143,33 @@ def _comparable(config: dict) -> dict:
     return {k: v for k, v in flat.items() if not k.startswith(NOT_IN_DIGEST_SECTIONS) and k not in _PATH_KEYS}
 
 
+def changes_since_started(config: StudyConfig) -> dict[str, tuple]:
+    """{key: (stored value, this cell's value)} for each key in which the config the cell's folder
+    was started under differs from the cell's ({} if the folder holds none or the same one)."""
+    stored_path = config.run_dir / "config.resolved.yaml"
+    if not stored_path.is_file():
+        return {}
+    before, now = _comparable(read_yaml(stored_path)), _comparable(to_data(config))
+    keys = sorted(k for k in before.keys() | now.keys() if str(before.get(k)) != str(now.get(k)))
+    return {k: (before.get(k, "(unset)"), now.get(k, "(unset)")) for k in keys}
+
+
 def changed_since_started(config: StudyConfig) -> str:
     """'' if the cell's folder holds no resolved config or the one it holds is this cell's; else the
     keys that differ ("rounds: 80 -> 150, ..."), so a sweep never skips or resumes a stale cell."""
-    stored_path = config.run_dir / "config.resolved.yaml"
-    if not stored_path.is_file():
-        return ""
-    before, now = _comparable(read_yaml(stored_path)), _comparable(to_data(config))
-    keys = sorted(k for k in before.keys() | now.keys() if str(before.get(k)) != str(now.get(k)))
-    shown = [f"{k}: {before.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in keys[:4]]
-    return ", ".join(shown) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    changes = changes_since_started(config)
+    shown = [f"{k}: {before} -> {now}" for k, (before, now) in list(changes.items())[:4]]
+    return ", ".join(shown) + (f" and {len(changes) - 4} more" if len(changes) > 4 else "")
+
+
+def extends_started_cell(config: StudyConfig) -> bool:
+    """The cell's folder holds this cell trained to a lower rounds cap, with a checkpoint to train on
+    from and a learning rate that does not depend on the cap (config.extension_problem): the sweep's
+    cap was raised, and resuming the cell gives what a study started with the new cap would."""
+    changes = changes_since_started(config)
+    if set(changes) != {"rounds"} or not checkpoint_path(config.run_dir).is_file():
+        return False
+    return not extension_problem(config, int(changes["rounds"][0]))
 
 
 def run_sweep(
@@ -158,7 +183,8 @@ def run_sweep(
     """Run cells one after another, or up to `parallel` at once; finished cells are skipped,
     interrupted ones resume from their checkpoint, and a failing cell does not stop the rest. A cell
     whose folder was started under another config is neither skipped nor resumed: it fails, naming
-    what changed.
+    what changed; except where only the rounds cap rose and the learning rate does not depend on it
+    (extends_started_cell): then the cell, finished or not, resumes on to the new cap.
 
     Ctrl-C (KeyboardInterrupt in the calling thread) stops every running cell after its current
     round's checkpoint, starts no new one, and is raised again once they have stopped.
@@ -180,7 +206,9 @@ def run_sweep(
     todo = []
     for index, cell in enumerate(cells):
         changed = changed_since_started(cell.config)
-        if changed:
+        if changed and extends_started_cell(cell.config):
+            todo.append((index, cell))  # resumed from its checkpoint on to the new cap
+        elif changed:
             status[cell.run_name] = (
                 f"failed: its folder {cell.config.run_dir} was started under another config ({changed}); "
                 f"move the folder away (or rename the sweep) to run the cell anew"

@@ -149,6 +149,10 @@ class MlflowTracker:
         """Queue this run's sign of life (after the metrics already queued)."""
         self._submit(self._set_tags, {HEARTBEAT: repr(time.time())})
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set (or overwrite) the run's tags."""
+        self._set_tags(tags)
+
     def _set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
@@ -225,6 +229,7 @@ class MlflowCallback(Callback):
     def __init__(self) -> None:
         self.tracker: MlflowTracker | None = None
         self.logged_through = 0  # rounds MLflow already holds
+        self.extended = False  # a resumed study whose rounds cap was raised
 
     def on_run_start(self, run: RunContext) -> None:
         cfg = run.config
@@ -240,6 +245,11 @@ class MlflowCallback(Callback):
             return
         tracker.reopen(run.resumed.meta["run_id"])
         run.run_id = tracker.run_id
+        started_rounds = tracker.client.get_run(run.run_id).data.params.get("rounds")
+        self.extended = started_rounds is not None and started_rounds != str(cfg.rounds)
+        if self.extended:  # params cannot change in MLflow: the first cap stays a param, the new one a tag
+            run.tags["rounds_extended"] = f"{started_rounds} -> {cfg.rounds}"
+        tracker.set_tags(run.tags)  # the config digest, which a raised cap changes
         tracker.mark_abandoned(cfg.tracking.stale_after_s)
         logged = tracker.last_step(StudyMetric.BYTES_TOTAL.value)  # always finite, so logged every round
         for row in run.rows:
@@ -256,7 +266,7 @@ class MlflowCallback(Callback):
         if self.tracker is None:
             return
         already = run.resumed is not None and self.tracker.client.get_metric_history(self.tracker.run_id, "params_total")
-        if summary is not None and not already:  # a finished study resumed again logs them once only
+        if summary is not None and (self.extended or not already):  # a finished study resumed again logs them once only
             self.tracker.log_metrics(summary_metrics(summary), step=0)
             for name in ("config.resolved.yaml", "rounds.csv", "hospitals.csv", "cases.csv", "summary.json"):
                 if (run.config.run_dir / name).is_file():

@@ -106,6 +106,7 @@ class RunFilesCallback(Callback):
         cfg = run.config
         self.files = files = RunFiles(cfg.run_dir)
         if run.resumed is not None:
+            files.write_config(cfg)  # where the folder is now, and a raised rounds cap (resume --rounds)
             files.rows = run.rows
             files.rewrite()  # rounds after the checkpoint are redone: drop them from rounds.csv
             for path in (files.hospitals_path, files.cases_path):

@@ -194,3 +194,34 @@ def test_a_cell_started_under_another_config_is_neither_skipped_nor_resumed(tmp_
     assert (moved.run_name, False) in ran  # no checkpoint there: run, not resumed, config accepted
     assert stale.run_name not in [name for name, _ in ran]
     assert len(ran) == len(cells) - 2
+
+
+def test_a_raised_rounds_cap_resumes_finished_cells_where_the_lr_does_not_depend_on_it(tmp_path):
+    from dataclasses import replace
+
+    from fedray.config import save_config
+    from fedray.experiments.sweep import extends_started_cell, load_sweep, plan_cells, run_sweep
+
+    sweep_path, _ = write_sweep(tmp_path, "raised")  # the sweep's cap: 2 rounds
+    cells = plan_cells(load_sweep(sweep_path))
+    lower, no_checkpoint, poly, higher = cells
+    for cell, config in ((lower, replace(lower.config, rounds=1)), (no_checkpoint, replace(no_checkpoint.config, rounds=1)),
+                         (higher, replace(higher.config, rounds=3))):
+        save_config(config, cell.config.run_dir / "config.resolved.yaml")
+        (cell.config.run_dir / "summary.json").write_text("{}")
+    poly_started = replace(poly.config, rounds=1, train=replace(poly.config.train, lr_schedule="poly"))
+    save_config(poly_started, poly.config.run_dir / "config.resolved.yaml")
+    for cell in (lower, poly, higher):
+        (cell.config.run_dir / "checkpoints").mkdir()
+        checkpoint_path(cell.config.run_dir).write_bytes(b"")
+
+    ran = []
+    status = run_sweep(load_sweep(sweep_path), cells, lambda config, resume, stop: ran.append((config.run_name, resume)),
+                       open_parent=lambda name: "parent")
+    assert ran == [(lower.run_name, True)]  # finished at cap 1: trained on to 2 from its checkpoint
+    assert "rounds: 1 -> 2" in status[no_checkpoint.run_name]  # nothing to train on from
+    assert "train.lr_schedule: poly -> constant" in status[poly.run_name]
+    assert "rounds: 3 -> 2" in status[higher.run_name]  # a lower cap is never a resume
+    # a poly schedule decays over the cap: raising it would change rounds already trained
+    assert not extends_started_cell(replace(poly_started, rounds=2))
+    assert extends_started_cell(lower.config)

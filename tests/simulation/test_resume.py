@@ -30,14 +30,25 @@ def run_in_process(config, resume=False):
     return run_study(config, hospitals, test_dir, resume=resume)
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ray_local):
-    study = tiny_study(tmp_path, rounds=ROUNDS)
-    reference = with_absolute_paths(config_from_data({**study, "tracking": {**study["tracking"], "run_name": "reference"}}))
-    run_in_process(reference)
+def named(study: dict, name: str, rounds: int = ROUNDS):
+    return with_absolute_paths(config_from_data(
+        {**study, "rounds": rounds, "tracking": {**study["tracking"], "run_name": name}}))
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, ray_local):
+    """The tiny study run straight through its ROUNDS rounds: what every resumed run must equal."""
+    study = tiny_study(tmp_path_factory.mktemp("resume"), rounds=ROUNDS)
+    reference = named(study, "reference")
+    run_in_process(reference)
+    return study, reference
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
+    study, reference = uninterrupted
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({**study, "tracking": {**study["tracking"], "run_name": "killed"}}))
-    killed_dir = tmp_path / "results" / "killed"
+    killed_dir = reference.run_dir.parent / "killed"
     process = start_cli("run", str(path))
     stopped_at = kill_when(process, killed_dir, lambda checkpoint: checkpoint.round >= 2).round
     assert stopped_at < ROUNDS
@@ -108,3 +119,45 @@ def test_ctrl_c_or_sigterm_stops_after_a_checkpoint_and_marks_the_run_killed(tmp
     run = client.get_run(stopped.meta["run_id"])
     assert run.info.status == "KILLED"
     assert len(pd.read_csv(run_dir / "rounds.csv")) == stopped.round  # stopped right after that checkpoint
+
+
+def test_a_finished_study_trained_on_to_a_raised_cap_equals_one_started_with_it(uninterrupted):
+    from fedray.config import load_run_config
+
+    study, reference = uninterrupted
+    short = named(study, "extended", rounds=2)
+    first = run_in_process(short)
+    assert first["rounds_trained"] == 2
+
+    summary = run_in_process(load_run_config(short.run_dir, [f"rounds={ROUNDS}"]), resume=True)
+    assert summary["rounds"] == summary["rounds_trained"] == ROUNDS
+    final_ref, final_ext = (load_checkpoint(checkpoint_path(c.run_dir)) for c in (reference, short))
+    assert final_ref.round == final_ext.round == ROUNDS
+    for key, value in final_ref.global_state.items():
+        assert np.array_equal(value, final_ext.global_state[key]), key  # as if started with the higher cap
+    timing = sorted(TIMING_METRICS)
+    rows = [pd.read_csv(c.run_dir / "rounds.csv").drop(columns=timing) for c in (reference, short)]
+    pd.testing.assert_frame_equal(*rows)
+    assert yaml.safe_load((short.run_dir / "config.resolved.yaml").read_text())["rounds"] == ROUNDS
+
+    client = MlflowClient(study["tracking"]["uri"])
+    run, ref_run = client.get_run(summary["run_id"]), client.get_run(final_ref.meta["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["rounds_extended"] == f"2 -> {ROUNDS}"
+    assert run.data.tags["config_digest"] == ref_run.data.tags["config_digest"]  # one configuration now
+    assert run.data.metrics["dice/mean_final"] == ref_run.data.metrics["dice/mean_final"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, Metric.DICE_MEAN.value)] == list(range(1, ROUNDS + 1))
+
+
+def test_resume_rounds_refuses_a_cap_that_would_change_trained_rounds(tmp_path, monkeypatch):
+    import fedray.cli
+    from fedray.config import save_config
+
+    for schedule, rounds, accepted in (("constant", 6, True), ("constant", 1, False), ("poly", 6, False)):
+        study = tiny_study(tmp_path, rounds=2)
+        config = config_from_data({**study, "train": {**study["train"], "lr_schedule": schedule}})
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, config.run_dir / "config.resolved.yaml")
+        started = []
+        monkeypatch.setattr(fedray.cli, "_run_config", lambda cfg, resume: started.append(cfg.rounds) or 0)
+        code = fedray.cli.main(["resume", str(config.run_dir), "--rounds", str(rounds)])
+        assert (code, started) == ((0, [rounds]) if accepted else (2, [])), (schedule, rounds)
