@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -211,9 +212,11 @@ def _parser() -> argparse.ArgumentParser:
                             "see README, Peers); default this one")
     peers.add_argument("--peers", nargs="+", default=["flower", "pfl"], choices=["flower", "pfl"],
                        help="peers to run where installed (default flower pfl)")
-    peers.add_argument("--fedray-runs", type=int, default=2,
-                       help="fedray runs per scenario, the first before the peers and the others after (default 2)")
-    peers.add_argument("--bare-repeats", type=int, default=20, help="bare network updates timed (default 20)")
+    peers.add_argument("--repeats", type=int, default=2,
+                       help="paired repeats per scenario: the bare floor, then fedray and each peer once, fedray "
+                            "first in odd repeats and last in even ones (default 2)")
+    peers.add_argument("--bare-repeats", type=int, default=20,
+                       help="bare network updates timed at the start of every repeat (default 20)")
     peers.add_argument("--work-dir", type=Path, default=Path("results/bench_peers_work"),
                        help="data, runs and peer files (default results/bench_peers_work)")
     peers.add_argument("--out", type=Path, default=Path("results/bench_peers.json"),
@@ -676,20 +679,27 @@ def _bench_scale(args: argparse.Namespace) -> int:
         raise FedrayError(f"--bare-repeats takes a count >= 1, got {args.bare_repeats}")
     work_dir = args.work_dir.resolve()
     spec = _bare_spec(workload(10, 10, args.rounds, work_dir, args.cpus))
-    with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
-        bare_before = bare_update_seconds(spec, args.bare_repeats)
-    with console.status(f"timing {args.bare_repeats} bare network updates in {args.cpus} processes at once..."):
-        concurrent = concurrent_bare_floor(spec, args.bare_repeats, args.cpus)  # one per hospital actor
+    floors: list[dict] = []
+
+    def time_floor() -> tuple[float, float]:
+        """The bare update timed alone and in one process per hospital actor at once, just before a
+        scenario: each scenario's E is against the floor of its own minutes (the machine drifts)."""
+        with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
+            alone = bare_update_seconds(spec, args.bare_repeats)
+        with console.status(f"timing {args.bare_repeats} bare network updates in {args.cpus} processes at once..."):
+            concurrent = concurrent_bare_floor(spec, args.bare_repeats, args.cpus)  # one per hospital actor
+        floors.append({"s": alone, "concurrent": concurrent})
+        return statistics.median(alone), concurrent["bare_concurrent_update_s"]
+
     started = args.running_ray and init_ray(workload(10, 10, args.rounds, work_dir, args.cpus).resources)
     try:
-        results = _scale_scenarios(
-            scenarios, args, work_dir, statistics.median(bare_before), concurrent["bare_concurrent_update_s"]
-        )
+        results = _scale_scenarios(scenarios, args, work_dir, time_floor)
     finally:
         if started:
             shutdown_ray()
     with console.status(f"timing {args.bare_repeats} bare network updates again (1 thread)..."):
         bare_after = bare_update_seconds(spec, args.bare_repeats)
+    bare_before, concurrent = floors[0]["s"], floors[0]["concurrent"]
     record = {
         "benchmark": "scale",
         "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
@@ -697,7 +707,9 @@ def _bench_scale(args: argparse.Namespace) -> int:
         "ray": "running before launch" if args.running_ray else "started by each study",
         "bare_update": {
             "what": "the same network, loss, optimiser, batch and steps in a plain loop over in-memory tensors, "
-                    "1 thread, no fedray code; the scenarios' floor is the median of the timings before them",
+                    "1 thread, no fedray code, timed again just before each scenario: a scenario's floor is the "
+                    "median of its own timings (bare_update_s in its row; all of them in `before_each_scenario`)",
+            "before_each_scenario": floors,
             "s_median_before": statistics.median(bare_before),
             "s_median_after": statistics.median(bare_after),
             "s_before": bare_before,
@@ -723,9 +735,11 @@ def _bench_scale(args: argparse.Namespace) -> int:
 
 
 def _scale_scenarios(
-    scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path, bare_update_s: float | None = None,
-    bare_concurrent_update_s: float | None = None,
+    scenarios: list[tuple[int, int]], args: argparse.Namespace, work_dir: Path,
+    time_floor: Callable[[], tuple[float, float]] | None = None,
 ) -> list[dict]:
+    """Each scenario's figures; `time_floor` (bare update alone, and concurrent) is called right before
+    each scenario's timed run."""
     import shutil
 
     from fedray.benchmarks.scale import cli_launch_to_first_round, run_scenario, workload
@@ -742,6 +756,7 @@ def _scale_scenarios(
                 for ref in stored_cases(hospital, config.data):
                     ensure_stored(ref, Recipe.of(config.data))
         shutil.rmtree(config.run_dir, ignore_errors=True)
+        bare_update_s, bare_concurrent_update_s = time_floor() if time_floor is not None else (None, None)
         with console.status(f"{total} hospitals, {per_round} per round, {args.rounds} rounds..."):
             result = run_scenario(config, run_study, prepare_hospitals, bare_update_s, bare_concurrent_update_s)
         if args.cli_runs and not args.running_ray:  # `fedray run` as a user types it: each scenario once, the first more
@@ -861,8 +876,8 @@ def _bench_peers(args: argparse.Namespace) -> int:
         scenarios = [tuple(int(n) for n in s.lower().split("x")) for s in args.scenarios]
     except ValueError:
         raise FedrayError(f"--scenarios takes TOTALxPER_ROUND values such as 100x10, got {args.scenarios}") from None
-    if args.fedray_runs < 1 or args.bare_repeats < 1:
-        raise FedrayError("--fedray-runs and --bare-repeats take counts >= 1")
+    if args.repeats < 1 or args.bare_repeats < 1:
+        raise FedrayError("--repeats and --bare-repeats take counts >= 1")
     work_dir = args.work_dir.resolve()
     available = {}
     for name in args.peers:
@@ -872,12 +887,17 @@ def _bench_peers(args: argparse.Namespace) -> int:
         else:
             available[name] = version
     spec = _bare_spec(workload(10, 10, args.rounds, work_dir, args.cpus))
-    with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
-        bare = bare_update_seconds(spec, args.bare_repeats)
-    bare_s = statistics.median(bare)
-    with console.status(f"timing {args.bare_repeats} bare network updates in {args.cpus} processes at once..."):
-        concurrent = concurrent_bare_floor(spec, args.bare_repeats, args.cpus)  # one per slot, 1 thread each
-    concurrent_s = concurrent["bare_concurrent_update_s"]
+    floors: list[dict] = []  # every repeat's bare floor, timed just before its runs
+
+    def time_floor() -> dict:
+        with console.status(f"timing {args.bare_repeats} bare network updates (1 thread)..."):
+            alone = bare_update_seconds(spec, args.bare_repeats)
+        with console.status(f"timing {args.bare_repeats} bare network updates in {args.cpus} processes at once..."):
+            concurrent = concurrent_bare_floor(spec, args.bare_repeats, args.cpus)  # one per slot, 1 thread each
+        floor = {"bare_update_s": alone, "bare_update_s_median": statistics.median(alone), **concurrent}
+        floors.append(floor)
+        return floor
+
     results = []
     for total, per_round in scenarios:
         config = workload(total, per_round, args.rounds, work_dir, args.cpus)
@@ -890,40 +910,68 @@ def _bench_peers(args: argparse.Namespace) -> int:
             data = peer_bench.export_hospitals(cases, work_dir / f"hospitals-{total}.npz")
         peer_spec = {**spec, "data": str(data), "total": total, "per_round": per_round, "rounds": args.rounds,
                      "cpus": args.cpus, "seed": config.seed}
-        fedray_runs, peer_figures = [], {}
+        fedray_runs: list[dict] = []
+        peer_runs: dict[str, list[dict]] = {name: [] for name in available}
+        scenario_floors = []
 
-        def fedray_run(index: int) -> None:
+        def fedray_run(index: int, floor: dict) -> None:
             run_config = workload(total, per_round, args.rounds, work_dir, args.cpus, run_suffix=f"-peers-{index}")
             shutil.rmtree(run_config.run_dir, ignore_errors=True)
-            with console.status(f"fedray, {total} hospitals, {per_round} per round (run {index})..."):
-                figures = run_scenario(run_config, run_study, prepare_hospitals, bare_s, concurrent_s)
+            with console.status(f"fedray, {total} hospitals, {per_round} per round (repeat {index})..."):
+                figures = run_scenario(run_config, run_study, prepare_hospitals, floor["bare_update_s_median"],
+                                       floor["bare_concurrent_update_s"])
             fedray_runs.append({**figures, **peer_bench.fedray_round_figures(figures)})
 
-        fedray_run(1)
-        for name in available:
-            with console.status(f"{name}, {total} hospitals, {per_round} per round..."):
-                peer_figures[name] = peer_bench.run_peer(peer_bench.PEERS[name], args.peer_python, peer_spec,
-                                                         work_dir / f"peers-{total}x{per_round}")
-        for index in range(2, args.fedray_runs + 1):
-            fedray_run(index)
+        def peer_run(name: str, index: int, floor: dict) -> None:
+            with console.status(f"{name}, {total} hospitals, {per_round} per round (repeat {index})..."):
+                figures = peer_bench.run_peer(peer_bench.PEERS[name], args.peer_python, peer_spec,
+                                              work_dir / f"peers-{total}x{per_round}")
+            # the peer's E: this repeat's floors over its median round
+            figures["efficiency_vs_bare_update"] = (
+                round_floor_s(per_round, args.cpus, floor["bare_update_s_median"]) / figures["round_s_median"])
+            figures["efficiency_vs_bare_concurrent"] = (
+                round_floor_s(per_round, args.cpus, floor["bare_concurrent_update_s"]) / figures["round_s_median"])
+            peer_runs[name].append(figures)
+
+        for index in range(1, args.repeats + 1):
+            floor = time_floor()
+            scenario_floors.append(floor)
+            if index % 2:  # ABBA: fedray first, then last, so a drift over the repeats hits both alike
+                fedray_run(index, floor)
+            for name in available:
+                peer_run(name, index, floor)
+            if not index % 2:
+                fedray_run(index, floor)
         medians = [run["round_s_median"] for run in fedray_runs]
-        floor_round_s = round_floor_s(per_round, args.cpus, bare_s)
-        concurrent_floor_round_s = round_floor_s(per_round, args.cpus, concurrent_s)
-        for figures in peer_figures.values():  # the peers' E: the floors over their median round
-            figures["efficiency_vs_bare_update"] = floor_round_s / figures["round_s_median"]
-            figures["efficiency_vs_bare_concurrent"] = concurrent_floor_round_s / figures["round_s_median"]
+        bare_s = statistics.median(f["bare_update_s_median"] for f in scenario_floors)
+        concurrent_s = statistics.median(f["bare_concurrent_update_s"] for f in scenario_floors)
+        peer_figures = {
+            name: {**runs[0], "round_s_median": statistics.median(r["round_s_median"] for r in runs),
+                   "cpu_ms_per_task": statistics.median(r["cpu_ms_per_task"] for r in runs),
+                   "launch_to_first_round_done_s": statistics.median(r["launch_to_first_round_done_s"] for r in runs),
+                   "efficiency_vs_bare_update": statistics.median(r["efficiency_vs_bare_update"] for r in runs),
+                   "efficiency_vs_bare_concurrent": statistics.median(r["efficiency_vs_bare_concurrent"] for r in runs),
+                   "runs": runs}
+            for name, runs in peer_runs.items()
+        }
         scenario = {
             "total": total, "per_round": per_round, "rounds": args.rounds, "cpus": args.cpus,
-            "bare_floor_round_s": floor_round_s,
-            "bare_concurrent_floor_round_s": concurrent_floor_round_s,
+            "repeats": args.repeats,
+            "bare_update_s_medians": [f["bare_update_s_median"] for f in scenario_floors],
+            "bare_concurrent_update_s": [f["bare_concurrent_update_s"] for f in scenario_floors],
+            "bare_floor_round_s": round_floor_s(per_round, args.cpus, bare_s),
+            "bare_concurrent_floor_round_s": round_floor_s(per_round, args.cpus, concurrent_s),
             "fedray": {"round_s_median": statistics.median(medians), "runs_round_s_median": medians},
             "fedray_runs": fedray_runs,
             "peers": peer_figures,
+            "paired": {name: peer_bench.paired_ratios(fedray_runs, runs) for name, runs in peer_runs.items()},
         }
         results.append(scenario)
+        peer_medians = {n: "/".join(f"{r['round_s_median']:.2f}" for r in runs) for n, runs in peer_runs.items()}
         console.print(
             f"{total} hospitals, {per_round} per round: fedray {'/'.join(f'{m:.2f}' for m in medians)} s"
-            + "".join(f", {n} {p['round_s_median']:.2f} s" for n, p in peer_figures.items())
+            + "".join(f", {n} {m} s" for n, m in peer_medians.items())
+            + "".join(f"; fedray/{n} paired {p['median']:.2f}" for n, p in scenario["paired"].items())
             + f" (median round; bare floor {scenario['bare_floor_round_s']:.2f} s alone, "
             + f"{scenario['bare_concurrent_floor_round_s']:.2f} s {args.cpus} at once); CPU per task: fedray "
             + "/".join(f"{r['cpu_ms_per_task']:.0f}" for r in fedray_runs)
@@ -934,13 +982,12 @@ def _bench_peers(args: argparse.Namespace) -> int:
         "workload": "MONAI U-Net (8,16,32,64)/(2,2,2), 32^3, 4 cases/hospital, batch 2, 2 steps (one epoch), FedAvg",
         "round_time": "from one round's end to the next (the driver's work between rounds counts); fedray's is its "
                       "median time/train_s plus the mean gap between rounds",
-        "order": "per scenario: fedray run 1, then the peers, then fedray's other runs",
+        "order": "per scenario, each repeat: the bare floor, then fedray and the peers, fedray first in odd "
+                 "repeats and last in even ones; fedray/peer ratios paired repeat by repeat (`paired`)",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray_version()},
         "peer_python": args.peer_python,
         "peer_versions": available,
-        "bare_update_s": bare,
-        "bare_update_s_median": bare_s,
-        **concurrent,  # the same update in one process per CPU at once: bare_concurrent_update_s and its timings
+        "bare_floors": floors,  # each repeat's: the update alone and in one process per CPU at once
         "targets": peer_bench.summarise(results),
         "scenarios": results,
     }

@@ -9,7 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from fedray.benchmarks.peers import PEERS, Peer, export_hospitals, fedray_round_figures, peer_version, run_peer, summarise
+from fedray.benchmarks.peers import (
+    PEERS,
+    Peer,
+    export_hospitals,
+    fedray_round_figures,
+    paired_ratios,
+    peer_version,
+    run_peer,
+    summarise,
+)
 
 PEER_PYTHON = os.environ.get("FEDRAY_PEER_PYTHON", sys.executable)
 TINY = {"channels": [4, 8], "strides": [2], "num_res_units": 0, "out_channels": 3, "patch_size": [16, 16, 16],
@@ -37,6 +46,16 @@ def test_targets_divide_fedrays_median_round_by_each_peers():
     assert targets["fedray_over_pfl_at_10_per_round (target <= 0.95)"] is None  # pfl not run there
     assert targets["cpu_per_task_fedray_over_pfl"] == {"100x100": 2.0, "100x10": None}  # median of 60 and 80 over 35
     assert targets["cpu_per_task_fedray_over_flower"] == {"100x100": 0.5, "100x10": 0.5}
+
+
+def test_paired_ratios_divide_repeat_by_repeat_and_the_target_takes_their_median():
+    fedray = [{"round_s_median": t, "cpu_ms_per_task": 1.0} for t in (3.0, 4.0, 2.0)]
+    pfl = [{"round_s_median": 2.0}, {"round_s_median": 5.0}, {"round_s_median": 4.0}]
+    paired = paired_ratios(fedray, pfl)
+    assert paired == {"per_repeat": [1.5, 0.8, 0.5], "median": 0.8}  # the ratio of medians would say 3/4 = 0.75
+    scenario = {"total": 100, "per_round": 100, "fedray": {"round_s_median": 3.0}, "fedray_runs": fedray,
+                "peers": {"pfl": {"round_s_median": 4.0, "cpu_ms_per_task": 1.0}}, "paired": {"pfl": paired}}
+    assert summarise([scenario])["fedray_over_pfl_at_100_per_round (target <= 0.95)"] == 0.8
 
 
 def test_hospitals_are_stacked_for_the_peers(tmp_path):

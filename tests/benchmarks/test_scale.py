@@ -104,6 +104,7 @@ def test_bench_scale_writes_its_figures_and_plot(tmp_path):
     assert scenario["efficiency_vs_own_update"] == pytest.approx(scenario["floor_s"] / scenario["wall_s"])
     bare = record["bare_update"]
     assert len(bare["s_before"]) == len(bare["s_after"]) == 3 and scenario["bare_update_s"] == bare["s_median_before"]
+    assert [f["s"] for f in bare["before_each_scenario"]] == [bare["s_before"]]  # timed again before each scenario
     # 2 rounds x ceil(10 / 2 actors) bare updates
     assert scenario["bare_floor_s"] == pytest.approx(2 * 5 * bare["s_median_before"])
     assert 0 < scenario["efficiency_vs_bare_update"] == pytest.approx(scenario["bare_floor_s"] / scenario["wall_s"])

@@ -119,13 +119,23 @@ def cpu_ratio(scenario: dict, peer: str) -> float | None:
     return statistics.median(r["cpu_ms_per_task"] for r in scenario["fedray_runs"]) / scenario["peers"][peer]["cpu_ms_per_task"]
 
 
+def paired_ratios(fedray_runs: list[dict], peer_runs: list[dict]) -> dict:
+    """fedray's median round over the peer's, repeat by repeat (run k against run k, minutes apart at
+    most), and their median: steadier than a ratio of medians on a machine whose speed drifts."""
+    per_repeat = [f["round_s_median"] / p["round_s_median"] for f, p in zip(fedray_runs, peer_runs)]
+    return {"per_repeat": per_repeat, "median": statistics.median(per_repeat)}
+
+
 def summarise(scenarios: list[dict]) -> dict:
-    """fedray's median round over each peer's, per scenario, against the issue's targets (None where not run)."""
+    """fedray's median round over each peer's, per scenario, against the issue's targets (None where not
+    run): the median of the repeats' paired ratios where the scenario has them, else the ratio of medians."""
 
     def ratio(per_round: int, peer: str) -> float | None:
         row = next((s for s in scenarios if s["per_round"] == per_round), None)
         if row is None or peer not in row["peers"]:
             return None
+        if peer in row.get("paired", {}):
+            return row["paired"][peer]["median"]
         return row["fedray"]["round_s_median"] / row["peers"][peer]["round_s_median"]
 
     return {
