@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
+import math
 import logging
 import threading
 import traceback
@@ -24,6 +26,7 @@ from fedray.config import (
 from fedray.configtypes import build, require, to_data
 from fedray.errors import FedrayError
 from fedray.tracking.checkpoint import checkpoint_path
+from fedray.tracking.plateau import plateau_rule, rounds_to_plateau
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,28 @@ def extends_started_cell(config: StudyConfig) -> bool:
     return not extension_problem(config, int(changes["rounds"][0]))
 
 
+def finished_under_another_rule(config: StudyConfig) -> bool:
+    """The cell's folder holds a finished study (summary.json) whose end the current code would not
+    have called an end: its summary was written under another plateau rule, or it stopped at a
+    plateau that the current rule does not see in its rounds. Resuming it (it has a checkpoint) trains
+    on to the current rule's plateau or the cap, or, where no round is left, rewrites its summary."""
+    summary_path = config.run_dir / "summary.json"
+    if not summary_path.is_file() or not checkpoint_path(config.run_dir).is_file():
+        return False
+    summary = json.loads(summary_path.read_text())
+    ev = config.eval
+    if summary.get("plateau_rule", plateau_rule(ev.plateau_window, ev.plateau_tolerance)) != plateau_rule(
+        ev.plateau_window, ev.plateau_tolerance
+    ):
+        return True
+    if summary.get("rounds_trained", config.rounds) >= config.rounds or not ev.stop_at_plateau:
+        return False
+    with open(config.run_dir / "rounds.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    dice = [float(row["dice/mean"]) if row["dice/mean"] else math.nan for row in rows]
+    return rounds_to_plateau([int(row["round"]) for row in rows], dice, ev.plateau_window, ev.plateau_tolerance) is None
+
+
 def run_sweep(
     sweep: SweepConfig,
     cells: list[Cell],
@@ -184,7 +209,9 @@ def run_sweep(
     interrupted ones resume from their checkpoint, and a failing cell does not stop the rest. A cell
     whose folder was started under another config is neither skipped nor resumed: it fails, naming
     what changed; except where only the rounds cap rose and the learning rate does not depend on it
-    (extends_started_cell): then the cell, finished or not, resumes on to the new cap.
+    (extends_started_cell): then the cell, finished or not, resumes on to the new cap. A finished
+    cell whose end the current plateau rule would not have called one (finished_under_another_rule)
+    resumes too.
 
     Ctrl-C (KeyboardInterrupt in the calling thread) stops every running cell after its current
     round's checkpoint, starts no new one, and is raised again once they have stopped.
@@ -215,6 +242,8 @@ def run_sweep(
             )
             if on_cell is not None:
                 on_cell(index, cell, status[cell.run_name])
+        elif finished_under_another_rule(cell.config):
+            todo.append((index, cell))  # resumed: trained on under the current plateau rule
         elif (cell.config.run_dir / "summary.json").is_file():
             status[cell.run_name] = "skipped (finished before)"
             if on_cell is not None:

@@ -305,9 +305,9 @@ it ended at, steadier than one evaluation where the curve swings); per-volume Di
 volume's Dice averaged over volumes (as nnU-Net and the paper report); HD95 mm: the 95th-percentile
 Hausdorff distance averaged over organs, an organ in the reference but not predicted counting as
 the volume's diagonal. MB/round: bytes all hospitals downloaded and uploaded per round (teachers
-excluded; they are sent once). Plateaued: seeds whose run reached the plateau rule (the best mean
-Dice of the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
-`eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the best before them);
+excluded; they are sent once). Plateaued: seeds whose run reached the plateau rule (the mean Dice
+of the evaluations in the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
+`eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the mean of the window before);
 rounds to plateau: the round the rule was first met (median over the seeds that reached it);
 rounds trained: the rounds run (fewer than the cap where `eval.stop_at_plateau` ended the study there).
 

@@ -11,23 +11,28 @@ def rounds_to_plateau(
 ) -> int | None:
     """The first evaluated round r at which the run has plateaued, or None if it never did.
 
-    A run has plateaued at r when the evaluations in the last `window` rounds (r - window, r]
-    reach less than `tolerance` above the best evaluation up to round r - window: the last
-    `window` rounds brought less than `tolerance` (0.01 = 1 Dice point) of improvement. Rounds
-    without an evaluation (NaN Dice) are skipped, so the rule works at any `eval.every` below
-    `window`; a run shorter than `window` rounds past its first evaluation cannot have plateaued.
+    A run has plateaued at r when the mean of its evaluations in the last `window` rounds
+    (r - window, r] is less than `tolerance` (0.01 = 1 Dice point) above the mean of its
+    evaluations in the `window` rounds before them (r - 2 window, r - window]: its level rose by
+    less than a point over the window. Means of windows, not single evaluations, because at a
+    constant learning rate a curve swings by several points between evaluations, and one lucky
+    evaluation must neither stop a rising run nor keep a flat one going. Rounds without an
+    evaluation (NaN Dice) are skipped, so the rule works at any `eval.every` below `window`; a run
+    shorter than 2 `window` rounds cannot have plateaued.
 
     Args:
         rounds: round numbers, ascending.
         dice: mean Dice (fraction) of each round; NaN where the round was not evaluated.
-        window: rounds the improvement is measured over.
-        tolerance: the improvement below which the run counts as flat.
+        window: rounds each of the two compared means spans.
+        tolerance: the rise below which the run counts as flat.
     """
     evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
     for r, _ in evaluated:
-        before = [d for q, d in evaluated if q <= r - window]
+        if r < 2 * window:
+            continue
+        before = [d for q, d in evaluated if r - 2 * window < q <= r - window]
         recent = [d for q, d in evaluated if r - window < q <= r]
-        if before and recent and max(recent) < max(before) + tolerance:
+        if before and recent and sum(recent) / len(recent) < sum(before) / len(before) + tolerance:
             return r
     return None
 
@@ -44,6 +49,11 @@ def last_window_mean(rounds: Sequence[int], dice: Sequence[float], window: int) 
     return sum(recent) / len(recent)
 
 
+def plateau_rule(window: int, tolerance: float) -> str:
+    """The rule in words, as summary.json records it (a summary written under another rule says so)."""
+    return f"mean Dice of the last {window} rounds < {tolerance:g} above the mean of the {window} before"
+
+
 def plateau_fields(rows: Sequence[dict], window: int, tolerance: float) -> dict:
     """summary.json fields: rounds_to_plateau (None if not reached), plateaued, final mean Dice and
     the mean over the last `window` rounds' evaluations."""
@@ -54,7 +64,7 @@ def plateau_fields(rows: Sequence[dict], window: int, tolerance: float) -> dict:
     return {
         "rounds_to_plateau": reached,
         "plateaued": reached is not None,
-        "plateau_rule": f"best mean Dice of the last {window} rounds < {tolerance:g} above the best before",
+        "plateau_rule": plateau_rule(window, tolerance),
         "dice/mean_final": evaluated[-1] if evaluated else math.nan,
         "dice/mean_last_window": last_window_mean(rounds, dice, window),
     }

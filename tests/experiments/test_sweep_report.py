@@ -225,3 +225,34 @@ def test_a_raised_rounds_cap_resumes_finished_cells_where_the_lr_does_not_depend
     # a poly schedule decays over the cap: raising it would change rounds already trained
     assert not extends_started_cell(replace(poly_started, rounds=2))
     assert extends_started_cell(lower.config)
+
+
+def test_a_finished_cell_that_the_current_plateau_rule_would_not_have_ended_resumes(tmp_path):
+    from dataclasses import replace
+
+    from fedray.config import save_config
+    from fedray.experiments.sweep import load_sweep, plan_cells, run_sweep
+    from fedray.tracking.plateau import plateau_rule
+
+    sweep_path, _ = write_sweep(tmp_path, "rule")
+    cells = [replace(c, config=replace(c.config, rounds=8, eval=replace(
+        c.config.eval, stop_at_plateau=True, plateau_window=2, plateau_tolerance=0.01))) for c in plan_cells(load_sweep(sweep_path))]
+    old_rule, stopped_rising, stopped_flat, at_cap = cells
+    rule = plateau_rule(2, 0.01)
+    curves = [(old_rule, "best mean Dice of the last 2 rounds < 0.01 above the best before", 4, [0.1, 0.5, 0.5, 0.5]),
+              (stopped_rising, rule, 4, [0.1, 0.2, 0.3, 0.4]),  # rising: the rule would not have stopped it
+              (stopped_flat, rule, 4, [0.1, 0.1, 0.1, 0.1]),  # (2, 4] mean 0.1 < (0, 2] mean 0.1 + 0.01
+              (at_cap, rule, 8, [0.1 * r for r in range(1, 9)])]
+    for cell, written_rule, trained, dice in curves:
+        run_dir = cell.config.run_dir
+        save_config(cell.config, run_dir / "config.resolved.yaml")
+        (run_dir / "summary.json").write_text(json.dumps({"plateau_rule": written_rule, "rounds_trained": trained}))
+        pd.DataFrame({"round": range(1, trained + 1), "dice/mean": dice}).to_csv(run_dir / "rounds.csv", index=False)
+        (run_dir / "checkpoints").mkdir()
+        checkpoint_path(run_dir).write_bytes(b"")
+
+    ran = []
+    status = run_sweep(load_sweep(sweep_path), cells, lambda config, resume, stop: ran.append((config.run_name, resume)),
+                       open_parent=lambda name: "parent")
+    assert ran == [(old_rule.run_name, True), (stopped_rising.run_name, True)]
+    assert status[stopped_flat.run_name] == status[at_cap.run_name] == "skipped (finished before)"

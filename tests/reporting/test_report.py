@@ -18,8 +18,11 @@ def test_variant_names_come_from_sweep_run_names():
 
 def test_plateau_round_applies_the_plateau_rule_to_a_history():
     history = pd.DataFrame({"step": [12, 3, 6, 9], "value": [0.49, 0.2, 0.495, 0.5]})
-    # window 6: r=9: (3, 9] best 0.5 vs 0.2 -> rising; r=12: (6, 12] best 0.5 < 0.495 + 0.01.
-    assert plateau_round(history, window=6, tolerance=0.01) == 12
+    # window 3 (the steps sorted first): r=6: (3, 6] mean 0.495 vs (0, 3] 0.2 -> rising;
+    # r=9: (6, 9] 0.5 < (3, 6] 0.495 + 0.01 -> plateaued at 9.
+    assert plateau_round(history, window=3, tolerance=0.01) == 9
+    # window 6: r=12: (6, 12] mean 0.495 vs (0, 6] (0.2 + 0.495) / 2 = 0.3475 -> rising
+    assert math.isnan(plateau_round(history, window=6, tolerance=0.01))
     assert math.isnan(plateau_round(history, window=30))  # too short for a 30-round window
     assert math.isnan(plateau_round(history.iloc[0:0]))
 
