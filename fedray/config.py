@@ -399,6 +399,11 @@ class ResourcesConfig:
         hospitals_per_call: hospitals one remote training call carries (default: chosen per round,
             up to 10, fewer as the round runs out; one when the method does not pre-sum updates on
             the actors). Never more than an even share of the hospitals left, so small rounds spread.
+        fused_optimizer: torch's fused optimiser kernels (one kernel over all parameters, on CPU
+            and CUDA) for local training: the same maths, rounded in another order (weights equal
+            to the last bits; SGD without weight decay bit for bit). false: torch's default
+            for-loop kernels, as before session
+            9 (the #17 sweeps keep them, so that their resumed cells train on as they started).
     """
 
     address: str | None = None
@@ -412,6 +417,7 @@ class ResourcesConfig:
     placement_timeout_s: float = 120.0
     scheduling: Literal["dynamic", "pinned"] = "dynamic"
     hospitals_per_call: int | None = None
+    fused_optimizer: bool = True
     dashboard: bool = False
 
     def __post_init__(self) -> None:

@@ -113,7 +113,8 @@ class HospitalWorker:
         self._steps_to: Any = None  # the driver actor while it is watched (`report_steps_to`)
         train = config.train
         # One optimiser over self.model for every task, emptied per task (reset_optimizer).
-        self._optimizer = make_optimizer(self.model, train.optimizer, train.lr, train.momentum, train.weight_decay)
+        self._optimizer = make_optimizer(self.model, train.optimizer, train.lr, train.momentum, train.weight_decay,
+                                         config.resources.fused_optimizer)
         _warm_up(self.model, self._optimizer, self.device, config.data.patch_size, train.batch_size)
 
     def pid(self) -> int:
@@ -323,7 +324,8 @@ class HospitalRuntime:
 
         The optimiser is built here, not reused: `model` is a network the method builds, not the actor's."""
         cfg = self.config.train
-        optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                   self.config.resources.fused_optimizer)
         with first_batches(self.sampler.batches(data, seed), steps, self.prefetch) as batches:
             return train_locally(model, batches, steps, optimizer, hooks, self.device).mean_loss
 

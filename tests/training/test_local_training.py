@@ -18,7 +18,7 @@ from fedray.training.local import (
 )
 
 
-def _tasks(name: str, reuse: bool) -> dict[str, torch.Tensor]:
+def _tasks(name: str, reuse: bool, fused: bool = False) -> dict[str, torch.Tensor]:
     """Three tasks (load the same start weights, train 3 steps) with a fresh or a reset optimiser."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 2, 1))
@@ -30,10 +30,10 @@ def _tasks(name: str, reuse: bool) -> dict[str, torch.Tensor]:
         torch.tensor([[True, True], [True, True]]),
     )
     hooks = ClientHooks(None, ClientContext(hospital_id="a", round=1, labelled=(True, True), output="sigmoid"))
-    optimizer = make_optimizer(model, name, 0.1, 0.9, 1e-4)
+    optimizer = make_optimizer(model, name, 0.1, 0.9, 1e-4, fused)
     for task, lr in enumerate((0.1, 0.05, 0.02)):
         model.load_state_dict(start if task == 0 else model.state_dict())
-        task_optimizer = reset_optimizer(optimizer, lr) if reuse else make_optimizer(model, name, lr, 0.9, 1e-4)
+        task_optimizer = reset_optimizer(optimizer, lr) if reuse else make_optimizer(model, name, lr, 0.9, 1e-4, fused)
         train_locally(model, itertools.repeat(batch), 3, task_optimizer, hooks)
     return model.state_dict()
 
@@ -42,6 +42,15 @@ def _tasks(name: str, reuse: bool) -> dict[str, torch.Tensor]:
 def test_a_reset_optimiser_trains_bit_identically_to_a_fresh_one(name):
     fresh, reused = _tasks(name, reuse=False), _tasks(name, reuse=True)
     assert all(torch.equal(fresh[k], reused[k]) for k in fresh)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_fused_kernels_reset_alike_and_equal_the_for_loop_ones_to_rounding(name):
+    fused = _tasks(name, reuse=False, fused=True)
+    assert make_optimizer(nn.Linear(2, 2), name, 0.1, 0.9, 0.0, fused=True).defaults["fused"] is True
+    assert all(torch.equal(fused[k], _tasks(name, reuse=True, fused=True)[k]) for k in fused)
+    loop = _tasks(name, reuse=False)  # the same maths, summed in another order: equal to rounding
+    assert all(torch.allclose(fused[k], loop[k], rtol=1e-5, atol=1e-6) for k in fused)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
