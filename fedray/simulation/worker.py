@@ -376,13 +376,15 @@ class WeightCopier:
                 tensors[key].copy_(value)
 
 
-# Loading of torch's own modules that copies exactly what load_state_dict is given when its keys match.
+# Loading of torch's own modules that copies exactly what load_state_dict is given when its keys match
+# (the norm layers' only handle running statistics missing from, or extra in, older checkpoints).
 _PLAIN_LOADS = frozenset(
-    {
-        torch.nn.Module._load_from_state_dict,
-        torch.nn.modules.batchnorm._NormBase._load_from_state_dict,
-        torch.nn.modules.instancenorm._InstanceNorm._load_from_state_dict,
-    }
+    getattr(cls, "_load_from_state_dict")
+    for cls in (
+        torch.nn.Module,
+        getattr(torch.nn.modules.batchnorm, "_NormBase", torch.nn.Module),
+        getattr(torch.nn.modules.instancenorm, "_InstanceNorm", torch.nn.Module),
+    )
 )
 
 
