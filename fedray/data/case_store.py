@@ -24,7 +24,6 @@ import importlib.metadata
 import json
 import mmap
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedray.errors import DataError
+from fedray.npy import plain_layout
 
 if TYPE_CHECKING:
     from fedray.config import DataConfig, PreprocessConfig
@@ -317,23 +317,9 @@ def _layout(path: Path, file) -> tuple | None:
     return layout
 
 
-# The version 1.0 header np.save writes for an array of a plain number type, e.g.
-# {'descr': '<f4', 'fortran_order': False, 'shape': (32, 64, 64), } padded with spaces to a newline.
-_PLAIN_HEADER = re.compile(r"\{'descr': '([<>|][biuf][1248])', 'fortran_order': (True|False), 'shape': \(((?:\d+, )*\d*,?)\), \} *\n")
-
-
 def _plain_header(file) -> tuple | None:
-    """The layout from a plain array's .npy header (`_PLAIN_HEADER`), without numpy's parser (which
-    reads the header with ast.literal_eval: about 60 us a file); None for any other header."""
-    start = file.read(10)
-    if len(start) < 10 or start[:8] != b"\x93NUMPY\x01\x00":
-        return None
-    length = int.from_bytes(start[8:10], "little")
-    match = _PLAIN_HEADER.fullmatch(file.read(length).decode("latin1"))
-    if match is None:
-        return None
-    shape = tuple(int(n) for n in match[3].split(",") if n.strip())
-    return shape, match[2] == "True", np.dtype(match[1]), 10 + length
+    """The layout from a plain array's .npy header (`fedray.npy.plain_layout`); None for any other header."""
+    return plain_layout(file.read)
 
 
 def _check_version_once(folder: Path) -> None:
