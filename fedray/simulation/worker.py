@@ -300,7 +300,11 @@ class HospitalWorker:
         with first_batches(self._sampler.batches(data, seed), steps, self._runtime.prefetch) as batches:
             local = train_locally(self.model, batches, steps, optimizer, hooks, self.device, on_step=reporter)
         seconds = time.perf_counter() - start
-        return hooks.payload(self.model), local.mean_loss, seconds, hooks.client_state(self.model)
+        # The default payload (the model's weights) from the copier's tensors; a method's own as it says.
+        update = self._weights_into.state_arrays() if type(hooks).payload is ClientHooks.payload else None
+        if update is None:
+            update = hooks.payload(self.model)
+        return update, local.mean_loss, seconds, hooks.client_state(self.model)
 
 
 class HospitalRuntime:
@@ -363,6 +367,13 @@ class WeightCopier:
             for module in model.modules()
         )
         self.tensors = dict(model.state_dict(keep_vars=True)) if plain else None
+        # ... and for ClientHooks.payload's state_dict (below) when no module saves its own way.
+        self.saves_plainly = self.tensors is not None and all(
+            not module._state_dict_hooks
+            and not module._state_dict_pre_hooks
+            and type(module)._save_to_state_dict is torch.nn.Module._save_to_state_dict
+            for module in model.modules()
+        )
 
     def __call__(self, weights: dict[str, torch.Tensor]) -> None:
         tensors = self.tensors
@@ -374,6 +385,14 @@ class WeightCopier:
         with torch.no_grad():
             for key, value in weights.items():
                 tensors[key].copy_(value)
+
+    def state_arrays(self) -> dict[str, np.ndarray] | None:
+        """What `ClientHooks.payload` returns for the model ({key: state_dict value as numpy}, the same
+        arrays) from the tensors taken once, without state_dict's module walk (0.2 ms a task); None
+        where that is not known to be the same (see `saves_plainly`)."""
+        if not self.saves_plainly:
+            return None
+        return {key: tensor.detach().cpu().numpy() for key, tensor in self.tensors.items()}
 
 
 # Loading of torch's own modules that copies exactly what load_state_dict is given when its keys match

@@ -18,6 +18,7 @@ from fedray.simulation.ledger import RoundLedger
 from fedray.data import patches
 from fedray.simulation import worker as worker_module
 from fedray.simulation.worker import HospitalWorker
+from fedray.training.hooks import ClientHooks
 from tests.conftest import tiny_study
 
 
@@ -160,6 +161,13 @@ def test_weight_copier_loads_as_load_state_dict_and_falls_back_to_it_otherwise(t
     key = next(iter(weights))
     with pytest.raises(RuntimeError, match="size mismatch"):
         copier({**weights, key: weights[key].flatten()[:1]})  # a shape copy_ would broadcast is refused
+    default = ClientHooks(None, None).payload(model)  # FedAvg's payload: the model's state_dict as numpy
+    mine = copier.state_arrays()
+    assert list(mine) == list(default) and all(
+        mine[k].dtype == v.dtype and np.array_equal(mine[k], v) and np.shares_memory(mine[k], v) for k, v in default.items()
+    )
+    model.register_state_dict_post_hook(lambda module, state, prefix, local_metadata: None)
+    assert worker_module.WeightCopier(model).state_arrays() is None  # state_dict's own hooks: hooks.payload
     model.register_load_state_dict_post_hook(lambda module, keys: None)
     assert worker_module.WeightCopier(model).tensors is None  # a module with its own loading: load_state_dict
 
