@@ -1,5 +1,5 @@
 """Same-process A/B of a whole hospital task (CPU clock): the branch's HospitalWorker against one switched back
-to main's per-task code (load_state_dict, torch.manual_seed, main's open_case), alternating with the bare update.
+to main's per-task code (load_state_dict, torch.manual_seed, main's open_case, np.load's decode, hooks.payload), alternating with the bare update.
 Tasks cycle over the 100 hospitals as task_profile's do (5 per round, then the flush)."""
 import sys, time, statistics, numpy as np, torch
 sys.path.insert(0, "/tmp/h13")
@@ -22,9 +22,17 @@ torch.manual_seed(0)
 new = W.HospitalWorker(config, threads=1)
 torch.manual_seed(0)
 old = W.HospitalWorker(config, threads=1)
-old._weights_into = lambda weights: old.model.load_state_dict(weights)
+class MainCopier:  # main's load_state_dict, and hooks.payload (no state_arrays)
+    def __init__(self, model): self.model = model
+    def __call__(self, weights): self.model.load_state_dict(weights)
+    def state_arrays(self): return None
+old._weights_into = MainCopier(old.model)
+import io
+def main_decode(payload):
+    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
 payload = encode_state({k: v.numpy().copy() for k, v in new.model.state_dict().items()})
-branch_seed, branch_open = W.seed_torch, W.open_case
+branch_seed, branch_open, branch_decode = W.seed_torch, W.open_case, W.decode_state
 spec = bare.spec_of(config, len(config.data.organs))
 model, loss = bare.make_network(spec), bare.make_loss(spec)
 weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -37,6 +45,7 @@ def bare_update():
 def task(worker, i, main_like):
     W.seed_torch = (lambda seed, device: torch.manual_seed(seed)) if main_like else branch_seed
     W.open_case = case_store_main.open_case if main_like else branch_open
+    W.decode_state = main_decode if main_like else branch_decode
     r, h = 1 + i // 5, hospitals[i % 100]
     s = clock(); worker.run(TrainTask(r, h, data[h.hospital_id], payload)); t = clock() - s
     if i % 5 == 4: worker.flush(r)
