@@ -5,12 +5,17 @@ from __future__ import annotations
 import functools
 import io
 import math
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from fedray.npy import plain_layout
 
 if TYPE_CHECKING:
     from fedray.data.federation import Hospital
@@ -108,8 +113,58 @@ def _encoded_size(layout: tuple[tuple[str, str, tuple[int, ...]], ...]) -> int:
 
 def decode_state(payload: bytes) -> State:
     """Inverse of encode_state; refuses pickled objects so a payload cannot run code."""
+    state = _decode_plain(payload)
+    if state is not None:
+        return state
     with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
+
+
+def _decode_plain(payload: bytes) -> State | None:
+    """The arrays of an uncompressed .npz of plain arrays (what encode_state writes), each copied straight
+    out of the payload after its CRC is checked, as zipfile would; None when the payload is anything else
+    (np.load then reads or refuses it).
+
+    np.load reads each member through zipfile and numpy's .npy reader (its header with ast.literal_eval):
+    1.6-3.3 ms for the scale workload's 0.5 MB of weights, decoded once per round by each hospital
+    actor and, for each actor's partial sum, by the driver. The arrays are the same.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError):
+        return None
+    view = memoryview(payload)
+    state: State = {}
+    for member in members:
+        if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1 or not member.filename.endswith(".npy"):
+            return None
+        local = member.header_offset
+        head = payload[local : local + 30]
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            return None
+        name_length, extra_length = struct.unpack("<HH", head[26:30])
+        start = local + 30 + name_length + extra_length
+        end = start + member.compress_size
+        if end > len(payload) or zlib.crc32(view[start:end]) != member.CRC:
+            return None
+        position = [start]
+
+        def read(n: int, position: list[int] = position) -> bytes:
+            chunk = payload[position[0] : min(position[0] + n, end)]
+            position[0] += len(chunk)
+            return chunk
+
+        layout = plain_layout(read)
+        if layout is None:
+            return None
+        shape, fortran, dtype, offset = layout
+        count = math.prod(shape)
+        if offset + count * dtype.itemsize != member.file_size:
+            return None
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=start + offset)
+        state[member.filename[: -len(".npy")]] = array.reshape(shape, order="F" if fortran else "C").copy(order="K")
+    return state
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,32 @@ def test_encoded_size_is_the_payload_length_without_encoding():
         assert encoded_size(state) == len(encode_state(state))
         other_values = {k: (rng.normal(size=v.shape) * 1e6).astype(v.dtype) for k, v in state.items()}
         assert encoded_size(other_values) == len(encode_state(other_values))
+
+
+def _np_load(payload: bytes) -> dict:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def test_decode_reads_what_np_load_reads_and_leaves_any_other_payload_to_it():
+    state = {
+        "w": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "f": np.asfortranarray(np.ones((3, 2))),
+        "b": np.zeros((5,), ">i2"), "s": np.float64(1.5), "e": np.zeros((0, 3), np.uint8), "c": np.ones(2, np.complex64),
+    }
+    payload = encode_state(state)
+    decoded, expected = decode_state(payload), _np_load(payload)
+    assert list(decoded) == list(expected) == list(state)
+    for key, value in expected.items():
+        mine = decoded[key]
+        assert mine.dtype == value.dtype and mine.shape == value.shape and np.array_equal(mine, value)
+        assert mine.flags.writeable and mine.flags.f_contiguous == value.flags.f_contiguous
+        mine[...] = 0  # an array of its own, not a view of the payload
+    assert np.array_equal(decode_state(payload)["w"], state["w"])
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, **state)  # not what encode_state writes: np.load reads it
+    assert all(np.array_equal(decode_state(compressed.getvalue())[k], v) for k, v in state.items())
+    assert decode_state(encode_state({})) == {}
+    corrupt = bytearray(payload)
+    corrupt[payload.index(state["w"].tobytes()) + 5] ^= 0xFF  # a flipped data byte: zipfile's CRC check refuses it
+    with pytest.raises(Exception, match="CRC"):
+        decode_state(bytes(corrupt))

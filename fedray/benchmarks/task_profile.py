@@ -27,7 +27,9 @@ import numpy as np
 STAGES = (
     ("worker.HospitalWorker", "_global_weights", "global weights fetched and decoded (once per round and actor)"),
     ("worker.HospitalWorker", "_open", "cases opened (memory maps, store version)"),
+    ("worker.WeightCopier", "__call__", "global weights copied into the model"),
     ("worker", "task_seed", "task seed"),
+    ("worker", "seed_torch", "torch seeded"),
     ("worker", "reset_optimizer", "optimiser emptied"),
     ("patches.Prefetched", "__init__", "prefetch thread started"),
     ("worker", "train_locally", "local loop (batches drawn, steps)"),
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     owners = {"worker": worker_module, "patches": patches}
     for owner, attribute, label in STAGES:
         module, _, cls = owner.partition(".")
-        target = getattr(owners[module], cls) if cls else owners[module]
-        if hasattr(target, attribute):  # a stage the code in use does not have is left out
+        target = getattr(owners[module], cls, None) if cls else owners[module]
+        if target is not None and hasattr(target, attribute):  # a stage the code in use does not have is left out
             setattr(target, attribute, _timed(getattr(target, attribute), times[label], clock))
     worker = worker_module.HospitalWorker(config, threads=1)
     payload = encode_state({k: v.numpy().copy() for k, v in worker.model.state_dict().items()})

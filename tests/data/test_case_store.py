@@ -269,3 +269,48 @@ def test_a_label_value_outside_the_sites_map_is_refused_by_both_chains(tmp_path)
         cause = cause.__cause__
     assert "label value 7 is not in the site's label map" in str(cause)
     assert not is_stored(ref)
+
+
+def test_open_case_parses_each_header_once_and_a_file_written_anew_again(study, monkeypatch):
+    config, hospital = study
+    [ref, *_] = [ensure_stored(ref, Recipe.of(config.data)) for ref in stored_cases(hospital, config.data)]
+    parsed = []
+    header = case_store._plain_header
+    monkeypatch.setattr(case_store, "_plain_header", lambda file: parsed.append(file.name) or header(file))
+    first = open_case(ref)
+    again = open_case(ref)
+    assert len(parsed) == 3 and np.array_equal(first.image, again.image)  # image, label, foreground
+    parsed.clear()
+    open_case(ref)
+    assert parsed == []  # every layout remembered
+    path = ref.folder / "image.npy"
+    replaced = np.asarray(first.image) + 1.0
+    np.save(ref.folder / "other.npy", replaced)
+    os.replace(ref.folder / "other.npy", path)  # another file under the path: its header is read again
+    assert np.array_equal(open_case(ref).image, replaced) and parsed == [str(path)]
+    meta = json.loads((ref.folder / "case.json").read_text())
+    (ref.folder / "new.json").write_text(json.dumps({**meta, "store_version": case_store.STORE_VERSION - 1}))
+    os.replace(ref.folder / "new.json", ref.folder / "case.json")  # the version is checked again
+    with pytest.raises(DataError, match="written by case store version"):
+        open_case(ref)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros(()), np.zeros((0,)), np.zeros((7,), np.uint8), np.zeros((3, 4), ">i2"), np.zeros((2, 3), bool),
+     np.asfortranarray(np.zeros((3, 4, 5), np.float32)), np.zeros((2,), np.complex64), np.zeros((2,), [("a", "<f4")])],
+    ids=["0-d", "empty", "uint8", "big-endian", "bool", "fortran", "complex", "structured"],
+)
+def test_a_mapped_file_reads_as_np_load_whichever_parser_reads_its_header(tmp_path, array):
+    path = tmp_path / "a.npy"
+    np.save(path, array)
+    with open(path, "rb") as file:
+        fast = case_store._plain_header(file)
+        file.seek(0)
+        np.lib.format.read_magic(file)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
+        assert fast is None or fast == (shape, fortran, dtype, file.tell())  # None: numpy's parser reads it
+    assert (fast is None) == (array.dtype.kind == "c" or array.dtype.names is not None)
+    mapped = case_store.map_array(path)
+    assert mapped.shape == array.shape and mapped.dtype == array.dtype and np.array_equal(mapped, array)
+    assert mapped.flags.f_contiguous == array.flags.f_contiguous and not mapped.flags.writeable

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from fedray.config import config_from_data, with_absolute_paths
@@ -17,6 +18,7 @@ from fedray.simulation.ledger import RoundLedger
 from fedray.data import patches
 from fedray.simulation import worker as worker_module
 from fedray.simulation.worker import HospitalWorker
+from fedray.training.hooks import ClientHooks
 from tests.conftest import tiny_study
 
 
@@ -135,3 +137,44 @@ def test_a_batch_reports_each_hospital_as_one_call_each_would_and_a_failure_spar
     assert batch[1].failed is not None and batch[1].result is None
     assert [batch[0].result.payload, batch[2].result.payload] == [one_by_one[0].result.payload, one_by_one[2].result.payload]
     assert [r.result.payload for r in worker.run_batch(tasks)] == [r.result.payload for r in one_by_one]
+
+
+def test_weight_copier_loads_as_load_state_dict_and_falls_back_to_it_otherwise(tmp_path):
+    config = with_absolute_paths(config_from_data(tiny_study(tmp_path)))
+    model = build_model(config.model, len(config.data.organs))
+    copier = worker_module.WeightCopier(model)
+    assert copier.tensors is not None  # the U-Net loads plainly
+    other = build_model(config.model, len(config.data.organs))
+    weights = {k: v.clone() for k, v in other.state_dict().items()}
+    parameters = [id(p) for p in model.parameters()]
+    copier(weights)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    assert [id(p) for p in model.parameters()] == parameters  # copied into, as load_state_dict does
+    missing = dict(list(weights.items())[1:])
+    try:
+        model.load_state_dict(missing)
+    except RuntimeError as error:
+        expected = str(error)
+    with pytest.raises(RuntimeError) as raised:
+        copier(missing)  # load_state_dict's own check and message
+    assert str(raised.value) == expected
+    key = next(iter(weights))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        copier({**weights, key: weights[key].flatten()[:1]})  # a shape copy_ would broadcast is refused
+    default = ClientHooks(None, None).payload(model)  # FedAvg's payload: the model's state_dict as numpy
+    mine = copier.state_arrays()
+    assert list(mine) == list(default) and all(
+        mine[k].dtype == v.dtype and np.array_equal(mine[k], v) and np.shares_memory(mine[k], v) for k, v in default.items()
+    )
+    model.register_state_dict_post_hook(lambda module, state, prefix, local_metadata: None)
+    assert worker_module.WeightCopier(model).state_arrays() is None  # state_dict's own hooks: hooks.payload
+    model.register_load_state_dict_post_hook(lambda module, keys: None)
+    assert worker_module.WeightCopier(model).tensors is None  # a module with its own loading: load_state_dict
+
+
+def test_seed_torch_seeds_the_cpu_generator_as_manual_seed_does():
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(7)
+    worker_module.seed_torch(123, torch.device("cpu"))
+    assert torch.equal(torch.rand(5), expected)
