@@ -166,6 +166,7 @@ def test_concurrent_writers_share_one_sqlite_store(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # 30-40 s; a study's own Ctrl-C/SIGTERM stop stays in the default run (test_resume.py)
 def test_ctrl_c_stops_a_real_parallel_sweep_after_checkpoints(tmp_path):
     study = tiny_study(tmp_path, rounds=30)
     study["resources"] = {**study["resources"], "num_cpus": 2}  # the sweep's private Ray

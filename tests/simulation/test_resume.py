@@ -121,6 +121,7 @@ def test_ctrl_c_or_sigterm_stops_after_a_checkpoint_and_marks_the_run_killed(tmp
     assert len(pd.read_csv(run_dir / "rounds.csv")) == stopped.round  # stopped right after that checkpoint
 
 
+@pytest.mark.slow  # 25 s; the sweep's choice to extend stays in the default run (test_sweep_report.py)
 def test_a_finished_study_trained_on_to_a_raised_cap_equals_one_started_with_it(uninterrupted):
     from fedray.config import load_run_config
 
