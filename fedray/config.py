@@ -402,8 +402,8 @@ class ResourcesConfig:
         fused_optimizer: torch's fused optimiser kernels (one kernel over all parameters, on CPU
             and CUDA) for local training: the same maths, rounded in another order (weights equal
             to the last bits; SGD without weight decay bit for bit). false: torch's default
-            for-loop kernels, as before session
-            9 (the #17 sweeps keep them, so that their resumed cells train on as they started).
+            for-loop kernels, as before session 9 (the #17 sweeps keep them, so that their
+            resumed cells train on as they started).
     """
 
     address: str | None = None

@@ -157,19 +157,18 @@ def changes_since_started(config: StudyConfig) -> dict[str, tuple]:
     return {k: (before.get(k, "(unset)"), now.get(k, "(unset)")) for k in keys}
 
 
-def changed_since_started(config: StudyConfig) -> str:
-    """'' if the cell's folder holds no resolved config or the one it holds is this cell's; else the
-    keys that differ ("rounds: 80 -> 150, ..."), so a sweep never skips or resumes a stale cell."""
-    changes = changes_since_started(config)
+def described(changes: dict[str, tuple]) -> str:
+    """A cell's changed keys (changes_since_started) in words: "rounds: 80 -> 150, ..." ('' if none)."""
     shown = [f"{k}: {before} -> {now}" for k, (before, now) in list(changes.items())[:4]]
     return ", ".join(shown) + (f" and {len(changes) - 4} more" if len(changes) > 4 else "")
 
 
-def extends_started_cell(config: StudyConfig) -> bool:
+def extends_started_cell(config: StudyConfig, changes: dict[str, tuple] | None = None) -> bool:
     """The cell's folder holds this cell trained to a lower rounds cap, with a checkpoint to train on
     from and a learning rate that does not depend on the cap (config.extension_problem): the sweep's
-    cap was raised, and resuming the cell gives what a study started with the new cap would."""
-    changes = changes_since_started(config)
+    cap was raised, and resuming the cell gives what a study started with the new cap would.
+    `changes`: changes_since_started(config), where the caller has it already."""
+    changes = changes_since_started(config) if changes is None else changes
     if set(changes) != {"rounds"} or not checkpoint_path(config.run_dir).is_file():
         return False
     return not extension_problem(config, int(changes["rounds"][0]))
@@ -232,12 +231,12 @@ def run_sweep(
     status: dict[str, str] = {}
     todo = []
     for index, cell in enumerate(cells):
-        changed = changed_since_started(cell.config)
-        if changed and extends_started_cell(cell.config):
+        changes = changes_since_started(cell.config)  # the folder's stored config read once
+        if changes and extends_started_cell(cell.config, changes):
             todo.append((index, cell))  # resumed from its checkpoint on to the new cap
-        elif changed:
+        elif changes:
             status[cell.run_name] = (
-                f"failed: its folder {cell.config.run_dir} was started under another config ({changed}); "
+                f"failed: its folder {cell.config.run_dir} was started under another config ({described(changes)}); "
                 f"move the folder away (or rename the sweep) to run the cell anew"
             )
             if on_cell is not None:

@@ -302,9 +302,8 @@ class HospitalWorker:
             local = train_locally(self.model, batches, steps, optimizer, hooks, self.device, on_step=reporter)
         seconds = time.perf_counter() - start
         # The default payload (the model's weights) from the copier's tensors; a method's own as it says.
-        update = self._weights_into.state_arrays() if type(hooks).payload is ClientHooks.payload else None
-        if update is None:
-            update = hooks.payload(self.model)
+        copied = self._weights_into.state_arrays() if type(hooks).payload is ClientHooks.payload else None
+        update = copied if copied is not None else hooks.payload(self.model)
         return update, local.mean_loss, seconds, hooks.client_state(self.model)
 
 
