@@ -33,7 +33,9 @@ def tiny_study(tmp_path, **overrides) -> dict:
         "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
         "train": {"local_steps": 2, "batch_size": 1},
         "eval": {"roi_size": [16, 16, 16], "sw_batch_size": 2},
-        "resources": {"cpus_per_actor": 0.5},
+        # Two actors for three hospitals: one of them serves two, and a study starts one process fewer
+        # (each imports torch and MONAI: about a second of CPU per study, over some fifty studies).
+        "resources": {"cpus_per_actor": 0.5, "actors": 2},
         "tracking": {"results_dir": str(tmp_path / "results"), "uri": f"sqlite:///{tmp_path}/results/mlflow.db"},
     }
     for key, value in overrides.items():
@@ -41,14 +43,29 @@ def tiny_study(tmp_path, **overrides) -> dict:
     return study
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A private Ray instance (never attaches to another one), shut down after the module."""
+@pytest.fixture(scope="session")
+def _ray_session():
+    """Shuts down, at the session's end, the Ray instance `ray_local` keeps for the session's modules."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session):
+    """A private local Ray instance (never attaches to another one), shared by the modules that ask for it.
+
+    Started once, not once a module: a start and a shutdown cost seconds each, for about twenty
+    modules. Each study kills its own actors and placement group, so a module finds the instance as
+    the previous one left it; a fixture that needs another instance (tests/simulation/test_cluster.py)
+    shuts this one down first, and the next module that asks starts a fresh one.
+    """
+    ray = _ray_session
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 def sigint_is_ctrl_c() -> None:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.ray
 
 def write_sweep(tmp_path, name: str, **extra) -> tuple:
     """The 2 variants x 2 seeds sweep on the tiny study; returns (sweep file, study dict)."""
-    study = tiny_study(tmp_path, rounds=2)
+    study = tiny_study(tmp_path, rounds=2, resources={"cpus_per_actor": 0.5})  # alone, an actor per hospital
     study_path = tmp_path / "study.yaml"
     study_path.write_text(yaml.safe_dump(study))
     unweighted = tmp_path / "unweighted.yaml"

@@ -18,6 +18,8 @@ def three_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # the local instance other modules share (conftest's ray_local)
+        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     gpu_nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
