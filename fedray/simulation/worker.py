@@ -17,7 +17,7 @@ import ray
 import torch
 
 from fedray.config import StudyConfig
-from fedray.data.case_store import CaseArrays, Recipe, StoredCase, is_stored, open_case, store_root
+from fedray.data.case_store import CaseArrays, Recipe, StoredCase, open_case, store_root
 from fedray.data.datasets import ensure_stored, load_cases
 from fedray.data.federation import Hospital
 from fedray.data.patches import PatchSampler, first_batches
@@ -175,8 +175,11 @@ class HospitalWorker:
     # -- tasks ------------------------------------------------------------------------------------
     def _open(self, cases: Sequence[StoredCase]) -> list[CaseArrays]:
         """A task's cases, memory-mapped; one missing from the store (no preprocessing step ran) is written first."""
-        # open_case checks the store version: ensure_stored (which checks it too) only for a missing case.
-        return [open_case(ref if is_stored(ref) else ensure_stored(ref, self._recipe)) for ref in cases]
+        # open_case checks the store version and, for a missing case only, calls ensure_stored (which checks it too).
+        return [open_case(ref, self._store) for ref in cases]
+
+    def _store(self, ref: StoredCase) -> StoredCase:
+        return ensure_stored(ref, self._recipe)
 
     def _prepare(self, task: PrepareTask) -> TaskReport:
         hospital = task.job.hospital

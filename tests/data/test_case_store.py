@@ -314,3 +314,53 @@ def test_a_mapped_file_reads_as_np_load_whichever_parser_reads_its_header(tmp_pa
     mapped = case_store.map_array(path)
     assert mapped.shape == array.shape and mapped.dtype == array.dtype and np.array_equal(mapped, array)
     assert mapped.flags.f_contiguous == array.flags.f_contiguous and not mapped.flags.writeable
+
+
+def test_open_case_writes_a_missing_case_through_store_and_raises_without_it(study):
+    config, hospital = study
+    [ref, *_] = stored_cases(hospital, config.data)  # nothing stored yet
+    with pytest.raises(FileNotFoundError):
+        open_case(ref)
+    written = []
+
+    def store(missing):
+        written.append(missing)
+        return ensure_stored(missing, Recipe.of(config.data))
+
+    first = open_case(ref, store)
+    assert written == [ref] and is_stored(ref)
+    again = open_case(ref, store)  # stored now: store is not called again
+    assert written == [ref] and np.array_equal(first.image, again.image) and np.array_equal(first.label, again.label)
+
+
+def test_a_first_open_reads_the_store_version_from_case_jsons_first_bytes(study, monkeypatch):
+    config, hospital = study
+    [ref, *_] = [ensure_stored(ref, Recipe.of(config.data)) for ref in stored_cases(hospital, config.data)]
+    assert case_store._leading_version(os.fspath(ref.folder / "case.json")) == case_store.STORE_VERSION
+    checked = []
+    full_check = case_store.check_version
+    monkeypatch.setattr(case_store, "check_version", lambda folder: checked.append(folder) or full_check(folder))
+    case_store._VERSIONS_CHECKED.clear()
+    open_case(ref)
+    assert checked == []  # write_case's case.json: the version from its first bytes, no full parse
+    meta = json.loads((ref.folder / "case.json").read_text())
+    version = meta.pop("store_version")
+    (ref.folder / "new.json").write_text(json.dumps({**meta, "store_version": version}))  # the version last
+    os.replace(ref.folder / "new.json", ref.folder / "case.json")
+    open_case(ref)
+    assert checked == [ref.folder]  # another form: parsed whole, and current
+    (ref.folder / "new.json").write_text(json.dumps({**meta, "store_version": version - 1}))
+    os.replace(ref.folder / "new.json", ref.folder / "case.json")
+    with pytest.raises(DataError, match="written by case store version"):
+        open_case(ref)
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [('{\n "store_version": 2,\n "site": "a"}', 2), ('{"store_version": 12}', 12), ('{"store_version": 2 }', 2),
+     ('{"site": "a", "store_version": 2}', None), ('{"store_version": "2"}', None), ('{"store_version": 2x', None)],
+)
+def test_leading_version_reads_only_a_case_json_that_states_the_version_first(tmp_path, text, version):
+    path = tmp_path / "case.json"
+    path.write_text(text)
+    assert case_store._leading_version(os.fspath(path)) == version
