@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fedray.atomic import atomic_write_text
@@ -25,6 +27,7 @@ class RunFiles:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []  # rounds.csv's header as last written
 
     @property
     def config_path(self) -> Path:
@@ -77,13 +80,30 @@ class RunFiles:
         save_config(config, self.config_path)
 
     def add_round(self, row: dict[str, Any]) -> None:
-        """Append one round's metrics and rewrite rounds.csv."""
+        """Add one round's metrics to rounds.csv."""
         self.rows.append(row)
-        self.rewrite()
+        self.write_last_round()
 
     def rewrite(self) -> None:
         """Write rounds.csv from the rows held (after a resume, the checkpoint's rows)."""
-        atomic_write_text(self.rounds_path, pd.DataFrame(self.rows).to_csv(index=False))
+        table = pd.DataFrame(self.rows)
+        atomic_write_text(self.rounds_path, table.to_csv(index=False))
+        self.columns = [str(c) for c in table.columns]
+
+    def write_last_round(self) -> None:
+        """Append the last row held to rounds.csv, or rewrite the file if the row brings a new column.
+
+        Appended, because rewriting every round costs O(rounds) a round (70 ms at 1,000 rounds,
+        against 0.1 ms for one line); a row with a column the header lacks (the first evaluation's
+        Dice) rewrites the file once. A crash mid-line is harmless: a resume rewrites the file from
+        the checkpoint's rows.
+        """
+        row = self.rows[-1]
+        if not self.columns or not self.rounds_path.is_file() or not row.keys() <= set(self.columns):
+            self.rewrite()
+            return
+        with open(self.rounds_path, "a", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerow([_csv_cell(row.get(c)) for c in self.columns])
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         """Save a JSON file in the run folder."""
@@ -127,10 +147,22 @@ class RunFilesCallback(Callback):
         files.rows = run.rows
 
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
-        self.files.rewrite()  # run.rows, shared with the driver, already ends with `row`
+        self.files.write_last_round()  # run.rows, shared with the driver, already ends with `row`
         self.files.append_rows(self.files.hospitals_path, run.hospital_rows, HOSPITAL_COLUMNS)
         self.files.append_rows(self.files.cases_path, run.case_rows)
 
     def on_run_end(self, run: RunContext, status: str, summary: dict[str, Any] | None) -> None:
         if summary is not None:
             self.files.write_summary(summary)
+
+
+def _csv_cell(value: Any) -> Any:
+    """A rounds.csv cell as pandas' to_csv writes it: empty for a missing value or NaN, floats by repr
+    (numpy's too: csv would write np.float64's repr, "np.float64(0.5)")."""
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
