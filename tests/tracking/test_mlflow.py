@@ -34,6 +34,22 @@ def test_metrics_are_written_in_order_and_all_there_once_the_run_ends(tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_a_rounds_metrics_and_heartbeat_go_in_one_write(tmp_path, monkeypatch):
+    tracker = _tracker(tmp_path)
+    run_id = tracker.start("study", {}, {})
+    before = time.time()
+    writes = []
+    log_batch = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", lambda *a, **k: (writes.append(k), log_batch(*a, **k)))
+    tracker.log_metrics({"dice/mean": 0.5, "hd95/liver": math.nan}, step=1, heartbeat=True)
+    tracker.log_metrics({"hd95/liver": math.nan}, step=2)  # nothing finite, no heartbeat: no write at all
+    tracker.flush()
+    assert [(len(w["metrics"]), [t.key for t in w["tags"]]) for w in writes] == [(1, [HEARTBEAT])]
+    run = MlflowClient(tracking_uri=tracker.uri).get_run(run_id)
+    assert run.data.metrics == {"dice/mean": 0.5} and float(run.data.tags[HEARTBEAT]) >= before
+    tracker.end("FINISHED")
+
+
 def test_a_failed_write_fails_a_finished_run_and_leaves_a_failing_run_its_own_error(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     finished = _tracker(tmp_path)
