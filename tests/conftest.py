@@ -59,13 +59,24 @@ def ray_local(_ray_session):
 
     Started once, not once a module: a start and a shutdown cost seconds each, for about twenty
     modules. Each study kills its own actors and placement group, so a module finds the instance as
-    the previous one left it; a fixture that needs another instance (tests/simulation/test_cluster.py)
-    shuts this one down first, and the next module that asks starts a fresh one.
+    the previous one left it; one that leaves something behind (a failed study) shuts the instance
+    down at its end, and so does a fixture that needs another instance
+    (tests/simulation/test_cluster.py); the next module that asks starts a fresh one.
     """
     ray = _ray_session
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    return ray
+    yield ray
+    if ray.is_initialized() and _holds_resources(ray):
+        ray.shutdown()  # a failed study left actors or a placement group: they go with this instance
+
+
+def _holds_resources(ray) -> bool:
+    """Whether a placement group is still alive or some CPU is still taken (by a study's leftovers)."""
+    placement_groups = ray.util.placement_group_table().values()
+    return any(pg["state"] != "REMOVED" for pg in placement_groups) or (
+        ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0)
+    )
 
 
 def sigint_is_ctrl_c() -> None:

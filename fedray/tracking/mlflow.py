@@ -174,11 +174,16 @@ class MlflowTracker:
         self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
         self._pending.append(self._writer.submit(write, *args))
 
-    def _write(self, run_id: str, batch: list[Metric], tags: list[RunTag] = ()) -> None:
+    def _write(self, run_id: str, batch: list[Metric], tags: list[RunTag] | None = None) -> None:
         if not batch and not tags:
             return
-        for i in range(0, max(len(batch), 1), 1000):  # MLflow takes at most 1,000 metrics a batch
-            self.client.log_batch(run_id, metrics=batch[i : i + 1000], tags=list(tags) if i == 0 else [])
+        try:
+            for i in range(0, max(len(batch), 1), 1000):  # MLflow takes at most 1,000 metrics a batch
+                self.client.log_batch(run_id, metrics=batch[i : i + 1000], tags=(tags or []) if i == 0 else [])
+        except Exception:
+            if tags:  # the heartbeat alone, so a failed metrics write does not make a live run look stale
+                self.client.log_batch(run_id, tags=tags)
+            raise
 
     def flush(self) -> None:
         """Wait until every queued metric is written; raises the first write that failed."""

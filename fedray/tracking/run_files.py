@@ -21,7 +21,8 @@ from fedray.tracking.provenance import data_manifest
 
 
 class RunFiles:
-    """Writes results/<run_name>/; each file is replaced atomically so a crash never leaves half a file."""
+    """Writes results/<run_name>/: whole files replaced atomically, so a crash never leaves half a
+    file; the per-round tables appended (a resume rewrites or truncates them from the checkpoint)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -94,9 +95,10 @@ class RunFiles:
         """Append the last row held to rounds.csv, or rewrite the file if the row brings a new column.
 
         Appended, because rewriting every round costs O(rounds) a round (70 ms at 1,000 rounds,
-        against 0.1 ms for one line); a row with a column the header lacks (the first evaluation's
-        Dice) rewrites the file once. A crash mid-line is harmless: a resume rewrites the file from
-        the checkpoint's rows.
+        against 0.1 ms for one line). The driver's rows all have the same keys (NaN where a round
+        was not evaluated), so the file is written whole at the first round and on resume only; a
+        row with a column the header lacks rewrites it. A crash mid-line is harmless: a resume
+        rewrites the file from the checkpoint's rows.
         """
         row = self.rows[-1]
         if not self.columns or not self.rounds_path.is_file() or not row.keys() <= set(self.columns):
@@ -157,8 +159,10 @@ class RunFilesCallback(Callback):
 
 
 def _csv_cell(value: Any) -> Any:
-    """A rounds.csv cell as pandas' to_csv writes it: empty for a missing value or NaN, floats by repr
-    (numpy's too: csv would write np.float64's repr, "np.float64(0.5)")."""
+    """A rounds.csv cell as pandas' to_csv writes a float64 or int column's: empty for a missing value
+    or NaN, floats by repr (numpy's too: csv would write np.float64's repr, "np.float64(0.5)"). Not
+    for a column pandas would type otherwise (all float32, or ints and floats mixed), which the
+    driver's rows never have; either way the text reads back as the same numbers."""
     if value is None:
         return ""
     if isinstance(value, (float, np.floating)):

@@ -50,6 +50,23 @@ def test_a_rounds_metrics_and_heartbeat_go_in_one_write(tmp_path, monkeypatch):
     tracker.end("FINISHED")
 
 
+def test_a_failed_metrics_write_still_sends_the_heartbeat(tmp_path, monkeypatch):
+    tracker = _tracker(tmp_path)
+    run_id = tracker.start("study", {}, {})
+    log_batch = tracker.client.log_batch
+
+    def locked_for_metrics(run, metrics=(), tags=()):
+        if metrics:
+            raise MlflowException("database is locked")
+        log_batch(run, tags=tags)
+
+    monkeypatch.setattr(tracker.client, "log_batch", locked_for_metrics)
+    tracker.log_metrics({"dice/mean": 0.5}, step=1, heartbeat=True)
+    with pytest.raises(MlflowException, match="locked"):
+        tracker.flush()
+    assert HEARTBEAT in MlflowClient(tracking_uri=tracker.uri).get_run(run_id).data.tags
+
+
 def test_a_failed_write_fails_a_finished_run_and_leaves_a_failing_run_its_own_error(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     finished = _tracker(tmp_path)
