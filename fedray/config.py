@@ -348,9 +348,9 @@ class EvalConfig:
     sw_batch_size: int = 4
     mode: Literal["gaussian", "constant"] = "gaussian"
     nsd_tolerance_mm: float = 2.0  # normalised surface Dice (cases.csv): surfaces within this many mm agree
-    # Plateau rule (summary.json rounds_to_plateau, fedray.tracking.plateau): the mean Dice of the
-    # evaluations in the last plateau_window rounds is less than plateau_tolerance above the mean of
-    # those in the plateau_window rounds before them.
+    # Plateau rule (summary.json rounds_to_plateau, fedray.tracking.plateau): the median of the
+    # mean-Dice evaluations in the last plateau_window rounds is less than plateau_tolerance above the
+    # median of those in the plateau_window rounds before them.
     plateau_window: int = 30
     plateau_tolerance: float = 0.01
     # Stop the study at the first evaluated round that meets the plateau rule (`rounds` is then the

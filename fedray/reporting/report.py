@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from fedray.organs import STRUCTURES  # noqa: E402
-from fedray.tracking.plateau import last_window_mean, rounds_to_plateau  # noqa: E402
+from fedray.tracking.plateau import last_window_median, rounds_to_plateau  # noqa: E402
 
 if TYPE_CHECKING:
     from fedray.reporting.overlay import MethodOverlays
@@ -99,10 +99,10 @@ def plateau_round(history: pd.DataFrame, window: int = PLATEAU_WINDOW, tolerance
 
 
 def last_window_dice(runs: pd.DataFrame, histories: pd.DataFrame, window: int = PLATEAU_WINDOW) -> pd.Series:
-    """Per run, the mean of its mean-Dice evaluations over its last `window` rounds
-    (fedray.tracking.plateau.last_window_mean), from its history: the level it ended at."""
+    """Per run, the median of its mean-Dice evaluations over its last `window` rounds
+    (fedray.tracking.plateau.last_window_median), from its history: the level it ended at."""
     dice = histories[histories["metric"] == "dice/mean"]
-    levels = {rid: last_window_mean(g["step"].tolist(), g["value"].tolist(), window)
+    levels = {rid: last_window_median(g["step"].tolist(), g["value"].tolist(), window)
               for rid, g in dice.sort_values("step").groupby("run_id")}
     return runs["run_id"].map(levels).astype(float)
 
@@ -215,7 +215,7 @@ def write_report(
     summary_csv, paired_csv = out_dir / "summary.csv", out_dir / "paired.csv"
     summary.to_csv(summary_csv)
     pd.concat([paired.assign(dice="pooled"), paired_per_volume.assign(dice="per volume"),
-               paired_last_window.assign(dice="last-window mean")]).to_csv(paired_csv, index=False)
+               paired_last_window.assign(dice="last-window median")]).to_csv(paired_csv, index=False)
     plots = (
         _plot_organs(summary, organs, out_dir / "dice_per_organ.png"),
         _plot_curves(runs, histories, out_dir / "dice_vs_round.png"),
@@ -293,21 +293,21 @@ def _markdown(experiment, summary, paired, paired_per_volume, paired_last_window
         "\n\nThe same on per-volume Dice (each test volume's Dice, averaged over volumes):\n\n"
         + _paired_table(paired_per_volume))
     if not paired_last_window.empty:
-        per_volume += ("\n\nThe same on the last-window mean Dice (pooled mean Dice averaged over the evaluations "
+        per_volume += ("\n\nThe same on the last-window Dice (the median of the pooled mean-Dice evaluations "
                        f"of each run's last {PLATEAU_WINDOW} rounds):\n\n" + _paired_table(paired_last_window))
     images = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     return f"""# Method comparison: {experiment}
 
 Dice on the fully-labelled held-out set, final global model; mean ± std over seeds. Mean Dice %
 and the organ columns are pooled Dice (TP/FP/FN summed over the test volumes); last-window Dice is
-the pooled mean Dice averaged over the evaluations of the run's last {PLATEAU_WINDOW} rounds (the level
-it ended at, steadier than one evaluation where the curve swings); per-volume Dice is each
+the median of the pooled mean-Dice evaluations of the run's last {PLATEAU_WINDOW} rounds (the level it
+ended at, steadier than one evaluation where the curve swings, and not pulled by one collapsed one); per-volume Dice is each
 volume's Dice averaged over volumes (as nnU-Net and the paper report); HD95 mm: the 95th-percentile
 Hausdorff distance averaged over organs, an organ in the reference but not predicted counting as
 the volume's diagonal. MB/round: bytes all hospitals downloaded and uploaded per round (teachers
-excluded; they are sent once). Plateaued: seeds whose run reached the plateau rule (the mean Dice
-of the evaluations in the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
-`eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the mean of the window before);
+excluded; they are sent once). Plateaued: seeds whose run reached the plateau rule (the median of
+the mean-Dice evaluations in the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
+`eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the median of the window before);
 rounds to plateau: the round the rule was first met (median over the seeds that reached it);
 rounds trained: the rounds run (fewer than the cap where `eval.stop_at_plateau` ended the study there).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 
@@ -11,19 +12,20 @@ def rounds_to_plateau(
 ) -> int | None:
     """The first evaluated round r at which the run has plateaued, or None if it never did.
 
-    A run has plateaued at r when the mean of its evaluations in the last `window` rounds
-    (r - window, r] is less than `tolerance` (0.01 = 1 Dice point) above the mean of its
+    A run has plateaued at r when the median of its evaluations in the last `window` rounds
+    (r - window, r] is less than `tolerance` (0.01 = 1 Dice point) above the median of its
     evaluations in the `window` rounds before them (r - 2 window, r - window]: its level rose by
-    less than a point over the window. Means of windows, not single evaluations, because at a
-    constant learning rate a curve swings by several points between evaluations, and one lucky
-    evaluation must neither stop a rising run nor keep a flat one going. Rounds without an
-    evaluation (NaN Dice) are skipped, so the rule works at any `eval.every` below `window`; a run
-    shorter than 2 `window` rounds cannot have plateaued.
+    less than a point over the window. Windows, not single evaluations, because at a constant
+    learning rate a curve swings by several points between evaluations; medians, not means, because
+    one collapsed evaluation (a run at 69 % reading 7 % once) pulled a window's mean down by ten
+    points and stopped a rising run, where a window's median moves by at most one neighbouring
+    evaluation. Rounds without an evaluation (NaN Dice) are skipped, so the rule works at any
+    `eval.every` below `window`; a run shorter than 2 `window` rounds cannot have plateaued.
 
     Args:
         rounds: round numbers, ascending.
         dice: mean Dice (fraction) of each round; NaN where the round was not evaluated.
-        window: rounds each of the two compared means spans.
+        window: rounds each of the two compared medians spans.
         tolerance: the rise below which the run counts as flat.
     """
     evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
@@ -32,31 +34,32 @@ def rounds_to_plateau(
             continue
         before = [d for q, d in evaluated if r - 2 * window < q <= r - window]
         recent = [d for q, d in evaluated if r - window < q <= r]
-        if before and recent and sum(recent) / len(recent) < sum(before) / len(before) + tolerance:
+        if before and recent and statistics.median(recent) < statistics.median(before) + tolerance:
             return r
     return None
 
 
-def last_window_mean(rounds: Sequence[int], dice: Sequence[float], window: int) -> float:
-    """The mean of the evaluations in the run's last `window` rounds (last round - window, last round]:
-    the level a run sits at, less noisy than its final evaluation where the curve swings (a constant
-    learning rate); NaN if nothing was evaluated."""
+def last_window_median(rounds: Sequence[int], dice: Sequence[float], window: int) -> float:
+    """The median of the evaluations in the run's last `window` rounds (last round - window, last
+    round]: the level a run sits at, steadier than its final evaluation where the curve swings (a
+    constant learning rate) and, as in the plateau rule, not pulled by one collapsed evaluation; NaN
+    if nothing was evaluated."""
     evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
     if not evaluated:
         return math.nan
     last = max(r for r, _ in evaluated)
-    recent = [d for r, d in evaluated if r > last - window]
-    return sum(recent) / len(recent)
+    return statistics.median(d for r, d in evaluated if r > last - window)
 
 
 def plateau_rule(window: int, tolerance: float) -> str:
     """The rule in words, as summary.json records it (a summary written under another rule says so)."""
-    return f"mean Dice of the last {window} rounds < {tolerance:g} above the mean of the {window} before"
+    return (f"median of the mean-Dice evaluations of the last {window} rounds < {tolerance:g} above the median "
+            f"of the {window} before")
 
 
 def plateau_fields(rows: Sequence[dict], window: int, tolerance: float) -> dict:
     """summary.json fields: rounds_to_plateau (None if not reached), plateaued, final mean Dice and
-    the mean over the last `window` rounds' evaluations."""
+    the median of the last `window` rounds' evaluations."""
     rounds = [row["round"] for row in rows]
     dice = [row["dice/mean"] for row in rows]
     reached = rounds_to_plateau(rounds, dice, window, tolerance)
@@ -66,5 +69,5 @@ def plateau_fields(rows: Sequence[dict], window: int, tolerance: float) -> dict:
         "plateaued": reached is not None,
         "plateau_rule": plateau_rule(window, tolerance),
         "dice/mean_final": evaluated[-1] if evaluated else math.nan,
-        "dice/mean_last_window": last_window_mean(rounds, dice, window),
+        "dice/mean_last_window": last_window_median(rounds, dice, window),
     }

@@ -81,7 +81,7 @@ def test_sweep_runs_resumes_and_reports(sequential):
         assert summary.loc[variant, "seeds"] == 2
     paired = pd.read_csv(out / "paired.csv")
     assert paired["comparison"].tolist() == ["weighted - unweighted"] * 3
-    assert paired["dice"].tolist() == ["pooled", "per volume", "last-window mean"]
+    assert paired["dice"].tolist() == ["pooled", "per volume", "last-window median"]
     text = (out / "report.md").read_text()
     assert "| weighted |" in text and "| unweighted |" in text and "Wilcoxon" in text
     for name in ("dice_per_organ", "dice_vs_round", "dice_vs_communication", "inference_and_parameters"):
@@ -239,9 +239,9 @@ def test_a_finished_cell_that_the_current_plateau_rule_would_not_have_ended_resu
         c.config.eval, stop_at_plateau=True, plateau_window=2, plateau_tolerance=0.01))) for c in plan_cells(load_sweep(sweep_path))]
     old_rule, stopped_rising, stopped_flat, at_cap = cells
     rule = plateau_rule(2, 0.01)
-    curves = [(old_rule, "best mean Dice of the last 2 rounds < 0.01 above the best before", 4, [0.1, 0.5, 0.5, 0.5]),
+    curves = [(old_rule, "mean Dice of the last 2 rounds < 0.01 above the mean of the 2 before", 4, [0.1, 0.5, 0.5, 0.5]),
               (stopped_rising, rule, 4, [0.1, 0.2, 0.3, 0.4]),  # rising: the rule would not have stopped it
-              (stopped_flat, rule, 4, [0.1, 0.1, 0.1, 0.1]),  # (2, 4] mean 0.1 < (0, 2] mean 0.1 + 0.01
+              (stopped_flat, rule, 4, [0.1, 0.1, 0.1, 0.1]),  # (2, 4] median 0.1 < (0, 2] median 0.1 + 0.01
               (at_cap, rule, 8, [0.1 * r for r in range(1, 9)])]
     for cell, written_rule, trained, dice in curves:
         run_dir = cell.config.run_dir

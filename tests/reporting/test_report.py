@@ -109,7 +109,7 @@ def test_paired_tests_on_per_volume_dice_and_none_without_it():
     assert paired_tests(runs.drop(columns="dice_per_volume/mean"), "a", "dice_per_volume/mean").empty
 
 
-def test_last_window_dice_averages_each_runs_evaluations_over_its_last_30_rounds():
+def test_last_window_dice_is_the_median_of_each_runs_evaluations_over_its_last_30_rounds():
     from fedray.reporting.report import last_window_dice
 
     runs = pd.DataFrame({"run_id": ["r0", "r1"]})
@@ -117,9 +117,10 @@ def test_last_window_dice_averages_each_runs_evaluations_over_its_last_30_rounds
         {
             "run_id": ["r0"] * 4 + ["r1"] * 2,
             "metric": ["dice/mean"] * 6,
-            # r0 ends at 100: (70, 100] holds 80, 90, 100 -> (0.5 + 0.4 + 0.6) / 3; round 70 is out
+            # r0 ends at 100: (70, 100] holds 80, 90, 100 -> median(0.5, 0.4, 0.9) = 0.5 (mean 0.6);
+            # round 70 is out. r1: median(0.2, 0.3) = 0.25
             "step": [70, 80, 90, 100, 10, 20],
-            "value": [0.9, 0.5, 0.4, 0.6, 0.2, 0.3],
+            "value": [0.1, 0.5, 0.4, 0.9, 0.2, 0.3],
         }
     )
     assert last_window_dice(runs, histories).tolist() == pytest.approx([0.5, 0.25])

@@ -11,20 +11,34 @@ from fedray.tracking.plateau import plateau_fields, rounds_to_plateau
 ROUNDS = [10, 20, 30, 40, 50, 60, 70, 80]
 
 
-def test_plateau_is_the_first_round_whose_window_mean_rose_less_than_a_point_over_the_window_before():
+def test_plateau_is_the_first_round_whose_window_median_rose_less_than_a_point_over_the_window_before():
     dice = [0.1, 0.3, 0.5, 0.52, 0.50, 0.51, 0.50, 0.51]
-    # window 30. r=60: mean of (30, 60] = (0.52 + 0.50 + 0.51) / 3 = 0.51 against (0, 30]:
-    # (0.1 + 0.3 + 0.5) / 3 = 0.3 -> rising. r=70: (40, 70] = (0.50 + 0.51 + 0.50) / 3 = 0.5033 against
-    # (10, 40] = (0.3 + 0.5 + 0.52) / 3 = 0.44 -> rising. r=80: (50, 80] = (0.51 + 0.50 + 0.51) / 3 =
-    # 0.5067 against (20, 50] = (0.5 + 0.52 + 0.50) / 3 = 0.5067; 0.5067 < 0.5167 -> plateaued at 80.
-    assert rounds_to_plateau(ROUNDS, dice, window=30, tolerance=0.01) == 80
+    # window 30: three evaluations a window. r=60: median of (30, 60] = median(0.52, 0.50, 0.51) = 0.51
+    # against (0, 30]: median(0.1, 0.3, 0.5) = 0.3 -> rising. r=70: (40, 70] median(0.50, 0.51, 0.50) = 0.50
+    # against (10, 40] median(0.3, 0.5, 0.52) = 0.5; 0.50 < 0.51 -> plateaued at 70 (window means: at 80)
+    assert rounds_to_plateau(ROUNDS, dice, window=30, tolerance=0.01) == 70
 
 
 def test_one_lucky_evaluation_does_not_stop_a_rising_run():
     spiky_rise = [0.10, 0.40, 0.12, 0.20, 0.25, 0.30, 0.35, 0.40]  # a spike at 20, then a steady rise
-    # the best-evaluation rule would stop at 50 (best of (20, 50] 0.25 < 0.40 + 0.01); the window means:
-    # r=60: 0.25 vs 0.2067; r=70: 0.30 vs 0.24; r=80: 0.35 vs 0.19 -> still rising
+    # the best-evaluation rule would stop at 50 (best of (20, 50] 0.25 < 0.40 + 0.01); the window medians:
+    # r=60: 0.25 vs 0.12; r=70: 0.30 vs 0.20; r=80: 0.35 vs 0.20 -> still rising
     assert rounds_to_plateau(ROUNDS, spiky_rise, window=30, tolerance=0.01) is None
+
+
+def test_one_collapsed_evaluation_does_not_stop_a_rising_run():
+    collapse = [0.30, 0.35, 0.40, 0.45, 0.05, 0.55, 0.60, 0.65]  # rising, one evaluation collapsed at 50
+    # window means would stop at 60: mean(0.45, 0.05, 0.55) = 0.35 < mean(0.30, 0.35, 0.40) + 0.01 = 0.36.
+    # medians: r=60: 0.45 vs 0.35; r=70: median(0.05, 0.55, 0.60) = 0.55 vs 0.40; r=80: 0.60 vs
+    # median(0.40, 0.45, 0.05) = 0.40 -> still rising
+    assert rounds_to_plateau(ROUNDS, collapse, window=30, tolerance=0.01) is None
+
+
+def test_one_spike_does_not_keep_a_flat_run_going():
+    spike = [0.5, 0.5, 0.5, 0.5, 0.5, 0.9, 0.5, 0.5]
+    # r=60: median(0.5, 0.5, 0.9) = 0.5 < median(0.5, 0.5, 0.5) + 0.01 -> plateaued at 60; the window
+    # means (0.633 against 0.5 at 60, 70 and 80) would not stop it at all
+    assert rounds_to_plateau(ROUNDS, spike, window=30, tolerance=0.01) == 60
 
 
 def test_a_run_still_rising_or_too_short_has_not_plateaued():
@@ -32,6 +46,16 @@ def test_a_run_still_rising_or_too_short_has_not_plateaued():
     assert rounds_to_plateau(ROUNDS, rising, window=30, tolerance=0.01) is None
     # flat, but 50 rounds hold no two 30-round windows
     assert rounds_to_plateau(ROUNDS[:5], [0.5] * 5, window=30, tolerance=0.01) is None
+
+
+def test_an_even_window_takes_the_mean_of_its_two_middle_evaluations():
+    rounds = [5, 10, 15, 20, 25, 30, 35, 40]
+    dice = [0.1, 0.2, 0.3, 0.9, 0.30, 0.35, 0.31, 0.40]
+    # window 20, four evaluations a window. r=40: median(0.30, 0.35, 0.31, 0.40) = (0.31 + 0.35) / 2 = 0.33
+    # against median(0.1, 0.2, 0.3, 0.9) = (0.2 + 0.3) / 2 = 0.25 -> rising (0.33 >= 0.26)
+    assert rounds_to_plateau(rounds, dice, window=20, tolerance=0.01) is None
+    # with a tolerance of 0.09 the rise of 0.08 counts as flat
+    assert rounds_to_plateau(rounds, dice, window=20, tolerance=0.09) == 40
 
 
 def test_unevaluated_rounds_are_skipped_and_a_drop_counts_as_flat():
@@ -43,16 +67,19 @@ def test_unevaluated_rounds_are_skipped_and_a_drop_counts_as_flat():
     fields = plateau_fields(rows, window=2, tolerance=0.01)
     assert fields["rounds_to_plateau"] == 6 and fields["plateaued"] is True
     assert fields["dice/mean_final"] == 0.58
-    assert fields["plateau_rule"] == "mean Dice of the last 2 rounds < 0.01 above the mean of the 2 before"
+    assert fields["plateau_rule"] == (
+        "median of the mean-Dice evaluations of the last 2 rounds < 0.01 above the median of the 2 before"
+    )
 
 
-def test_the_last_window_mean_is_the_mean_of_the_evaluations_in_the_last_window():
-    from fedray.tracking.plateau import last_window_mean
+def test_the_last_window_level_is_the_median_of_the_evaluations_in_the_last_window():
+    from fedray.tracking.plateau import last_window_median
 
     rounds = list(range(5, 65, 5))  # 5 .. 60
     dice = [math.nan if r % 10 else r / 100 for r in rounds]  # evaluated every 10 rounds: 0.1 .. 0.6
-    # (30, 60]: 0.4, 0.5, 0.6
-    assert last_window_mean(rounds, dice, window=30) == pytest.approx(0.5)
-    assert math.isnan(last_window_mean([1, 2], [math.nan, math.nan], window=30))
+    dice[-1] = 0.05  # round 60 collapsed
+    # (30, 60]: 0.4, 0.5, 0.05 -> median 0.4 (the mean would read 0.317)
+    assert last_window_median(rounds, dice, window=30) == pytest.approx(0.4)
+    assert math.isnan(last_window_median([1, 2], [math.nan, math.nan], window=30))
     rows = [{"round": r, "dice/mean": d} for r, d in zip(rounds, dice)]
-    assert plateau_fields(rows, window=30, tolerance=0.01)["dice/mean_last_window"] == pytest.approx(0.5)
+    assert plateau_fields(rows, window=30, tolerance=0.01)["dice/mean_last_window"] == pytest.approx(0.4)
