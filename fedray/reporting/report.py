@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from fedray.organs import STRUCTURES  # noqa: E402
-from fedray.tracking.plateau import last_window_median, rounds_to_plateau  # noqa: E402
+from fedray.tracking.plateau import last_window_median, rounds_to_level, rounds_to_plateau  # noqa: E402
 
 if TYPE_CHECKING:
     from fedray.reporting.overlay import MethodOverlays
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # The plateau rule's defaults (EvalConfig); used for runs logged before rounds_to_plateau was.
 PLATEAU_WINDOW = 30
 PLATEAU_TOLERANCE = 0.01
+LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)  # mean-Dice levels whose rounds to reach the report tabulates
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Report:
     paired_csv: Path
     plots: tuple[Path, ...]
     segmentations: Path | None = None  # the methods' segmentation panel (`overlays`), when drawn
+    levels_csv: Path | None = None  # rounds each run took to reach each mean-Dice level (`rounds_to_levels`)
 
 
 def variant_of(run_name: str, experiment: str) -> str:
@@ -105,6 +107,38 @@ def last_window_dice(runs: pd.DataFrame, histories: pd.DataFrame, window: int = 
     levels = {rid: last_window_median(g["step"].tolist(), g["value"].tolist(), window)
               for rid, g in dice.sort_values("step").groupby("run_id")}
     return runs["run_id"].map(levels).astype(float)
+
+
+def rounds_to_levels(
+    runs: pd.DataFrame, histories: pd.DataFrame, levels: tuple[float, ...] = LEVELS, window: int = PLATEAU_WINDOW
+) -> pd.DataFrame:
+    """Per run (variant, seed), the first round at which its last-`window`-rounds median mean Dice
+    reached each level (fedray.tracking.plateau.rounds_to_level; NaN where it never did): how fast
+    each method gets somewhere, which the Dice it ends at does not show."""
+    dice = histories[histories["metric"] == "dice/mean"].sort_values("step")
+    curves = {rid: (g["step"].tolist(), g["value"].tolist()) for rid, g in dice.groupby("run_id")}
+    rows = []
+    for _, run in runs.iterrows():
+        steps, values = curves.get(run["run_id"], ([], []))
+        reached = {level: rounds_to_level(steps, values, window, level) for level in levels}
+        rows.append({"variant": run["variant"], "seed": run["seed"],
+                     **{f"{100 * level:g} %": math.nan if r is None else float(r) for level, r in reached.items()}})
+    return pd.DataFrame(rows)
+
+
+def levels_table(levels: pd.DataFrame, order: list[str]) -> str:
+    """Markdown: per variant (in `order`) and level, the median over seeds of the rounds to reach it,
+    over the seeds that did, with how many did."""
+    columns = [c for c in levels.columns if c.endswith(" %")]
+    lines = ["| method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for variant in order:
+        group = levels[levels["variant"] == variant]
+        cells = []
+        for column in columns:
+            reached = group[column].dropna()
+            cells.append("not reached" if reached.empty else f"{reached.median():.0f} ({len(reached)}/{len(group)})")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) -> pd.DataFrame:
@@ -212,8 +246,10 @@ def write_report(
     paired = paired_tests(runs, reference)
     paired_per_volume = paired_tests(runs, reference, "dice_per_volume/mean")
     paired_last_window = paired_tests(runs, reference, "dice_last_window")
-    summary_csv, paired_csv = out_dir / "summary.csv", out_dir / "paired.csv"
+    levels = rounds_to_levels(runs, histories)
+    summary_csv, paired_csv, levels_csv = out_dir / "summary.csv", out_dir / "paired.csv", out_dir / "levels.csv"
     summary.to_csv(summary_csv)
+    levels.to_csv(levels_csv, index=False)
     pd.concat([paired.assign(dice="pooled"), paired_per_volume.assign(dice="per volume"),
                paired_last_window.assign(dice="last-window median")]).to_csv(paired_csv, index=False)
     plots = (
@@ -231,9 +267,17 @@ def write_report(
     if differences is not None and not differences.empty:
         notes += ("\n## How the variants' configs differ\n\n(logged config keys that differ; seeds of one "
                   "variant share everything but the seed)\n\n" + _markdown_table(differences) + "\n")
-    markdown.write_text(_markdown(experiment, summary, paired, paired_per_volume, paired_last_window, organs, reference, plots) + notes
+    markdown.write_text(_markdown(experiment, summary, paired, paired_per_volume, paired_last_window, organs, reference, plots)
+                        + _levels_section(levels, list(summary.index)) + notes
                         + (_segmentations(overlays, out_dir) if overlays is not None else ""))
-    return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None)
+    return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None, levels_csv)
+
+
+def _levels_section(levels: pd.DataFrame, order: list[str]) -> str:
+    return (f"\n## Rounds to a level\n\nThe first round at which the median of a run's mean-Dice evaluations over "
+            f"its last {PLATEAU_WINDOW} rounds reached each level (as the plateau rule's window, so one lucky "
+            "evaluation does not count; before that round the window holds every evaluation so far): the median over "
+            "the seeds that reached it, and how many did (levels.csv: every run).\n\n" + levels_table(levels, order) + "\n")
 
 
 def _markdown_table(table: pd.DataFrame) -> str:

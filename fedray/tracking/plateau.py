@@ -51,6 +51,18 @@ def last_window_median(rounds: Sequence[int], dice: Sequence[float], window: int
     return statistics.median(d for r, d in evaluated if r > last - window)
 
 
+def rounds_to_level(rounds: Sequence[int], dice: Sequence[float], window: int, level: float) -> int | None:
+    """The first evaluated round r at which the median of the run's evaluations in (r - window, r]
+    reaches `level` (a fraction), or None if it never does: how fast a run gets somewhere, by the
+    plateau rule's window, so one lucky evaluation does not count as arriving (before round `window`
+    the window holds every evaluation so far)."""
+    evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
+    for r, _ in evaluated:
+        if statistics.median(d for q, d in evaluated if r - window < q <= r) >= level:
+            return r
+    return None
+
+
 def plateau_rule(window: int, tolerance: float) -> str:
     """The rule in words, as summary.json records it (a summary written under another rule says so)."""
     return (f"median of the mean-Dice evaluations of the last {window} rounds < {tolerance:g} above the median "

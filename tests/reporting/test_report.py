@@ -124,3 +124,25 @@ def test_last_window_dice_is_the_median_of_each_runs_evaluations_over_its_last_3
         }
     )
     assert last_window_dice(runs, histories).tolist() == pytest.approx([0.5, 0.25])
+
+
+def test_rounds_to_levels_per_run_and_their_median_over_the_seeds_that_reached_them():
+    from fedray.reporting.report import levels_table, rounds_to_levels
+
+    runs = pd.DataFrame({"run_id": ["a0", "a1", "b0"], "variant": ["a", "a", "b"], "seed": [0, 1, 0]})
+    histories = pd.DataFrame(
+        {
+            "run_id": ["a0"] * 3 + ["a1"] * 3 + ["b0"] * 3,
+            "metric": ["dice/mean"] * 9,
+            "step": [10, 20, 30] * 3,
+            # window 30 (every evaluation so far): a0 medians 0.5, 0.55, 0.6 -> 50 % at 10, 60 % at 30;
+            # a1 0.4, 0.5, 0.6 -> 50 % at 20, 60 % at 30; b0 0.1, 0.2, 0.3 -> neither
+            "value": [0.5, 0.6, 0.7, 0.4, 0.6, 0.7, 0.1, 0.3, 0.3],
+        }
+    )
+    levels = rounds_to_levels(runs, histories, levels=(0.5, 0.6))
+    assert levels[["50 %", "60 %"]].to_numpy().tolist()[:2] == [[10.0, 30.0], [20.0, 30.0]]
+    assert levels.loc[2, ["50 %", "60 %"]].isna().all()
+    table = levels_table(levels, ["a", "b"]).splitlines()
+    assert table[2] == "| a | 15 (2/2) | 30 (2/2) |"  # median of 10 and 20
+    assert table[3] == "| b | not reached | not reached |"

@@ -83,3 +83,16 @@ def test_the_last_window_level_is_the_median_of_the_evaluations_in_the_last_wind
     assert math.isnan(last_window_median([1, 2], [math.nan, math.nan], window=30))
     rows = [{"round": r, "dice/mean": d} for r, d in zip(rounds, dice)]
     assert plateau_fields(rows, window=30, tolerance=0.01)["dice/mean_last_window"] == pytest.approx(0.4)
+
+
+def test_a_level_is_reached_when_the_window_median_reaches_it_not_one_lucky_evaluation():
+    from fedray.tracking.plateau import rounds_to_level
+
+    dice = [0.2, 0.9, 0.3, 0.5, 0.6, 0.7, math.nan, 0.75]
+    # window 30: r=10 median(0.2) = 0.2; r=20 median(0.2, 0.9) = 0.55; r=30 median(0.2, 0.9, 0.3) = 0.3;
+    # r=40 (10, 40]: median(0.9, 0.3, 0.5) = 0.5; r=50: median(0.3, 0.5, 0.6) = 0.5; r=60:
+    # median(0.5, 0.6, 0.7) = 0.6; round 70 not evaluated; r=80 (50, 80]: median(0.7, 0.75) = 0.725
+    assert rounds_to_level(ROUNDS, dice, window=30, level=0.6) == 60  # not 20, where one evaluation read 0.9
+    assert rounds_to_level(ROUNDS, dice, window=30, level=0.5) == 20  # 0.55 at 20: the early median of two
+    assert rounds_to_level(ROUNDS, dice, window=30, level=0.7) == 80
+    assert rounds_to_level(ROUNDS, dice, window=30, level=0.8) is None
