@@ -35,8 +35,9 @@ def hospitals_per_call(remaining: int, actors: int, fixed: int | None, batched: 
     Automatic (`fixed` None): guided self-scheduling, ceil(remaining / (CALL_SHARE x actors)) capped
     at MAX_HOSPITALS_PER_CALL, so early calls carry several hospitals (Ray costs about 5 ms of CPU
     per call on a 2-core machine) and calls shrink to one hospital as the round runs out, so no actor
-    is left with a long batch while another idles. 100 hospitals on 2 actors take about 17 calls, 10
-    take 6, and a round of one hospital per actor still spreads one each. Without partial aggregation
+    is left with a long batch while another idles. The scheduler takes one size per dispatch pass
+    over the actors (factoring), so 10 hospitals on 2 actors take calls of 3, 3, 1, 1, 1, 1, 100 about
+    17 calls, and a round of one hospital per actor still spreads one each. Without partial aggregation
     (`batched` False) each reply carries its hospital's update, so a call carries one hospital.
     A `fixed` size (resources.hospitals_per_call) is still capped at an even share of the remaining
     hospitals, so small rounds spread over the actors.
@@ -213,9 +214,8 @@ class RoundScheduler:
                 deadline_s=faults.deadline_s,
             )
 
-        def fill(group: int, depth: int = PIPELINE) -> None:
+        def fill(group: int, depth: int, size: int) -> None:
             while busy[group] < depth and queue:
-                size = hospitals_per_call(len(queue), len(self.actors), fixed, partial_aggregation)
                 batch: list[Hospital] = []
                 tasks: list[TrainTask] = []
                 state_bytes = 0
@@ -246,8 +246,13 @@ class RoundScheduler:
         def dispatch() -> None:
             self._tell_steps_to()
             for depth in range(1, PIPELINE + 1):  # one call each first, so small rounds spread out
+                # One size for the whole pass (factoring): every actor's call takes the same share of
+                # what is left, so the queued calls of the first actors served do not commit most of a
+                # small round to them (10 hospitals on 2 actors: 3 + 3, then single hospitals, not
+                # 3 + 2 + 2 + 1), and the round's last hospitals still go to whichever actor is free.
+                size = hospitals_per_call(len(queue), len(self.actors), fixed, partial_aggregation)
                 for group in range(len(self.actors)):
-                    fill(group, depth)
+                    fill(group, depth, size)
             if queue:
                 return
             if partial_aggregation:

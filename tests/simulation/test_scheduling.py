@@ -92,7 +92,8 @@ def test_tasks_name_cases_in_the_store_and_an_actor_writes_a_missing_one(tmp_pat
 
 def flaky_actor_class() -> type:
     """A hospital actor class whose first batch of several hospitals fails its first hospital once (of all
-    actors: the marker file says which hospital failed), and that remembers the batches it was sent.
+    actors: the marker file says which hospital failed; no marker path, no failure), and that remembers
+    the batches it was sent.
 
     Made in a function, so Ray ships the class by value (workers cannot import a test module by name)."""
 
@@ -115,7 +116,7 @@ def flaky_actor_class() -> type:
         def run_batch(self, tasks):
             ids = [task.hospital.hospital_id for task in tasks]
             self.sent.append(ids)
-            if len(ids) > 1:
+            if len(ids) > 1 and self.marker is not None:
                 try:
                     with open(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as out:
                         out.write(ids[0])
@@ -130,10 +131,12 @@ def flaky_actor_class() -> type:
     return FlakyActor
 
 
-def round_with(tmp_path, run_name: str, hospitals_per_call: int | None, flaky: bool = False):
-    """One round of 8 hospitals on 2 actors driven by RoundScheduler: (new global state, scheduler, faults, batches)."""
+def round_with(tmp_path, run_name: str, hospitals_per_call: int | None, flaky: bool = False, extra: str = "defgh",
+               fail: bool = True):
+    """One round of 3 + len(extra) hospitals (8) on 2 actors driven by RoundScheduler: (new global state,
+    scheduler, faults, batches); `flaky` records the batches sent, and with `fail` one hospital fails once."""
     data = tiny_study(tmp_path, rounds=1)
-    data["federation"]["hospitals"] += [{"name": n, "organs": ["spleen", "stomach"], "cases": 2} for n in "defgh"]
+    data["federation"]["hospitals"] += [{"name": n, "organs": ["spleen", "stomach"], "cases": 2} for n in extra]
     data["resources"] = {"cpus_per_actor": 0.5, "actors": 2, "hospitals_per_call": hospitals_per_call}
     data["tracking"] = {**data["tracking"], "run_name": run_name}
     config = with_absolute_paths(config_from_data(data))
@@ -146,7 +149,7 @@ def round_with(tmp_path, run_name: str, hospitals_per_call: int | None, flaky: b
             ray.remote(flaky_actor_class()).options(
                 num_cpus=plan.cpus,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=g),
-            ).remote(config, 1, str(tmp_path / f"{run_name}.flaked"))
+            ).remote(config, 1, str(tmp_path / f"{run_name}.flaked") if fail else None)
             for g, plan in enumerate(plans)
         ]
         started = HospitalActors(plans, placement, actors)
@@ -185,6 +188,14 @@ def test_a_round_batches_hospitals_per_call_and_a_failed_one_is_retried_alone(tm
     # 8 hospitals on 2 actors: calls of 2, 2, 1, 1 dispatched at once, then 1 and 1; the retry alone
     assert flaky.train_calls == len(sent) == 7
     assert all(np.array_equal(batched[k], one_by_one[k]) for k in one_by_one)  # same update as unbatched
+
+
+def test_a_small_round_gives_every_actor_the_same_first_share_and_then_single_hospitals(tmp_path, ray_local):
+    # 10 hospitals on 2 actors: the first pass sizes both calls from the 10 (3 and 3, not 3 and 2), the
+    # queued pass from the 4 left (1 and 1, not 2 and 1), and the last 2 go one by one to whoever is free
+    _, scheduler, _, batches = round_with(tmp_path, "factoring", None, flaky=True, extra="defghij", fail=False)
+    assert sorted(len(batch) for actor in batches for batch in actor) == [1, 1, 1, 1, 3, 3]
+    assert scheduler.train_calls == 6
 
 
 def calls_for(hospitals: int, actors: int, fixed: int | None = None) -> list[int]:
