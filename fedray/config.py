@@ -353,6 +353,7 @@ class EvalConfig:
     # median of those in the plateau_window rounds before them.
     plateau_window: int = 30
     plateau_tolerance: float = 0.01
+    plateau_min_rounds: int = 0  # no plateau before this round (a curve may sit flat early, then rise)
     # Stop the study at the first evaluated round that meets the plateau rule (`rounds` is then the
     # cap; the poly learning-rate schedule still runs over `rounds`). Off: every round is trained.
     stop_at_plateau: bool = False
@@ -361,6 +362,7 @@ class EvalConfig:
         require(self.every >= 1, "eval.every must be >= 1.")
         require(self.plateau_window >= 1, "eval.plateau_window must be >= 1.")
         require(self.plateau_tolerance >= 0, "eval.plateau_tolerance must be >= 0.")
+        require(self.plateau_min_rounds >= 0, "eval.plateau_min_rounds must be >= 0.")
         require(self.nsd_tolerance_mm > 0, "eval.nsd_tolerance_mm must be > 0.")
         require(0.0 <= self.overlap < 1.0, "eval.overlap must be in [0, 1).")
 
@@ -758,7 +760,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 # across actor counts); everything else, seed aside, decides which runs are seeds of one configuration.
 # The plateau rule only judges the curve afterwards, so it is left out too (runs keep their digest);
 # with eval.stop_at_plateau it also ends training, which the digest keeps through that key.
-NOT_IN_DIGEST = ("name", "seed", "eval.plateau_window", "eval.plateau_tolerance")
+NOT_IN_DIGEST = ("name", "seed", "eval.plateau_window", "eval.plateau_tolerance", "eval.plateau_min_rounds")
 NOT_IN_DIGEST_SECTIONS = ("tracking.", "resources.")
 
 

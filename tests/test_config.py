@@ -44,6 +44,7 @@ def test_defaults_fill_in():
         (with_(data={"organs": ["liver"], "preprocess": {"crop_foregrund": True}}), "Did you mean 'crop_foreground'?"),
         (with_(data={"organs": ["liver"], "preprocess": {"augment": {"flip_prob": 1.5}}}), "data.preprocess.augment: flip_prob must be in [0, 1]."),
         (with_(resources={"hospitals_per_call": 0}), "resources.hospitals_per_call must be >= 1."),
+        (with_(eval={"plateau_min_rounds": -1}), "eval.plateau_min_rounds must be >= 0."),
         (with_(resources={"hospital_per_call": 4}), "Did you mean 'hospitals_per_call'?"),
     ],
 )

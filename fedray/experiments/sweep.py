@@ -143,7 +143,9 @@ def _comparable(config: dict) -> dict:
     if data.get("test_set"):
         data["test_set"] = Path(data["test_set"]).name
     flat = flatten({**config, "data": data})
-    return {k: v for k, v in flat.items() if not k.startswith(NOT_IN_DIGEST_SECTIONS) and k not in _PATH_KEYS}
+    # the plateau rule's keys judge a finished curve (finished_under_another_rule), not what a round computes
+    return {k: v for k, v in flat.items()
+            if not k.startswith(NOT_IN_DIGEST_SECTIONS) and k not in _PATH_KEYS and not k.startswith("eval.plateau_")}
 
 
 def changes_since_started(config: StudyConfig) -> dict[str, tuple]:
@@ -184,16 +186,16 @@ def finished_under_another_rule(config: StudyConfig) -> bool:
         return False
     summary = json.loads(summary_path.read_text())
     ev = config.eval
-    if summary.get("plateau_rule", plateau_rule(ev.plateau_window, ev.plateau_tolerance)) != plateau_rule(
-        ev.plateau_window, ev.plateau_tolerance
-    ):
+    rule = plateau_rule(ev.plateau_window, ev.plateau_tolerance, ev.plateau_min_rounds)
+    if summary.get("plateau_rule", rule) != rule:
         return True
     if summary.get("rounds_trained", config.rounds) >= config.rounds or not ev.stop_at_plateau:
         return False
     with open(config.run_dir / "rounds.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     dice = [float(row["dice/mean"]) if row["dice/mean"] else math.nan for row in rows]
-    return rounds_to_plateau([int(row["round"]) for row in rows], dice, ev.plateau_window, ev.plateau_tolerance) is None
+    rounds = [int(row["round"]) for row in rows]
+    return rounds_to_plateau(rounds, dice, ev.plateau_window, ev.plateau_tolerance, ev.plateau_min_rounds) is None
 
 
 def run_sweep(

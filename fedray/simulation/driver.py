@@ -332,7 +332,8 @@ class Driver:
     def _plateaued(self, rows: list[dict]) -> bool:
         """eval.stop_at_plateau is on and the evaluated rounds so far meet the plateau rule."""
         ev = self.config.eval
-        return ev.stop_at_plateau and plateau_fields(rows, ev.plateau_window, ev.plateau_tolerance)["plateaued"]
+        return ev.stop_at_plateau and plateau_fields(
+            rows, ev.plateau_window, ev.plateau_tolerance, ev.plateau_min_rounds)["plateaued"]
 
     def _evaluate(
         self, model: torch.nn.Module, round_index: int, global_state, test_cases, client_states
@@ -387,7 +388,8 @@ class Driver:
             "dice/mean_untrained": state.untrained_dice,
             **_best(run.rows),
             **{k: v for k, v in run.rows[-1].items() if k.startswith("local_val/")},
-            **plateau_fields(run.rows, self.config.eval.plateau_window, self.config.eval.plateau_tolerance),
+            **plateau_fields(run.rows, self.config.eval.plateau_window, self.config.eval.plateau_tolerance,
+                             self.config.eval.plateau_min_rounds),
             "comm/bytes_preparation": self.strategy.preparation_bytes(),
             "params_total": count_parameters(model),
             "bytes_per_model": len(encode_state(state.global_state)),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 
 def rounds_to_plateau(
-    rounds: Sequence[int], dice: Sequence[float], window: int, tolerance: float
+    rounds: Sequence[int], dice: Sequence[float], window: int, tolerance: float, min_rounds: int = 0
 ) -> int | None:
     """The first evaluated round r at which the run has plateaued, or None if it never did.
 
@@ -20,17 +20,21 @@ def rounds_to_plateau(
     one collapsed evaluation (a run at 69 % reading 7 % once) pulled a window's mean down by ten
     points and stopped a rising run, where a window's median moves by at most one neighbouring
     evaluation. Rounds without an evaluation (NaN Dice) are skipped, so the rule works at any
-    `eval.every` below `window`; a run shorter than 2 `window` rounds cannot have plateaued.
+    `eval.every` below `window`; a run shorter than 2 `window` rounds, or than `min_rounds`, cannot
+    have plateaued. `min_rounds` is for curves that sit flat for a while before they rise (multi-head
+    FedAvg at seed 1 read 8-18 % from round 50 to 90 while its training loss still fell, then rose;
+    seed 0 rose from round 60): a flat stretch that early is not the level the run ends at.
 
     Args:
         rounds: round numbers, ascending.
         dice: mean Dice (fraction) of each round; NaN where the round was not evaluated.
         window: rounds each of the two compared medians spans.
         tolerance: the rise below which the run counts as flat.
+        min_rounds: the first round at which the rule may be met.
     """
     evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
     for r, _ in evaluated:
-        if r < 2 * window:
+        if r < max(2 * window, min_rounds):
             continue
         before = [d for q, d in evaluated if r - 2 * window < q <= r - window]
         recent = [d for q, d in evaluated if r - window < q <= r]
@@ -63,23 +67,24 @@ def rounds_to_level(rounds: Sequence[int], dice: Sequence[float], window: int, l
     return None
 
 
-def plateau_rule(window: int, tolerance: float) -> str:
+def plateau_rule(window: int, tolerance: float, min_rounds: int = 0) -> str:
     """The rule in words, as summary.json records it (a summary written under another rule says so)."""
-    return (f"median of the mean-Dice evaluations of the last {window} rounds < {tolerance:g} above the median "
+    rule = (f"median of the mean-Dice evaluations of the last {window} rounds < {tolerance:g} above the median "
             f"of the {window} before")
+    return rule + (f", from round {min_rounds}" if min_rounds > 2 * window else "")
 
 
-def plateau_fields(rows: Sequence[dict], window: int, tolerance: float) -> dict:
+def plateau_fields(rows: Sequence[dict], window: int, tolerance: float, min_rounds: int = 0) -> dict:
     """summary.json fields: rounds_to_plateau (None if not reached), plateaued, final mean Dice and
     the median of the last `window` rounds' evaluations."""
     rounds = [row["round"] for row in rows]
     dice = [row["dice/mean"] for row in rows]
-    reached = rounds_to_plateau(rounds, dice, window, tolerance)
+    reached = rounds_to_plateau(rounds, dice, window, tolerance, min_rounds)
     evaluated = [d for d in dice if not math.isnan(d)]
     return {
         "rounds_to_plateau": reached,
         "plateaued": reached is not None,
-        "plateau_rule": plateau_rule(window, tolerance),
+        "plateau_rule": plateau_rule(window, tolerance, min_rounds),
         "dice/mean_final": evaluated[-1] if evaluated else math.nan,
         "dice/mean_last_window": last_window_median(rounds, dice, window),
     }

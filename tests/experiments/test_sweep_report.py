@@ -256,3 +256,34 @@ def test_a_finished_cell_that_the_current_plateau_rule_would_not_have_ended_resu
                        open_parent=lambda name: "parent")
     assert ran == [(old_rule.run_name, True), (stopped_rising.run_name, True)]
     assert status[stopped_flat.run_name] == status[at_cap.run_name] == "skipped (finished before)"
+
+
+def test_a_cell_started_under_another_plateau_rule_is_not_stale_and_resumes_where_the_new_rule_says_so(tmp_path):
+    from dataclasses import replace
+
+    from fedray.config import save_config
+    from fedray.experiments.sweep import changes_since_started, load_sweep, plan_cells, run_sweep
+    from fedray.tracking.plateau import plateau_rule
+
+    sweep_path, _ = write_sweep(tmp_path, "minrounds")
+    cells = [replace(c, config=replace(c.config, rounds=8, eval=replace(
+        c.config.eval, stop_at_plateau=True, plateau_window=2, plateau_tolerance=0.01, plateau_min_rounds=6)))
+        for c in plan_cells(load_sweep(sweep_path))]
+    early, late = cells[:2]
+    for cell, trained in ((early, 4), (late, 6)):  # flat curves, stopped at 4 and 6 under min_rounds 0
+        started = replace(cell.config, eval=replace(cell.config.eval, plateau_min_rounds=0, plateau_window=3))
+        run_dir = cell.config.run_dir
+        save_config(started, run_dir / "config.resolved.yaml")
+        (run_dir / "summary.json").write_text(json.dumps({"plateau_rule": plateau_rule(2, 0.01), "rounds_trained": trained}))
+        pd.DataFrame({"round": range(1, trained + 1), "dice/mean": [0.1] * trained}).to_csv(run_dir / "rounds.csv", index=False)
+        (run_dir / "checkpoints").mkdir()
+        checkpoint_path(run_dir).write_bytes(b"")
+        assert changes_since_started(cell.config) == {}  # the rule's keys judge the curve, not the rounds
+    assert plateau_rule(2, 0.01, 6) == plateau_rule(2, 0.01) + ", from round 6"
+
+    ran = []
+    run_sweep(load_sweep(sweep_path), cells, lambda config, resume, stop: ran.append((config.run_name, resume)),
+              open_parent=lambda name: "parent")
+    # both were written under another rule: resumed; the driver then trains `early` on (the rule may not
+    # be met before round 6) and only rewrites `late`'s summary (met at 6)
+    assert (early.run_name, True) in ran and (late.run_name, True) in ran

@@ -96,3 +96,14 @@ def test_a_level_is_reached_when_the_window_median_reaches_it_not_one_lucky_eval
     assert rounds_to_level(ROUNDS, dice, window=30, level=0.5) == 20  # 0.55 at 20: the early median of two
     assert rounds_to_level(ROUNDS, dice, window=30, level=0.7) == 80
     assert rounds_to_level(ROUNDS, dice, window=30, level=0.8) is None
+
+
+def test_no_plateau_before_the_minimum_round():
+    flat_early = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    assert rounds_to_plateau(ROUNDS, flat_early, window=30, tolerance=0.01) == 60
+    # from round 75: 60 and 70 are skipped, 80 is the first evaluated round it may be met at
+    assert rounds_to_plateau(ROUNDS, flat_early, window=30, tolerance=0.01, min_rounds=75) == 80
+    assert rounds_to_plateau(ROUNDS, flat_early, window=30, tolerance=0.01, min_rounds=90) is None
+    rows = [{"round": r, "dice/mean": d} for r, d in zip(ROUNDS, flat_early)]
+    fields = plateau_fields(rows, window=30, tolerance=0.01, min_rounds=75)
+    assert fields["rounds_to_plateau"] == 80 and fields["plateau_rule"].endswith(", from round 75")
