@@ -234,7 +234,7 @@ def write_report(
     overlays: MethodOverlays | None = None,
     differences: pd.DataFrame | None = None,
 ) -> Report:
-    """Write report.md, summary.csv, paired.csv and PNG plots under `out_dir`.
+    """Write report.md, summary.csv, paired.csv, levels.csv and PNG plots under `out_dir`.
 
     `overlays`: `fedray.reporting.overlay.method_overlays(runs, out_dir)`, the methods' segmentations
     of one test volume, shown (with what it left out) in a Segmentations section.
@@ -275,9 +275,10 @@ def write_report(
 
 def _levels_section(levels: pd.DataFrame, order: list[str]) -> str:
     return (f"\n## Rounds to a level\n\nThe first round at which the median of a run's mean-Dice evaluations over "
-            f"its last {PLATEAU_WINDOW} rounds reached each level (as the plateau rule's window, so one lucky "
-            "evaluation does not count; before that round the window holds every evaluation so far): the median over "
-            "the seeds that reached it, and how many did (levels.csv: every run).\n\n" + levels_table(levels, order) + "\n")
+            f"its last {PLATEAU_WINDOW} rounds, at least three of them, reached each level (the plateau rule's window, "
+            "so one lucky evaluation does not count; on a rising curve the median lags the curve by about half a "
+            "window): the median over the seeds that reached it, and how many did (levels.csv: every run).\n\n"
+            + levels_table(levels, order) + "\n")
 
 
 def _markdown_table(table: pd.DataFrame) -> str:
@@ -351,7 +352,8 @@ Hausdorff distance averaged over organs, an organ in the reference but not predi
 the volume's diagonal. MB/round: bytes all hospitals downloaded and uploaded per round (teachers
 excluded; they are sent once). Plateaued: seeds whose run reached the plateau rule (the median of
 the mean-Dice evaluations in the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
-`eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the median of the window before);
+`eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the median of the window before,
+and not before `eval.plateau_min_rounds`; each run's rule is in its summary.json as `plateau_rule`);
 rounds to plateau: the round the rule was first met (median over the seeds that reached it);
 rounds trained: the rounds run (fewer than the cap where `eval.stop_at_plateau` ended the study there).
 

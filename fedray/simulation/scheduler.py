@@ -35,9 +35,9 @@ def hospitals_per_call(remaining: int, actors: int, fixed: int | None, batched: 
     Automatic (`fixed` None): guided self-scheduling, ceil(remaining / (CALL_SHARE x actors)) capped
     at MAX_HOSPITALS_PER_CALL, so early calls carry several hospitals (Ray costs about 5 ms of CPU
     per call on a 2-core machine) and calls shrink to one hospital as the round runs out, so no actor
-    is left with a long batch while another idles. The scheduler takes one size per dispatch pass
-    over the actors (factoring), so 10 hospitals on 2 actors take calls of 3, 3, 1, 1, 1, 1, 100 about
-    17 calls, and a round of one hospital per actor still spreads one each. Without partial aggregation
+    is left with a long batch while another idles. The scheduler takes one automatic size per
+    dispatch pass over the actors (factoring), so 10 hospitals on 2 actors take calls of 3, 3, 1, 1,
+    1, 1; 100 take about 17 calls; and a round of one hospital per actor still spreads one each. Without partial aggregation
     (`batched` False) each reply carries its hospital's update, so a call carries one hospital.
     A `fixed` size (resources.hospitals_per_call) is still capped at an even share of the remaining
     hospitals, so small rounds spread over the actors.
@@ -214,12 +214,14 @@ class RoundScheduler:
                 deadline_s=faults.deadline_s,
             )
 
-        def fill(group: int, depth: int, size: int) -> None:
+        def fill(group: int, depth: int, size: int | None) -> None:
+            """Queue calls on `group` up to `depth`, each of `size` hospitals (None: sized per call)."""
             while busy[group] < depth and queue:
+                call_size = size or hospitals_per_call(len(queue), len(self.actors), fixed, partial_aggregation)
                 batch: list[Hospital] = []
                 tasks: list[TrainTask] = []
                 state_bytes = 0
-                while len(batch) < size:
+                while len(batch) < call_size:
                     index = pick(group)
                     if index is None:
                         break
@@ -250,7 +252,9 @@ class RoundScheduler:
                 # what is left, so the queued calls of the first actors served do not commit most of a
                 # small round to them (10 hospitals on 2 actors: 3 + 3, then single hospitals, not
                 # 3 + 2 + 2 + 1), and the round's last hospitals still go to whichever actor is free.
-                size = hospitals_per_call(len(queue), len(self.actors), fixed, partial_aggregation)
+                # A fixed size (resources.hospitals_per_call) stays sized per call: its even-share cap
+                # then spreads a small round over every actor (5 on 4 at 2 a call: 2, 1, 1, 1).
+                size = hospitals_per_call(len(queue), len(self.actors), fixed, partial_aggregation) if fixed is None else None
                 for group in range(len(self.actors)):
                     fill(group, depth, size)
             if queue:

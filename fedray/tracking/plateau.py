@@ -19,7 +19,8 @@ def rounds_to_plateau(
     learning rate a curve swings by several points between evaluations; medians, not means, because
     one collapsed evaluation (a run at 69 % reading 7 % once) pulled a window's mean down by ten
     points and stopped a rising run, where a window's median moves by at most one neighbouring
-    evaluation. Rounds without an evaluation (NaN Dice) are skipped, so the rule works at any
+    evaluation (with three or more evaluations a window: at `eval.every` 5 and a window of 30 there
+    are six; with one or two a median is their mean). Rounds without an evaluation (NaN Dice) are skipped, so the rule works at any
     `eval.every` below `window`; a run shorter than 2 `window` rounds, or than `min_rounds`, cannot
     have plateaued. `min_rounds` is for curves that sit flat for a while before they rise (multi-head
     FedAvg at seed 1 read 8-18 % from round 50 to 90 while its training loss still fell, then rose;
@@ -56,13 +57,14 @@ def last_window_median(rounds: Sequence[int], dice: Sequence[float], window: int
 
 
 def rounds_to_level(rounds: Sequence[int], dice: Sequence[float], window: int, level: float) -> int | None:
-    """The first evaluated round r at which the median of the run's evaluations in (r - window, r]
-    reaches `level` (a fraction), or None if it never does: how fast a run gets somewhere, by the
-    plateau rule's window, so one lucky evaluation does not count as arriving (before round `window`
-    the window holds every evaluation so far)."""
+    """The first evaluated round r at which the median of the run's evaluations in (r - window, r],
+    at least three of them, reaches `level` (a fraction), or None if it never does: how fast a run
+    gets somewhere, by the plateau rule's window, so one lucky evaluation does not count as arriving.
+    On a steadily rising curve the median lags the curve by about half a window."""
     evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
     for r, _ in evaluated:
-        if statistics.median(d for q, d in evaluated if r - window < q <= r) >= level:
+        recent = [d for q, d in evaluated if r - window < q <= r]
+        if len(recent) >= 3 and statistics.median(recent) >= level:
             return r
     return None
 

@@ -269,21 +269,26 @@ def test_a_cell_started_under_another_plateau_rule_is_not_stale_and_resumes_wher
     cells = [replace(c, config=replace(c.config, rounds=8, eval=replace(
         c.config.eval, stop_at_plateau=True, plateau_window=2, plateau_tolerance=0.01, plateau_min_rounds=6)))
         for c in plan_cells(load_sweep(sweep_path))]
-    early, late = cells[:2]
-    for cell, trained in ((early, 4), (late, 6)):  # flat curves, stopped at 4 and 6 under min_rounds 0
-        started = replace(cell.config, eval=replace(cell.config.eval, plateau_min_rounds=0, plateau_window=3))
+    old_rule, before_min, after_min = cells[:3]
+    rule = plateau_rule(2, 0.01, 6)
+    assert rule == plateau_rule(2, 0.01) + ", from round 6"
+    # flat curves: (2, 4] median 0.1 < (0, 2] median 0.1 + 0.01, met at 4 without a minimum round
+    for cell, written_rule, trained, min_rounds in ((old_rule, plateau_rule(2, 0.01), 4, 0),
+                                                    (before_min, rule, 4, 6),  # stopped before round 6
+                                                    (after_min, rule, 6, 6)):  # stopped at 6
+        started = replace(cell.config, eval=replace(cell.config.eval, plateau_min_rounds=min_rounds))
         run_dir = cell.config.run_dir
         save_config(started, run_dir / "config.resolved.yaml")
-        (run_dir / "summary.json").write_text(json.dumps({"plateau_rule": plateau_rule(2, 0.01), "rounds_trained": trained}))
+        (run_dir / "summary.json").write_text(json.dumps({"plateau_rule": written_rule, "rounds_trained": trained}))
         pd.DataFrame({"round": range(1, trained + 1), "dice/mean": [0.1] * trained}).to_csv(run_dir / "rounds.csv", index=False)
         (run_dir / "checkpoints").mkdir()
         checkpoint_path(run_dir).write_bytes(b"")
         assert changes_since_started(cell.config) == {}  # the rule's keys judge the curve, not the rounds
-    assert plateau_rule(2, 0.01, 6) == plateau_rule(2, 0.01) + ", from round 6"
 
     ran = []
-    run_sweep(load_sweep(sweep_path), cells, lambda config, resume, stop: ran.append((config.run_name, resume)),
-              open_parent=lambda name: "parent")
-    # both were written under another rule: resumed; the driver then trains `early` on (the rule may not
-    # be met before round 6) and only rewrites `late`'s summary (met at 6)
-    assert (early.run_name, True) in ran and (late.run_name, True) in ran
+    status = run_sweep(load_sweep(sweep_path), cells, lambda config, resume, stop: ran.append(config.run_name),
+                       open_parent=lambda name: "parent")
+    # written under another rule: resumed; under this one but stopped before round 6, where the rule
+    # cannot have been met: resumed; stopped at 6 under this rule: skipped
+    assert old_rule.run_name in ran and before_min.run_name in ran
+    assert status[after_min.run_name] == "skipped (finished before)"

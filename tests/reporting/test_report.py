@@ -132,17 +132,19 @@ def test_rounds_to_levels_per_run_and_their_median_over_the_seeds_that_reached_t
     runs = pd.DataFrame({"run_id": ["a0", "a1", "b0"], "variant": ["a", "a", "b"], "seed": [0, 1, 0]})
     histories = pd.DataFrame(
         {
-            "run_id": ["a0"] * 3 + ["a1"] * 3 + ["b0"] * 3,
-            "metric": ["dice/mean"] * 9,
-            "step": [10, 20, 30] * 3,
-            # window 30 (every evaluation so far): a0 medians 0.5, 0.55, 0.6 -> 50 % at 10, 60 % at 30;
-            # a1 0.4, 0.5, 0.6 -> 50 % at 20, 60 % at 30; b0 0.1, 0.2, 0.3 -> neither
-            "value": [0.5, 0.6, 0.7, 0.4, 0.6, 0.7, 0.1, 0.3, 0.3],
+            "run_id": ["a0"] * 4 + ["a1"] * 4 + ["b0"] * 4,
+            "metric": ["dice/mean"] * 12,
+            "step": [10, 20, 30, 40] * 3,
+            # window 30, at least three evaluations a window: a0 medians at 30 and 40: 0.6, 0.7 -> 50 % and
+            # 60 % at 30; a1 median(0.4, 0.5, 0.5) = 0.5 at 30, median(0.5, 0.5, 0.7) = 0.5 at 40 -> 50 %
+            # at 30, 60 % never; b0 0.3, 0.3 -> neither
+            "value": [0.5, 0.6, 0.7, 0.8, 0.4, 0.5, 0.5, 0.7, 0.1, 0.3, 0.3, 0.3],
         }
     )
     levels = rounds_to_levels(runs, histories, levels=(0.5, 0.6))
-    assert levels[["50 %", "60 %"]].to_numpy().tolist()[:2] == [[10.0, 30.0], [20.0, 30.0]]
+    assert levels.loc[0, ["50 %", "60 %"]].tolist() == [30.0, 30.0]
+    assert levels.loc[1, "50 %"] == 30.0 and math.isnan(levels.loc[1, "60 %"])
     assert levels.loc[2, ["50 %", "60 %"]].isna().all()
     table = levels_table(levels, ["a", "b"]).splitlines()
-    assert table[2] == "| a | 15 (2/2) | 30 (2/2) |"  # median of 10 and 20
+    assert table[2] == "| a | 30 (2/2) | 30 (1/2) |"  # the median over the seeds that reached it
     assert table[3] == "| b | not reached | not reached |"

@@ -199,7 +199,8 @@ def test_a_small_round_gives_every_actor_the_same_first_share_and_then_single_ho
 
 
 def calls_for(hospitals: int, actors: int, fixed: int | None = None) -> list[int]:
-    """The call sizes of a round handed out one call at a time (as the scheduler does, ignoring pipelining)."""
+    """The call sizes hospitals_per_call gives a round handed out one call at a time (no pipelining and
+    no factoring: the scheduler sizes a whole pass over the actors at once)."""
     sizes = []
     while hospitals:
         sizes.append(hospitals_per_call(hospitals, actors, fixed, batched=True))

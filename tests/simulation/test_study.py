@@ -139,21 +139,23 @@ def test_a_watched_study_shows_the_local_steps_of_the_hospitals_still_training(t
 
 
 def test_a_study_with_stop_at_plateau_ends_at_the_plateau_round(tmp_path, ray_local):
-    # window 1 and a tolerance of 1 (100 Dice points): round 2 cannot beat round 1 by that much, so the
-    # rule is met at round 2 of 4; the study must end there, finished, with its last round checkpointed
+    # window 1 and a tolerance of 1 (100 Dice points): no round can beat the one before by that much, so
+    # the rule is met at its first allowed round, 3 of 4 (plateau_min_rounds; without it, 2); the study
+    # must end there, finished, with its last round checkpointed
     study = tiny_study(tmp_path, rounds=4)
     study["train"]["local_steps"] = 1
-    study["eval"].update(stop_at_plateau=True, plateau_window=1, plateau_tolerance=1.0)
+    study["eval"].update(stop_at_plateau=True, plateau_window=1, plateau_tolerance=1.0, plateau_min_rounds=3)
     config = with_absolute_paths(config_from_data(study))
     hospitals, test_dir = prepare_hospitals(config)
     summary = run_study(config, hospitals, test_dir)
 
-    assert summary["rounds"] == 4 and summary["rounds_trained"] == 2
-    assert summary["rounds_to_plateau"] == 2 and summary["plateaued"]
-    assert list(pd.read_csv(config.run_dir / "rounds.csv")["round"]) == [1, 2]
+    assert summary["rounds"] == 4 and summary["rounds_trained"] == 3
+    assert summary["rounds_to_plateau"] == 3 and summary["plateaued"]
+    assert summary["plateau_rule"].endswith(", from round 3")
+    assert list(pd.read_csv(config.run_dir / "rounds.csv")["round"]) == [1, 2, 3]
     from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 
-    assert load_checkpoint(checkpoint_path(config.run_dir)).round == 2
+    assert load_checkpoint(checkpoint_path(config.run_dir)).round == 3
     client = MlflowClient(tracking_uri=config.tracking.uri)
     run = client.get_run(summary["run_id"])
-    assert run.info.status == "FINISHED" and run.data.metrics["rounds_to_plateau"] == 2
+    assert run.info.status == "FINISHED" and run.data.metrics["rounds_to_plateau"] == 3

@@ -89,13 +89,14 @@ def test_a_level_is_reached_when_the_window_median_reaches_it_not_one_lucky_eval
     from fedray.tracking.plateau import rounds_to_level
 
     dice = [0.2, 0.9, 0.3, 0.5, 0.6, 0.7, math.nan, 0.75]
-    # window 30: r=10 median(0.2) = 0.2; r=20 median(0.2, 0.9) = 0.55; r=30 median(0.2, 0.9, 0.3) = 0.3;
-    # r=40 (10, 40]: median(0.9, 0.3, 0.5) = 0.5; r=50: median(0.3, 0.5, 0.6) = 0.5; r=60:
-    # median(0.5, 0.6, 0.7) = 0.6; round 70 not evaluated; r=80 (50, 80]: median(0.7, 0.75) = 0.725
+    # window 30, at least three evaluations: r=10 and 20 hold one and two (0.9 at 20 alone would read
+    # 0.55 over two); r=30 median(0.2, 0.9, 0.3) = 0.3; r=40 (10, 40]: median(0.9, 0.3, 0.5) = 0.5;
+    # r=50: median(0.3, 0.5, 0.6) = 0.5; r=60: median(0.5, 0.6, 0.7) = 0.6; round 70 not evaluated;
+    # r=80 (50, 80] holds two evaluations (0.7, 0.75): too few
     assert rounds_to_level(ROUNDS, dice, window=30, level=0.6) == 60  # not 20, where one evaluation read 0.9
-    assert rounds_to_level(ROUNDS, dice, window=30, level=0.5) == 20  # 0.55 at 20: the early median of two
-    assert rounds_to_level(ROUNDS, dice, window=30, level=0.7) == 80
-    assert rounds_to_level(ROUNDS, dice, window=30, level=0.8) is None
+    assert rounds_to_level(ROUNDS, dice, window=30, level=0.5) == 40
+    assert rounds_to_level(ROUNDS, dice, window=30, level=0.7) is None
+    assert rounds_to_level([5, 10, 15, 20], [0.9, 0.9, 0.9, 0.9], window=30, level=0.8) == 15  # from the third
 
 
 def test_no_plateau_before_the_minimum_round():
