@@ -760,7 +760,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 # across actor counts); everything else, seed aside, decides which runs are seeds of one configuration.
 # The plateau rule only judges the curve afterwards, so it is left out too (runs keep their digest);
 # with eval.stop_at_plateau it also ends training, which the digest keeps through that key.
-NOT_IN_DIGEST = ("name", "seed", "eval.plateau_window", "eval.plateau_tolerance", "eval.plateau_min_rounds")
+PLATEAU_RULE_KEYS = ("eval.plateau_window", "eval.plateau_tolerance", "eval.plateau_min_rounds")
+NOT_IN_DIGEST = ("name", "seed", *PLATEAU_RULE_KEYS)
 NOT_IN_DIGEST_SECTIONS = ("tracking.", "resources.")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fedray.config import (
     NOT_IN_DIGEST_SECTIONS,
+    PLATEAU_RULE_KEYS,
     StudyConfig,
     extension_problem,
     flatten,
@@ -145,7 +146,7 @@ def _comparable(config: dict) -> dict:
     flat = flatten({**config, "data": data})
     # the plateau rule's keys judge a finished curve (finished_under_another_rule), not what a round computes
     return {k: v for k, v in flat.items()
-            if not k.startswith(NOT_IN_DIGEST_SECTIONS) and k not in _PATH_KEYS and not k.startswith("eval.plateau_")}
+            if not k.startswith(NOT_IN_DIGEST_SECTIONS) and k not in _PATH_KEYS and k not in PLATEAU_RULE_KEYS}
 
 
 def changes_since_started(config: StudyConfig) -> dict[str, tuple]:

@@ -7,6 +7,11 @@ import statistics
 from collections.abc import Sequence
 
 
+def _evaluated(rounds: Sequence[int], dice: Sequence[float]) -> list[tuple[int, float]]:
+    """(round, Dice) of the evaluated rounds (NaN Dice: not evaluated)."""
+    return [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
+
+
 def rounds_to_plateau(
     rounds: Sequence[int], dice: Sequence[float], window: int, tolerance: float, min_rounds: int = 0
 ) -> int | None:
@@ -33,7 +38,7 @@ def rounds_to_plateau(
         tolerance: the rise below which the run counts as flat.
         min_rounds: the first round at which the rule may be met.
     """
-    evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
+    evaluated = _evaluated(rounds, dice)
     for r, _ in evaluated:
         if r < max(2 * window, min_rounds):
             continue
@@ -49,7 +54,7 @@ def last_window_median(rounds: Sequence[int], dice: Sequence[float], window: int
     round]: the level a run sits at, steadier than its final evaluation where the curve swings (a
     constant learning rate) and, as in the plateau rule, not pulled by one collapsed evaluation; NaN
     if nothing was evaluated."""
-    evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
+    evaluated = _evaluated(rounds, dice)
     if not evaluated:
         return math.nan
     last = max(r for r, _ in evaluated)
@@ -61,7 +66,7 @@ def rounds_to_level(rounds: Sequence[int], dice: Sequence[float], window: int, l
     at least three of them, reaches `level` (a fraction), or None if it never does: how fast a run
     gets somewhere, by the plateau rule's window, so one lucky evaluation does not count as arriving.
     On a steadily rising curve the median lags the curve by about half a window."""
-    evaluated = [(r, d) for r, d in zip(rounds, dice) if not math.isnan(d)]
+    evaluated = _evaluated(rounds, dice)
     for r, _ in evaluated:
         recent = [d for q, d in evaluated if r - window < q <= r]
         if len(recent) >= 3 and statistics.median(recent) >= level:
