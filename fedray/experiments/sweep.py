@@ -253,7 +253,25 @@ def run_sweep(
         else:
             todo.append((index, cell))
 
+    # Running cells are counted by their own threads, under the lock that sets `stop`: Ctrl-C can land
+    # inside pool.submit after a cell's thread started but before its future (or the thread) is
+    # recorded, so neither our futures nor the pool's shutdown can be trusted to wait for every cell.
+    running = threading.Condition()
+    active = [0]
+
     def run_one(index: int, cell: Cell) -> str:
+        with running:
+            if stop.is_set():
+                return "not started (stopped)"
+            active[0] += 1
+        try:
+            return _run_counted(index, cell)
+        finally:
+            with running:
+                active[0] -= 1
+                running.notify_all()
+
+    def _run_counted(index: int, cell: Cell) -> str:
         if on_cell is not None:
             on_cell(index, cell, "running")
         config = replace(cell.config, tracking=replace(cell.config.tracking, parent_run_id=parent_id))
@@ -286,10 +304,11 @@ def run_sweep(
                 while pending:  # a timeout, so Ctrl-C reaches this thread while cells run
                     _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
-                stop.set()  # running cells stop after their round's checkpoint
+                with running:
+                    stop.set()  # running cells stop after their round's checkpoint; queued ones never start
+                    running.wait_for(lambda: active[0] == 0)
                 for future in futures:
-                    future.cancel()  # queued cells never start
-                wait([f for f in futures if not f.cancelled()])
+                    future.cancel()
                 raise
         for future, cell in futures.items():
             status[cell.run_name] = future.result()

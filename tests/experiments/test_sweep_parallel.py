@@ -123,6 +123,47 @@ def test_ctrl_c_stops_every_running_cell_and_starts_no_more(tmp_path, ctrl_c_han
     assert sorted(started) == sorted(stopped) == ["cell0", "cell1"]  # run_sweep returned after both stopped
 
 
+
+def test_ctrl_c_inside_submit_still_waits_for_the_cell_it_started(tmp_path, monkeypatch):
+    """Ctrl-C can land in pool.submit after the cell's thread started but before submit returned the
+    future or the pool recorded the thread (CPython adds it to the pool's set after Thread.start);
+    run_sweep must still return only after that cell stopped. Modelled: the second submit raises once
+    its cell runs, and the pool's shutdown does not join (the thread it never recorded)."""
+    import fedray.experiments.sweep as sweep_module
+
+    sweep, cells = fake_cells(tmp_path, 4)
+    started, stopped = [], []
+    second_running = threading.Event()
+
+    class InterruptedPool(sweep_module.ThreadPoolExecutor):
+        submits = 0
+
+        def submit(self, fn, *args):
+            future = super().submit(fn, *args)
+            InterruptedPool.submits += 1
+            if InterruptedPool.submits == 2:
+                assert second_running.wait(timeout=10)
+                raise KeyboardInterrupt  # before the caller holds the future
+            return future
+
+        def shutdown(self, wait=True, **kwargs):
+            super().shutdown(wait=False, **kwargs)
+
+    def run_cell(config, resume, stop):
+        started.append(config.run_name)
+        if config.run_name == "cell1":
+            second_running.set()
+        assert stop.wait(timeout=10)
+        time.sleep(0.2)  # a round's end and checkpoint
+        stopped.append(config.run_name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "ThreadPoolExecutor", InterruptedPool)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, cells, run_cell, lambda name: "parent-id", parallel=2)
+    assert sorted(started) == sorted(stopped) == ["cell0", "cell1"]
+
+
 def _log_many(uri: str, experiment: str, artifacts: str, name: str, rounds: int, errors: str) -> None:
     import traceback
     from pathlib import Path
