@@ -13,6 +13,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fedray.config import flatten
@@ -31,6 +32,7 @@ _BATCH_LIMIT = 100  # params/tags per log_batch call
 # (a reused pid has another start time), and the time of its last completed round.
 OWNER_HOST, OWNER_PID, OWNER_STARTED = "fedray.owner_host", "fedray.owner_pid", "fedray.owner_started"
 HEARTBEAT = "fedray.heartbeat"  # Unix time of the owner's last sign of life (run start, each round)
+RECREATED_FROM = "fedray.recreated_from"  # the run id a resumed study had in the store it was carried from
 KILLED_REASON = "fedray.killed_reason"  # why fedray marked a run KILLED that its owner left RUNNING
 
 
@@ -112,6 +114,16 @@ class MlflowTracker:
         for i in range(0, len(items), _BATCH_LIMIT):
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH_LIMIT])
         return self.run_id
+
+    def holds(self, run_id: str) -> bool:
+        """Whether this store has the run (a study carried from another machine's store has not)."""
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+        return True
 
     def reopen(self, run_id: str) -> str | None:
         """Continue an existing run (a resumed study) and mark it RUNNING again, owned by this process.
@@ -248,11 +260,16 @@ class MlflowCallback(Callback):
             Path(cfg.tracking.results_dir) / "mlartifacts",
         )
         if run.resumed is None:
-            run.run_id = tracker.start(cfg.run_name, flatten(to_data(cfg)), {**run.tags, **owner_tags()})
-            tracker.log_artifact(cfg.run_dir / "data_manifest.json")
-            tracker.mark_abandoned(cfg.tracking.stale_after_s)
+            self._start(run)
             return
-        tracker.reopen(run.resumed.meta["run_id"])
+        started_id = run.resumed.meta["run_id"]
+        if not tracker.holds(started_id):
+            # The run folder came without its store (another machine, a sweep carried between sessions):
+            # a new run, into which the rounds the checkpoint holds are logged again below.
+            log.warning("MLflow run %s of %s is not in %s: resuming into a new run", started_id, cfg.run_name, tracker.uri)
+            self._start(run, {RECREATED_FROM: started_id})
+        else:
+            tracker.reopen(started_id)
         run.run_id = tracker.run_id
         started_rounds = tracker.client.get_run(run.run_id).data.params.get("rounds")
         self.extended = started_rounds is not None and started_rounds != str(cfg.rounds)
@@ -265,6 +282,12 @@ class MlflowCallback(Callback):
             if row["round"] > logged:
                 tracker.log_metrics(_logged(row), step=row["round"])
         self.logged_through = max(logged, len(run.rows))
+
+    def _start(self, run: RunContext, tags: dict[str, str] | None = None) -> None:
+        cfg, tracker = run.config, self.tracker
+        run.run_id = tracker.start(cfg.run_name, flatten(to_data(cfg)), {**run.tags, **owner_tags(), **(tags or {})})
+        tracker.log_artifact(cfg.run_dir / "data_manifest.json")
+        tracker.mark_abandoned(cfg.tracking.stale_after_s)
 
     def on_round_end(self, run: RunContext, row: dict[str, Any]) -> None:
         if row["round"] > self.logged_through:

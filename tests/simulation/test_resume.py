@@ -77,6 +77,34 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(1, ROUNDS + 1))
 
 
+
+def test_resume_into_a_store_without_the_run_recreates_it_from_the_checkpoint(tmp_path, uninterrupted):
+    """A run folder carried to another machine (or a sweep to another session) without its MLflow
+    store: the resumed study opens a new run, tagged with the old id, holding every round again."""
+    import shutil
+
+    from fedray.tracking.mlflow import RECREATED_FROM
+
+    study, reference = uninterrupted
+    moved = with_absolute_paths(config_from_data({
+        **study, "rounds": ROUNDS,
+        "tracking": {**study["tracking"], "run_name": "moved", "uri": f"sqlite:///{tmp_path}/elsewhere.db"},
+    }))
+    shutil.copytree(reference.run_dir, moved.run_dir)
+    old_id = load_checkpoint(checkpoint_path(moved.run_dir)).meta["run_id"]
+
+    summary = run_in_process(moved, resume=True)  # finished: nothing left to train, the run is rebuilt
+
+    client = MlflowClient(moved.tracking.uri)
+    run = client.get_run(summary["run_id"])
+    assert summary["run_id"] != old_id and run.data.tags[RECREATED_FROM] == old_id
+    assert run.info.status == "FINISHED" and run.info.run_name == "moved"
+    rows = pd.read_csv(reference.run_dir / "rounds.csv")
+    history = client.get_metric_history(run.info.run_id, Metric.TRAIN_LOSS.value)
+    assert [(m.step, m.value) for m in history] == list(zip(rows["round"], rows[Metric.TRAIN_LOSS.value]))
+    assert run.data.metrics["dice/mean_final"] == pytest.approx(summary["dice/mean_final"])
+
+
 def test_resume_without_checkpoint_starts_the_study_again_and_without_config_is_a_clear_error(tmp_path, monkeypatch):
     import fedray.cli
     from fedray.config import save_config
