@@ -484,6 +484,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from fedray.errors import ConfigError
     from fedray.experiments.sweep import cell_share, load_sweep, plan_cells, run_sweep
     from fedray.simulation.cluster import cluster_resources, init_ray
+    from fedray.simulation.run import sigterm_as_ctrl_c
     from fedray.tracking.mlflow import close_run, default_tracking_uri, open_parent_run
 
     sweep = load_sweep(args.sweep)
@@ -503,6 +504,7 @@ def _sweep(args: argparse.Namespace) -> int:
         console.print(f"[{index + 1}/{len(cells)}] {cell.run_name}: {status}", highlight=False)
 
     init_ray(first.resources)  # once for the whole sweep
+    sigterm_as_ctrl_c()  # after Ray's own handler: a job scheduler's SIGTERM stops a parallel sweep as Ctrl-C does
     cluster = cluster_resources()
     cells = [replace(cell, config=cell_share(cell.config, cluster, parallel)) for cell in cells]
     at_once = f", up to {parallel} at once on {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs"

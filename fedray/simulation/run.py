@@ -57,7 +57,7 @@ def run_experiment(
 
     preparing = InThread(prepare)
     started = init_ray(config.resources)  # in the calling thread: Ray sets its SIGTERM handler only in the main one
-    previous = _sigterm_as_ctrl_c()
+    previous = sigterm_as_ctrl_c()
     try:
         prepared = preparing.result()
         if stop is not None and stop.is_set():
@@ -76,7 +76,7 @@ def run_experiment(
             shutdown_ray()
 
 
-def _sigterm_as_ctrl_c():
+def sigterm_as_ctrl_c():
     """In the main thread, make SIGTERM (`kill`, `timeout`, a job scheduler) stop the study like Ctrl-C:
     finish the round, checkpoint, mark the MLflow run KILLED (instead of Ray's handler, which exits at
     once and leaves the run RUNNING). Returns the handler it replaced, or None off the main thread."""

@@ -207,8 +207,9 @@ def test_concurrent_writers_share_one_sqlite_store(tmp_path):
 
 
 @pytest.mark.ray
-@pytest.mark.slow  # 30-40 s; a study's own Ctrl-C/SIGTERM stop stays in the default run (test_resume.py)
-def test_ctrl_c_stops_a_real_parallel_sweep_after_checkpoints(tmp_path):
+@pytest.mark.slow  # 30-40 s each; a study's own Ctrl-C/SIGTERM stop stays in the default run (test_resume.py)
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_real_parallel_sweep_after_checkpoints(tmp_path, stop_signal):
     study = tiny_study(tmp_path, rounds=30)
     study["resources"] = {**study["resources"], "num_cpus": 2}  # the sweep's private Ray
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
@@ -222,7 +223,7 @@ def test_ctrl_c_stops_a_real_parallel_sweep_after_checkpoints(tmp_path):
     while not all(checkpoint_path(d).is_file() for d in running):
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoints appeared"
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    process.send_signal(stop_signal)  # what Ctrl-C sends, or a job scheduler (SIGTERM: Ray's own handler would exit at once)
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 130
     assert "fedray sweep" in " ".join(stderr.split())
