@@ -1062,17 +1062,24 @@ def _bench_inference(args: argparse.Namespace) -> int:
 
 
 def _progress_text(p) -> str:
+    if p.phase == "preparing":  # the method's preparation jobs (FedKD's teachers), before round 1
+        return f"preparing · jobs {p.clients_done}/{p.clients}" + _running_text(p)
     if p.phase not in ("training", "evaluating", "done"):
         return p.phase
     loss = f"{p.train_loss:.3f}" if math.isfinite(p.train_loss) else "-"
     dice = f"{100 * p.dice_mean:.1f}%" if math.isfinite(p.dice_mean) else "-"
     eta = f"{p.eta_s:.0f}s" if math.isfinite(p.eta_s) else "-"
     text = f"round {p.round}/{p.rounds} · clients {p.clients_done}/{p.clients} · loss {loss} · Dice {dice} · ETA {eta}"
-    if p.phase == "training" and p.running:  # the hospitals still training, the furthest behind first
-        behind = sorted(p.running, key=lambda r: (r[1] / r[2], r[0]))
-        shown = ", ".join(f"{h} {done}/{steps} steps" for h, done, steps in behind[:3])
-        text += f" · {shown}" + (f" (+{len(behind) - 3} more)" if len(behind) > 3 else "")
-    return text
+    return text + (_running_text(p) if p.phase == "training" else "")
+
+
+def _running_text(p) -> str:
+    """The hospitals (or preparation jobs) still training, the furthest behind first ('' if none reported)."""
+    if not p.running:
+        return ""
+    behind = sorted(p.running, key=lambda r: (r[1] / r[2], r[0]))
+    shown = ", ".join(f"{h} {done}/{steps} steps" for h, done, steps in behind[:3])
+    return f" · {shown}" + (f" (+{len(behind) - 3} more)" if len(behind) > 3 else "")
 
 
 def _progress_bar() -> Progress:

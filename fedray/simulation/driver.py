@@ -260,11 +260,12 @@ class Driver:
         self.scheduler.await_actors()
         jobs = strategy.preparation()
         if jobs:
-            self.board.update(phase=f"preparing ({len(jobs)} jobs)")
+            self.board.update(phase="preparing", clients_done=0, clients=len(jobs))  # round 0: the jobs' steps show
 
             def prepared(job, result: bytes) -> None:
                 strategy.prepared(job, result)
                 callbacks.on_prepared(run)
+                self.board.update(clients_done=self.board.snapshot().clients_done + 1)
 
             self.scheduler.prepare(jobs, prepared)
         if state.round == 0:

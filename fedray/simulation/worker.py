@@ -186,7 +186,12 @@ class HospitalWorker:
         seed = task_seed(self.config.seed, 0, hospital.index)  # round 0 seeds the preparation
         seed_torch(seed, self.device)
         data = self._open(task.data)
-        return TaskReport(hospital.hospital_id, prepared=self.strategy.prepare(task.job, data, self._runtime, seed))
+        # round 0 is the preparation; the job's key names it on the driver's progress (several jobs may share a hospital)
+        self._runtime.steps_to = (self._steps_to, task.job.key) if self._steps_to is not None else None
+        try:
+            return TaskReport(hospital.hospital_id, prepared=self.strategy.prepare(task.job, data, self._runtime, seed))
+        finally:
+            self._runtime.steps_to = None
 
     def _train(self, task: TrainTask) -> TaskReport:
         """One round of local training for one hospital, starting from the global weights.
@@ -319,6 +324,7 @@ class HospitalRuntime:
         self.sampler = sampler
         self.prefetch = device.type != "cpu"  # batches prepared in a thread while the accelerator steps (first_batches)
         self.cache: dict[str, Any] = {}  # what the method decodes once per actor
+        self.steps_to: tuple[Any, str] | None = None  # (the watching driver, the job's name) during a watched job
 
     def build_model(self, n_organs: int) -> torch.nn.Module:
         """The study's network with `n_organs` outputs, on this actor's device."""
@@ -333,8 +339,9 @@ class HospitalRuntime:
         cfg = self.config.train
         optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
                                    self.config.resources.fused_optimizer)
+        reporter = StepReporter(self.steps_to[0], 0, self.steps_to[1], steps) if self.steps_to is not None else None
         with first_batches(self.sampler.batches(data, seed), steps, self.prefetch) as batches:
-            return train_locally(model, batches, steps, optimizer, hooks, self.device).mean_loss
+            return train_locally(model, batches, steps, optimizer, hooks, self.device, on_step=reporter).mean_loss
 
 
 def seed_torch(seed: int, device: torch.device) -> None:

@@ -23,3 +23,14 @@ def test_the_board_shows_this_rounds_hospitals_still_training_and_forgets_finish
     for i in range(5):
         board.hospital_steps(2, f"h{i}", i + 1, 10)
     assert _progress_text(board.snapshot()).endswith("h0 1/10 steps, h1 2/10 steps, h2 3/10 steps (+2 more)")
+
+
+def test_the_board_shows_preparation_jobs_done_and_the_steps_of_those_still_training():
+    board = ProgressBoard(rounds=3)
+    board.update(phase="preparing", clients_done=0, clients=7)
+    board.hospital_steps(0, "teacher/site_2", 450, 1500)  # round 0: the method's preparation
+    board.hospital_steps(0, "teacher/site_0", 1500, 1500)  # finished
+    board.update(clients_done=1)
+    assert _progress_text(board.snapshot()) == "preparing · jobs 1/7 · teacher/site_2 450/1500 steps"
+    board.update(phase="training", round=1, clients_done=0, clients=7)
+    assert board.snapshot().running == ()  # round 1 starts with none reported

@@ -12,7 +12,7 @@ import torch
 from fedray.config import config_from_data, with_absolute_paths
 from fedray.data.case_store import stored_cases
 from fedray.data.federation import prepare_hospitals
-from fedray.messages import TrainTask, encode_state
+from fedray.messages import PrepareTask, TrainTask, encode_state
 from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
 from fedray.data import patches
@@ -92,6 +92,27 @@ def test_a_watched_hospital_reports_its_steps_and_trains_bit_identically(tmp_pat
     again = worker.run(TrainTask(1, hospitals[0], data, payload))
     assert again.result.payload == untold.result.payload and told.result.payload != untold.result.payload
     assert len(sink.calls) == 6  # reported, and trained bit-identically to the unwatched task
+
+
+def test_a_watched_preparation_job_reports_its_steps_under_its_key_and_trains_the_same_teacher(tmp_path, monkeypatch):
+    study = tiny_study(tmp_path, model={"name": "multihead_unet", "output": "sigmoid", "channels": [4, 8, 16], "norm_groups": 2},
+                       method={"name": "fedkd", "params": {"teacher_steps": 3}})
+    config = with_absolute_paths(config_from_data(study))
+    hospitals, _ = prepare_hospitals(config)
+    worker = HospitalWorker(config, threads=1)
+    worker.strategy.setup(config.data.organs, hospitals, worker.model)
+    job = worker.strategy.preparation()[0]
+    task = PrepareTask(job, stored_cases(job.hospital, config.data))
+    unwatched = worker.run(task)
+    monkeypatch.setattr(worker_module, "STEP_REPORT_S", 0.0)
+    sink = Sink()
+    worker.report_steps_to(sink)
+    watched = worker.run(task)
+    assert sink.calls == [(0, "teacher/a", 1, 3), (0, "teacher/a", 2, 3), (0, "teacher/a", 3, 3)]  # round 0: preparation
+    assert watched.prepared == unwatched.prepared  # reporting changes nothing the job computes
+    worker.run(TrainTask(1, hospitals[0], stored_cases(hospitals[0], config.data), encode_state(
+        {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()})))
+    assert all(call[0] == 1 for call in sink.calls[3:])  # the job's name is not left behind for training
 
 
 def test_a_cpu_task_draws_one_batch_per_step_and_starts_no_prefetch_thread(tmp_path, monkeypatch):
