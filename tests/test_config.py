@@ -197,7 +197,9 @@ def test_comparison_sweeps_put_every_method_on_the_paper_trunk_and_optimiser(swe
         pooled = cell.config.federation.pooled  # centralised: the federation's 7 x 10 steps a round
         assert (train.local_steps, cell.config.data.patch_size) == (70 if pooled else 10, (24, 24, 24)), cell.run_name
         sensitivity = cell.run_name.endswith("_to_cap__s1")  # the rule's own check: one cell trained to the cap
-        assert cell.config.eval.stop_at_plateau != sensitivity and cell.config.rounds == 300, cell.run_name
+        # the phantom's marginal had not plateaued by 300 (the sweep's comment); the realistic cohort's cap is 450 for all
+        cap = 450 if "__marginal__" in cell.run_name or cell.run_name.startswith("realistic") else 300
+        assert cell.config.eval.stop_at_plateau != sensitivity and cell.config.rounds == cap, cell.run_name
         outputs.add(model.output)
     assert outputs == {"sigmoid", "softmax"}
 
