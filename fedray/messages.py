@@ -90,6 +90,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
         "dice/mean_best": float(summary.get("dice/mean_best", math.nan)),
         "dice/mean_final": float(summary.get("dice/mean_final", math.nan)),
         "dice/mean_last_window": float(summary.get("dice/mean_last_window", math.nan)),
+        "wall_s": float(summary.get("wall_s", math.nan)),  # the study's own time, every session summed
     }
 
 

@@ -268,9 +268,31 @@ def write_report(
         notes += ("\n## How the variants' configs differ\n\n(logged config keys that differ; seeds of one "
                   "variant share everything but the seed)\n\n" + _markdown_table(differences) + "\n")
     markdown.write_text(_markdown(experiment, summary, paired, paired_per_volume, paired_last_window, organs, reference, plots)
-                        + _levels_section(levels, list(summary.index)) + notes
+                        + _levels_section(levels, list(summary.index)) + _time_section(runs, list(summary.index)) + notes
                         + (_segmentations(overlays, out_dir) if overlays is not None else ""))
     return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None, levels_csv)
+
+
+def study_times(runs: pd.DataFrame, order: list[str]) -> tuple[str, float]:
+    """Markdown table of each variant's study wall time (minutes: median, min-max over seeds, sum) and
+    the hours of all the runs together; NaN hours where no run logged its time (`wall_s`)."""
+    if "wall_s" not in runs or runs["wall_s"].isna().all():
+        return "", math.nan
+    minutes = (runs["wall_s"] / 60).groupby(runs["variant"])
+    lines = ["| method | seeds | minutes a study (median) | min-max | minutes in all |", "|---|---|---|---|---|"]
+    for variant in [v for v in order if v in minutes.groups]:
+        m = minutes.get_group(variant).dropna()
+        lines.append(f"| {variant} | {len(m)} | {m.median():.1f} | {m.min():.1f}-{m.max():.1f} | {m.sum():.0f} |")
+    return "\n".join(lines), float(runs["wall_s"].sum() / 3600)
+
+
+def _time_section(runs: pd.DataFrame, order: list[str]) -> str:
+    table, hours = study_times(runs, order)
+    if not table:
+        return ""
+    return (f"\n## Time\n\nEach study's own wall time (summary.json `wall_s`: preparation, rounds and evaluation "
+            f"of every session it ran in, summed; not Ray's start or the pauses between sessions). These "
+            f"{len(runs)} studies took {hours:.1f} h in all.\n\n" + table + "\n")
 
 
 def _levels_section(levels: pd.DataFrame, order: list[str]) -> str:

@@ -148,3 +148,14 @@ def test_rounds_to_levels_per_run_and_their_median_over_the_seeds_that_reached_t
     table = levels_table(levels, ["a", "b"]).splitlines()
     assert table[2] == "| a | 30 (2/2) | 30 (1/2) |"  # the median over the seeds that reached it
     assert table[3] == "| b | not reached | not reached |"
+
+
+def test_study_times_per_variant_and_the_hours_of_all_runs():
+    from fedray.reporting.report import study_times
+
+    runs = pd.DataFrame({"variant": ["a", "a", "a", "b"], "wall_s": [600.0, 1200.0, 1800.0, 90.0]})
+    table, hours = study_times(runs, ["b", "a"])
+    assert table.splitlines()[2:] == ["| b | 1 | 1.5 | 1.5-1.5 | 2 |", "| a | 3 | 20.0 | 10.0-30.0 | 60 |"]
+    assert hours == pytest.approx((600 + 1200 + 1800 + 90) / 3600)
+    table, hours = study_times(runs.assign(wall_s=math.nan), ["a", "b"])  # runs from before wall_s was logged
+    assert table == "" and math.isnan(hours)

@@ -66,6 +66,7 @@ def test_study_runs_on_ray_and_is_tracked_in_mlflow(tmp_path, ray_local):
     logged = client.get_run(run.info.run_id).data.metrics
     assert logged["plateaued"] == 0.0 and "rounds_to_plateau" not in logged
     assert logged["dice/mean_final"] == pytest.approx(saved["dice/mean"])
+    assert logged["wall_s"] == pytest.approx(saved["wall_s"])  # the report's study times, from MLflow too
     assert load_config(run_dir / "config.resolved.yaml") == config
 
     # communication: every hospital downloads and uploads exactly one model per round
