@@ -96,7 +96,7 @@ class RoundScheduler:
 
         A job whose actor died is run again on the replacement, up to faults.max_retries times.
         """
-        self._tell_steps_to()  # a watched study shows each job's steps (FedKD's teachers train for long)
+        self._tell_steps_to()  # a watched study shows each job's steps (a method's pre-training may be long)
         tasks = [(self.home[job.hospital.hospital_id], PrepareTask(job, self._data(job.hospital))) for job in jobs]
         self._run_all(tasks, lambda index, report: on_done(jobs[index], report.prepared))
 
