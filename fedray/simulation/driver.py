@@ -261,11 +261,13 @@ class Driver:
         jobs = strategy.preparation()
         if jobs:
             self.board.update(phase="preparing", clients_done=0, clients=len(jobs))  # round 0: the jobs' steps show
+            finished = [0]
 
             def prepared(job, result: bytes) -> None:
                 strategy.prepared(job, result)
                 callbacks.on_prepared(run)
-                self.board.update(clients_done=self.board.snapshot().clients_done + 1)
+                finished[0] += 1
+                self.board.update(clients_done=finished[0])
 
             self.scheduler.prepare(jobs, prepared)
         if state.round == 0:
