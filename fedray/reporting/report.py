@@ -87,6 +87,8 @@ def tidy_runs(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
     )
     if "run_dir" in runs.columns:  # study folders name their own (fedray.reporting.run_folders)
         table["run_dir"] = runs["run_dir"].to_numpy()
+    platforms = runs["tags.compute_platforms"] if "tags.compute_platforms" in runs.columns else None
+    table["platforms"] = "" if platforms is None else platforms.fillna("").to_numpy()
     for column in runs.columns:
         if column.startswith("metrics."):
             table[column.removeprefix("metrics.")] = runs[column].to_numpy()
@@ -268,7 +270,8 @@ def write_report(
         notes += ("\n## How the variants' configs differ\n\n(logged config keys that differ; seeds of one "
                   "variant share everything but the seed)\n\n" + _markdown_table(differences) + "\n")
     markdown.write_text(_markdown(experiment, summary, paired, paired_per_volume, paired_last_window, organs, reference, plots)
-                        + _levels_section(levels, list(summary.index)) + _time_section(runs, list(summary.index)) + notes
+                        + _levels_section(levels, list(summary.index)) + _time_section(runs, list(summary.index))
+                        + _platforms_section(runs) + notes
                         + (_segmentations(overlays, out_dir) if overlays is not None else ""))
     return Report(markdown, summary_csv, paired_csv, plots, overlays.png if overlays is not None else None, levels_csv)
 
@@ -284,6 +287,29 @@ def study_times(runs: pd.DataFrame, order: list[str]) -> tuple[str, float]:
         m = minutes.get_group(variant).dropna()
         lines.append(f"| {variant} | {len(m)} | {m.median():.1f} | {m.min():.1f}-{m.max():.1f} | {m.sum():.0f} |")
     return "\n".join(lines), float(runs["wall_s"].sum() / 3600)
+
+
+def platforms_table(runs: pd.DataFrame) -> str:
+    """Markdown table of the compute platforms the runs trained on (`platforms`, provenance.platforms_label)
+    and which runs each holds, "" where no run recorded one."""
+    if "platforms" not in runs or not (runs["platforms"] != "").any():
+        return ""
+    lines = ["| compute platforms | studies | which |", "|---|---|---|"]
+    labels = runs["platforms"].replace("", "not recorded")
+    for label, group in runs.groupby(labels, sort=False):
+        which = ", ".join(f"{v} s{s}" for v, s in sorted(zip(group["variant"], group["seed"])))
+        lines.append(f"| {label} | {len(group)} | {which} |")
+    return "\n".join(lines)
+
+
+def _platforms_section(runs: pd.DataFrame) -> str:
+    table = platforms_table(runs)
+    if not table:
+        return ""
+    return ("\n## Compute platforms\n\nWhere each study's hospital actors trained, from the round each session began "
+            "at (summary.json `platforms`). Runs of one seed start from the same weights, data and patches, "
+            "but they are exactly paired only on one platform: other CPU kernels give other round-off, "
+            "and a long study's curve drifts apart from it.\n\n" + table + "\n")
 
 
 def _time_section(runs: pd.DataFrame, order: list[str]) -> str:

@@ -11,6 +11,7 @@ import yaml
 from fedray.config import config_digest, flatten
 from fedray.errors import FedrayError
 from fedray.messages import summary_metrics
+from fedray.tracking.provenance import platforms_label
 
 
 def study_folders(paths: list[Path]) -> list[Path]:
@@ -51,6 +52,7 @@ def folder_runs(folders: list[Path], names: list[str]) -> tuple[pd.DataFrame, pd
             "tags.seed": str(config["seed"]),
             "tags.study": config["name"],
             "tags.config_digest": config_digest(flat),
+            "tags.compute_platforms": platforms_label(summary.get("platforms")),
             "run_dir": str(folder),  # where the report's segmentation panel looks for the checkpoint
             **{f"params.{k}": str(v) for k, v in flat.items()},
             **{f"metrics.{k}": float(v) for k, v in rounds.iloc[-1].items() if k not in ("round", "clients")},

@@ -29,8 +29,8 @@ class HospitalActor:
     def pid(self) -> int:
         return self._worker.pid()
 
-    def node_id(self) -> str:
-        return self._worker.node_id()
+    def machine(self) -> dict:
+        return self._worker.machine()
 
     def ready(self) -> bool:
         return self._worker.ready()

@@ -10,7 +10,7 @@ import math
 import platform
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import monai
@@ -56,6 +56,15 @@ class StudyState:
     last_eval: Evaluation
     bytes_total: int = 0
     wall_s: float = 0.0
+    # the compute platforms of each session's hospital actors, from the round it began at
+    platforms: list[dict] = field(default_factory=list)
+
+    def note_platforms(self, placed: list[dict]) -> None:
+        """Record this session's actors' compute platforms, unless the session before ran on the same."""
+        platforms = sorted({tuple(sorted(p["platform"].items())) for p in placed})
+        platforms = [dict(p) for p in platforms]
+        if not self.platforms or self.platforms[-1]["platforms"] != platforms:
+            self.platforms.append({"from_round": self.round + 1, "platforms": platforms})
 
     def to_checkpoint(self, run_id: str | None, rows: list[dict], method_state: dict[str, bytes]) -> Checkpoint:
         meta = {
@@ -69,6 +78,7 @@ class StudyState:
             "last_hd95_missed": [int(m) for m in self.last_eval.hd95_missed],
             "bytes_total": self.bytes_total,
             "wall_s": self.wall_s,
+            "platforms": self.platforms,
         }
         return Checkpoint(self.round, self.global_state, meta, {f"method/{k}": v for k, v in method_state.items()})
 
@@ -93,6 +103,8 @@ class StudyState:
             ),
             bytes_total=meta["bytes_total"],
             wall_s=meta["wall_s"],
+            # checkpoints written before platforms were recorded: the rounds so far ran on one not known
+            platforms=meta.get("platforms", [{"from_round": 1, "platforms": None}] if checkpoint.round else []),
         )
         method = {k.removeprefix("method/"): v for k, v in checkpoint.blobs.items() if k.startswith("method/")}
         return state, method
@@ -258,6 +270,7 @@ class Driver:
         run.snapshot = snapshot
         callbacks.on_run_start(run)
         self.scheduler.await_actors()
+        state.note_platforms(self.scheduler.placed)
         jobs = strategy.preparation()
         if jobs:
             self.board.update(phase="preparing", clients_done=0, clients=len(jobs))  # round 0: the jobs' steps show
@@ -403,6 +416,7 @@ class Driver:
             "run_dir": str(self.config.run_dir),
             "tracking_uri": self.config.tracking.uri or _tracking_uri(self.config),
             "skipped_cases": self.skipped,
+            "platforms": state.platforms,  # a seed reproduces only on the same ones (provenance.compute_platform)
             "actors": [{**placed, "tasks": n} for placed, n in zip(self.scheduler.placed, self.scheduler.tasks)],
             "first_round_at": self.first_round_at,  # Unix time this session's first round started
             "rounds_wall_s": self.rounds_wall_s,

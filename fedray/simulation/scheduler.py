@@ -77,11 +77,11 @@ class RoundScheduler:
     def await_actors(self) -> None:
         """Wait until every hospital actor is up; note where each runs."""
         ray.get([actor.ready.remote() for actor in self.actors])
-        nodes = ray.get([actor.node_id.remote() for actor in self.actors])
+        machines = ray.get([actor.machine.remote() for actor in self.actors])
         self.placed = [
-            {"actor": g, "node_id": node, "cpus": plan.cpus, "gpus": plan.gpus,
-             "hospitals": [h.hospital_id for h in plan.hospitals]}
-            for g, (plan, node) in enumerate(zip(self.plans, nodes))
+            {"actor": g, "node_id": machine["node_id"], "cpus": plan.cpus, "gpus": plan.gpus,
+             "hospitals": [h.hospital_id for h in plan.hospitals], "platform": machine["platform"]}
+            for g, (plan, machine) in enumerate(zip(self.plans, machines))
         ]
 
     def _data(self, hospital: Hospital) -> tuple[StoredCase, ...]:

@@ -39,6 +39,7 @@ from fedray.models.factory import build_model
 from fedray.simulation.ledger import RoundLedger
 from fedray.strategies import build_strategy
 from fedray.strategies.base import state_to_torch
+from fedray.tracking.provenance import compute_platform
 from fedray.training.hooks import ClientContext, ClientHooks
 from fedray.training.evaluate import score_cases
 from fedray.training.local import make_optimizer, reset_optimizer, train_locally
@@ -122,9 +123,9 @@ class HospitalWorker:
         """Process id of this actor (fault-injection tests kill it)."""
         return os.getpid()
 
-    def node_id(self) -> str:
-        """The Ray node this actor runs on (placement tests check the spread)."""
-        return ray.get_runtime_context().get_node_id()
+    def machine(self) -> dict:
+        """Where this actor runs: its Ray node (placement tests check the spread) and its compute platform."""
+        return {"node_id": ray.get_runtime_context().get_node_id(), "platform": compute_platform(self.device)}
 
     def ready(self) -> bool:
         """True once the actor is constructed (its process started, libraries imported, warmed up)."""

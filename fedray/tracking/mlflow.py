@@ -21,6 +21,7 @@ from fedray.configtypes import to_data
 from fedray.messages import Metric as StudyMetric
 from fedray.messages import summary_metrics
 from fedray.tracking.callbacks import Callback, RunContext
+from fedray.tracking.provenance import platforms_label
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ _BATCH_LIMIT = 100  # params/tags per log_batch call
 # (a reused pid has another start time), and the time of its last completed round.
 OWNER_HOST, OWNER_PID, OWNER_STARTED = "fedray.owner_host", "fedray.owner_pid", "fedray.owner_started"
 HEARTBEAT = "fedray.heartbeat"  # Unix time of the owner's last sign of life (run start, each round)
+PLATFORMS_TAG = "compute_platforms"  # provenance.platforms_label: a seed reproduces only on the same
 RECREATED_FROM = "fedray.recreated_from"  # the run id a resumed study had in the store it was carried from
 KILLED_REASON = "fedray.killed_reason"  # why fedray marked a run KILLED that its owner left RUNNING
 
@@ -301,6 +303,8 @@ class MlflowCallback(Callback):
         already = run.resumed is not None and self.tracker.client.get_metric_history(self.tracker.run_id, "params_total")
         if summary is not None and (self.extended or not already):  # a finished study resumed again logs them once only
             self.tracker.log_metrics(summary_metrics(summary), step=0)
+            if summary.get("platforms"):
+                self.tracker.set_tags({PLATFORMS_TAG: platforms_label(summary["platforms"])})
             for name in ("config.resolved.yaml", "rounds.csv", "hospitals.csv", "cases.csv", "summary.json"):
                 if (run.config.run_dir / name).is_file():
                     self.tracker.log_artifact(run.config.run_dir / name)

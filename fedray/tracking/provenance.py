@@ -1,15 +1,20 @@
-"""The reproducibility record: which code (git commit) and which data (checksums) a run used."""
+"""The reproducibility record: which code (git commit), which data (checksums) and which compute platform a run used."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedray.data.msd import manifest_sha256
 from fedray.tracking.checksums import ChecksumCache, file_digest
+
+if TYPE_CHECKING:
+    import torch
 
 
 def data_manifest(
@@ -46,3 +51,36 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def compute_platform(device: torch.device) -> dict[str, str]:
+    """What a run's floating-point results depend on besides its seed: the processor, the CPU kernels
+    torch dispatches to on it (AVX2, AVX512, ...), torch's version and the GPU. The same seed on
+    another platform gives other round-off, and a long study's curve drifts apart from it."""
+    import torch  # here, not at the top: the launcher reads provenance without torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:  # Linux: the processor's name, which platform.processor() lacks
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+    }
+
+
+def platforms_label(sessions: list[dict] | None) -> str:
+    """One line for a run's compute platforms (summary.json `platforms`), each from the round it began at;
+    "" where none were recorded at all (a run from before they were)."""
+    parts = []
+    for session in sessions or []:
+        platforms = session["platforms"]
+        named = "not recorded" if platforms is None else " + ".join(
+            f"{p['cpu']} ({', '.join(x for x in (p['cpu_kernels'], 'torch ' + p['torch'], p['gpu']) if x)})"
+            for p in platforms)
+        parts.append(f"from round {session['from_round']}: {named}")
+    return "; ".join(parts)

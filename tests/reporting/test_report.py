@@ -159,3 +159,13 @@ def test_study_times_per_variant_and_the_hours_of_all_runs():
     assert hours == pytest.approx((600 + 1200 + 1800 + 90) / 3600)
     table, hours = study_times(runs.assign(wall_s=math.nan), ["a", "b"])  # runs from before wall_s was logged
     assert table == "" and math.isnan(hours)
+
+
+def test_platforms_table_lists_which_runs_trained_on_each_platform():
+    from fedray.reporting.report import platforms_table
+
+    runs = pd.DataFrame({"variant": ["a", "a", "b", "b"], "seed": [1, 0, 0, 1],
+                         "platforms": ["from round 1: X", "from round 1: X", "", "from round 1: Y"]})
+    assert platforms_table(runs).splitlines()[2:] == [
+        "| from round 1: X | 2 | a s0, a s1 |", "| not recorded | 1 | b s0 |", "| from round 1: Y | 1 | b s1 |"]
+    assert platforms_table(runs.assign(platforms="")) == ""  # runs from before platforms were recorded

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from fedray.cli import _progress_text
-from fedray.simulation.driver import ProgressBoard
+from fedray.simulation.driver import ProgressBoard, StudyState
+from fedray.training.evaluate import Evaluation
 
 
 def test_the_board_shows_this_rounds_hospitals_still_training_and_forgets_finished_ones():
@@ -34,3 +37,32 @@ def test_the_board_shows_preparation_jobs_done_and_the_steps_of_those_still_trai
     assert _progress_text(board.snapshot()) == "preparing · jobs 1/7 · teacher/site_2 450/1500 steps"
     board.update(phase="training", round=1, clients_done=0, clients=7)
     assert board.snapshot().running == ()  # round 1 starts with none reported
+
+
+def _state(round_index: int = 0) -> StudyState:
+    evaluation = Evaluation(np.zeros((2, 3), dtype=np.int64), 0.1, np.full(2, np.nan))
+    return StudyState(round=round_index, global_state={"w": np.zeros(2, np.float32)}, untrained_dice=0.0,
+                      last_eval=evaluation)
+
+
+def test_each_session_records_its_actors_platforms_once_and_a_checkpoint_keeps_them():
+    xeon = {"cpu": "Xeon", "cpu_kernels": "AVX512", "torch": "2.13.0+cpu", "gpu": ""}
+    epyc = {**xeon, "cpu": "EPYC", "cpu_kernels": "AVX2"}
+    state = _state()
+    state.note_platforms([{"platform": xeon}, {"platform": xeon}])  # two actors on one platform: listed once
+    assert state.platforms == [{"from_round": 1, "platforms": [xeon]}]
+    state.round = 44
+    restored, _ = StudyState.from_checkpoint(state.to_checkpoint("run", [], {}))
+    restored.note_platforms([{"platform": xeon}])  # resumed on the same platform: nothing new
+    assert restored.platforms == [{"from_round": 1, "platforms": [xeon]}]
+    restored.note_platforms([{"platform": xeon}, {"platform": epyc}])  # a mixed cluster from round 45
+    assert restored.platforms[1] == {"from_round": 45, "platforms": [epyc, xeon]}
+
+
+def test_a_checkpoint_from_before_platforms_were_recorded_says_its_rounds_ran_on_an_unknown_one():
+    checkpoint = _state(10).to_checkpoint("run", [], {})
+    del checkpoint.meta["platforms"]
+    restored, _ = StudyState.from_checkpoint(checkpoint)
+    assert restored.platforms == [{"from_round": 1, "platforms": None}]
+    restored.note_platforms([{"platform": {"cpu": "Xeon", "cpu_kernels": "AVX512", "torch": "2", "gpu": ""}}])
+    assert [s["from_round"] for s in restored.platforms] == [1, 11]

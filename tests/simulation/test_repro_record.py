@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from fedray.cli import main
+from fedray.tracking.mlflow import PLATFORMS_TAG
+from fedray.tracking.provenance import compute_platform, platforms_label
 from tests.conftest import tiny_study
 
 pytestmark = pytest.mark.ray
@@ -28,6 +31,10 @@ def test_run_records_provenance_and_repro_matches(tmp_path, ray_local):
     tags = run.data.tags
     assert tags["data_manifest_sha256"] == manifest["study"]
     assert {"fedray_version", "torch_version", "monai_version", "ray_version", "git_commit", "seed"} <= set(tags)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    [session] = summary["platforms"]  # the hospital actors' CPU, kernels and torch, from round 1
+    assert session["from_round"] == 1 and session["platforms"] == [compute_platform(torch.device("cpu"))]
+    assert tags[PLATFORMS_TAG] == platforms_label(summary["platforms"])
 
     assert main(["run", "--repro", str(run_dir)]) == 0  # every metric matches, bit for bit on CPU
     assert (tmp_path / "results" / "tiny__repro" / "rounds.csv").is_file()

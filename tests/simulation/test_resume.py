@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -18,6 +19,7 @@ from fedray.messages import TIMING_METRICS, Metric
 from fedray.simulation.launch import run_study
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 from fedray.tracking.mlflow import KILLED_REASON
+from fedray.tracking.provenance import compute_platform
 from tests.conftest import kill_when, start_cli, tiny_study
 
 pytestmark = pytest.mark.ray
@@ -73,6 +75,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "killed"
     assert "is gone" in run.data.tags[KILLED_REASON]  # the hard kill left it RUNNING; the resume said so
+    [session] = summary["platforms"]  # resumed on the same platform: one record from round 1
+    assert session["from_round"] == 1 and session["platforms"] == [compute_platform(torch.device("cpu"))]
     for name in (Metric.TRAIN_LOSS.value, Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(1, ROUNDS + 1))
 
