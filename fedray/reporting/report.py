@@ -184,11 +184,16 @@ def paired_tests(runs: pd.DataFrame, reference: str, metric: str = "dice/mean") 
     `dice_per_volume/mean`), paired by seed: mean, std, Wilcoxon and t p-values.
 
     With n paired seeds the smallest two-sided Wilcoxon p-value is 2 / 2**n (0.25 for 3 seeds), so
-    the t-test is reported beside it; neither is strong evidence with a handful of seeds.
+    the t-test is reported beside it; neither is strong evidence with a handful of seeds. "same
+    platform": the pairs whose two runs trained on one compute platform throughout (equal
+    `platforms`, recorded), the only ones paired bit for bit; "platform not recorded": pairs with a run
+    that did not record it.
     """
     if metric not in runs:
         return pd.DataFrame()
     pivot = runs.pivot_table(index="seed", columns="variant", values=metric)
+    labels = (runs.set_index(["seed", "variant"])["platforms"] if "platforms" in runs
+              else pd.Series(dtype=str)).to_dict()
     rows = []
     for variant in pivot.columns:
         if variant == reference or reference not in pivot.columns:
@@ -198,6 +203,8 @@ def paired_tests(runs: pd.DataFrame, reference: str, metric: str = "dice/mean") 
         n = len(diff)
         wilcoxon_p = stats.wilcoxon(diff).pvalue if n >= 2 and (diff != 0).any() else math.nan
         t_p = stats.ttest_rel(pairs[reference], pairs[variant]).pvalue if n >= 2 else math.nan
+        platforms = [(labels.get((seed, reference), ""), labels.get((seed, variant), "")) for seed in pairs.index]
+        unknown = sum(1 for a, b in platforms if not a or not b or "not recorded" in a + b)
         rows.append(
             {
                 "comparison": f"{reference} - {variant}",
@@ -207,6 +214,8 @@ def paired_tests(runs: pd.DataFrame, reference: str, metric: str = "dice/mean") 
                 "reference wins": int((diff > 0).sum()),
                 "wilcoxon p": wilcoxon_p,
                 "paired t p": t_p,
+                "same platform": sum(1 for a, b in platforms if a and a == b and "not recorded" not in a),
+                "platform not recorded": unknown,
             }
         )
     return pd.DataFrame(rows)
@@ -371,12 +380,15 @@ def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
 
 
 def _paired_table(paired: pd.DataFrame) -> str:
-    lines = ["| comparison | seeds | mean diff (points) | std | reference wins | Wilcoxon p | paired t p |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| comparison | seeds | mean diff (points) | std | reference wins | Wilcoxon p | paired t p "
+             "| same platform |", "|---|---|---|---|---|---|---|---|"]
     for _, r in paired.iterrows():
+        same = f"{r['same platform']}/{r['paired seeds']}" + (
+            f" ({r['platform not recorded']} not recorded)" if r["platform not recorded"] else "")
         lines.append(
             f"| {r['comparison']} | {r['paired seeds']} | {r['mean diff (Dice points)']:+.1f} | "
-            f"{r['std diff']:.1f} | {r['reference wins']}/{r['paired seeds']} | {r['wilcoxon p']:.3f} | {r['paired t p']:.3f} |"
+            f"{r['std diff']:.1f} | {r['reference wins']}/{r['paired seeds']} | {r['wilcoxon p']:.3f} "
+            f"| {r['paired t p']:.3f} | {same} |"
         )
     return "\n".join(lines)
 
@@ -411,6 +423,8 @@ rounds trained: the rounds run (fewer than the cap where `eval.stop_at_plateau` 
 
 Seeds pair runs that share initial weights, data and patches. With 3 seeds the smallest possible
 two-sided Wilcoxon p-value is 0.25, so read the spread of the differences, not the p-value alone.
+Same platform: the pairs whose two runs trained on one compute platform throughout, the only ones
+paired bit for bit (see "Compute platforms").
 
 {_paired_table(paired)}{per_volume}
 

@@ -40,6 +40,16 @@ def test_paired_differences_by_seed():
     assert row["mean diff (Dice points)"] == pytest.approx(100 * (0.10 + 0.02 + 0.10) / 3)
     assert row["reference wins"] == 3
     assert row["wilcoxon p"] == pytest.approx(0.25)  # the smallest two-sided p with 3 pairs
+    assert row["same platform"] == 0 and row["platform not recorded"] == 3  # runs without platforms
+
+
+def test_paired_tests_count_the_pairs_trained_on_one_platform_throughout():
+    x, y, mixed = "from round 1: X", "from round 1: Y", "from round 1: not recorded; from round 9: X"
+    runs = pd.DataFrame({"seed": [0, 1, 2, 3] * 2, "variant": ["a"] * 4 + ["b"] * 4,
+                         "dice/mean": [0.5, 0.6, 0.55, 0.5, 0.4, 0.58, 0.45, 0.4],
+                         "platforms": [x, x, x, mixed, x, y, "", mixed]})
+    [row] = paired_tests(runs, "a").to_dict("records")
+    assert (row["same platform"], row["platform not recorded"]) == (1, 2)  # seed 0; seeds 2 and 3 unknown
 
 
 def test_runs_group_by_config_not_by_name_and_the_differing_keys_are_shown():
