@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--parallel", type=int, default=None, metavar="N",
                        help="run up to N cells at once, each on 1/N of the Ray cluster (default: the file's "
                             "parallel, else 1)")
+    sweep.add_argument("--status", action="store_true",
+                       help="show where each study stands (from its folder; runs nothing) and the hours left")
     sweep.set_defaults(handler=_sweep)
 
     report = commands.add_parser("report", help="compare the studies of an MLflow experiment across seeds")
@@ -488,6 +490,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from fedray.tracking.mlflow import close_run, default_tracking_uri, open_parent_run
 
     sweep = load_sweep(args.sweep)
+    if args.status:
+        return _sweep_status(sweep, plan_cells(sweep))
     parallel = sweep.parallel if args.parallel is None else args.parallel
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, not {parallel}.")
@@ -534,6 +538,32 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{len(status) - len(failed)} of {len(status)} studies finished; report: fedray report --experiment {sweep.name}"
     )
     return 1 if failed else 0
+
+
+def _sweep_status(sweep, cells) -> int:
+    from fedray.experiments.sweep import FINISHED, IN_PROGRESS, NOT_STARTED, hours_left, sweep_status
+
+    rows = sweep_status(cells)
+    table = Table(title=f"sweep {sweep.name}")
+    for column in ("study", "state", "rounds", "plateau", "last-window Dice %", "minutes"):
+        table.add_column(column, justify="left" if column in ("study", "state") else "right")
+    for row in rows:
+        colour = {FINISHED: "green", IN_PROGRESS: "yellow", NOT_STARTED: "dim"}.get(row["state"], "red")
+        state = row["state"] + (f" ({row['why']})" if row["why"] else "")
+        rounds = "" if row["rounds"] is None else f"{row['rounds']}/{row['cap']}"
+        table.add_row(row["study"], f"[{colour}]{state}[/]", rounds,
+                      "" if row["plateau_round"] is None else str(row["plateau_round"]),
+                      "" if math.isnan(row["dice_last_window"]) else f"{100 * row['dice_last_window']:.1f}",
+                      "" if math.isnan(row["wall_s"]) else f"{row['wall_s'] / 60:.0f}")
+    Console().print(table)
+    finished = sum(r["state"] == FINISHED for r in rows)
+    spent = sum(r["wall_s"] for r in rows if not math.isnan(r["wall_s"])) / 3600
+    left = hours_left(rows)
+    estimate = ("" if math.isnan(left) else
+                f"; about {left:.1f} h left at the finished studies' median time per variant")
+    console.print(f"{finished} of {len(rows)} studies finished, {spent:.1f} h of study time so far{estimate}.",
+                  highlight=False)
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import math
 import logging
+import math
+import statistics
 import threading
 import traceback
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from fedray.config import (
 )
 from fedray.configtypes import build, require, to_data
 from fedray.errors import FedrayError
-from fedray.tracking.checkpoint import checkpoint_path
+from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
 from fedray.tracking.plateau import plateau_rule, rounds_to_plateau
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Cell:
 
     run_name: str
     config: StudyConfig
+    variant: str = ""  # its variant's label
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
@@ -103,7 +105,7 @@ def plan_cells(sweep: SweepConfig, base_dir: Path = Path(".")) -> list[Cell]:
             [*sweep.overrides, *variant.overrides, *settings, f"seed={seed}", f"tracking.run_name={run_name}",
              f"tracking.experiment={sweep.name}"],
         )
-        cells.append(Cell(run_name, with_absolute_paths(config)))
+        cells.append(Cell(run_name, with_absolute_paths(config), variant.label))
     return cells
 
 
@@ -199,6 +201,70 @@ def finished_under_another_rule(config: StudyConfig) -> bool:
     return rounds_to_plateau(rounds, dice, ev.plateau_window, ev.plateau_tolerance, ev.plateau_min_rounds) is None
 
 
+# What a sweep would do with a cell now (`cell_state`).
+NOT_STARTED, IN_PROGRESS, FINISHED = "not started", "in progress", "finished"
+TO_EXTEND, TO_TRAIN_ON = "to train on to the raised cap", "to train on under the current rule"
+CONFIG_CHANGED = "config changed"
+
+
+def cell_state(cell: Cell) -> tuple[str, str]:
+    """What a sweep does with the cell now, and why: one of the states above, with the config
+    changes that block it (CONFIG_CHANGED) or raised its cap (TO_EXTEND), else ""."""
+    changes = changes_since_started(cell.config)  # the folder's stored config read once
+    if changes and extends_started_cell(cell.config, changes):
+        return TO_EXTEND, described(changes)  # resumed from its checkpoint on to the new cap
+    if changes:
+        return CONFIG_CHANGED, described(changes)
+    if finished_under_another_rule(cell.config):
+        return TO_TRAIN_ON, ""
+    if (cell.config.run_dir / "summary.json").is_file():
+        return FINISHED, ""
+    return (IN_PROGRESS if checkpoint_path(cell.config.run_dir).is_file() else NOT_STARTED), ""
+
+
+def sweep_status(cells: list[Cell]) -> list[dict]:
+    """Each cell's state (`cell_state`) and where it stands, from its folder alone (no Ray, no MLflow):
+    rounds trained and the cap, the plateau round and last-window mean Dice of a finished cell, and
+    its wall time so far (summary.json's, or the checkpoint's for one in progress)."""
+    rows = []
+    for cell in cells:
+        state, why = cell_state(cell)
+        row = {"study": cell.run_name, "variant": cell.variant,
+               "state": state, "why": why, "rounds": None, "cap": cell.config.rounds,
+               "plateau_round": None, "dice_last_window": math.nan, "wall_s": math.nan}
+        summary_path = cell.config.run_dir / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            row |= {"rounds": summary.get("rounds_trained"), "plateau_round": summary.get("rounds_to_plateau"),
+                    "dice_last_window": summary.get("dice/mean_last_window", math.nan),
+                    "wall_s": summary.get("wall_s", math.nan)}
+        elif state == IN_PROGRESS:
+            checkpoint = load_checkpoint(checkpoint_path(cell.config.run_dir))
+            row |= {"rounds": checkpoint.round, "wall_s": checkpoint.meta.get("wall_s", math.nan)}
+        rows.append(row)
+    return rows
+
+
+def hours_left(rows: list[dict]) -> float:
+    """A rough estimate of the wall hours the unfinished cells still need: each takes the median wall
+    time of the finished cells of its variant (of all finished cells where its variant has none),
+    less what it has run already; NaN before any cell has finished. Finished cells that will train on
+    (to a raised cap, under a new rule) are not counted: how far they go is not known."""
+    finished = [r for r in rows if r["state"] == FINISHED and not math.isnan(r["wall_s"])]
+    if not finished:
+        return math.nan
+    overall = statistics.median(r["wall_s"] for r in finished)
+    left = 0.0
+    for row in rows:
+        if row["state"] not in (NOT_STARTED, IN_PROGRESS):
+            continue
+        own = [r["wall_s"] for r in finished if r["variant"] == row["variant"]]
+        expected = statistics.median(own) if own else overall
+        done = 0.0 if math.isnan(row["wall_s"]) else row["wall_s"]
+        left += max(0.0, expected - done)
+    return left / 3600
+
+
 def run_sweep(
     sweep: SweepConfig,
     cells: list[Cell],
@@ -234,24 +300,19 @@ def run_sweep(
     status: dict[str, str] = {}
     todo = []
     for index, cell in enumerate(cells):
-        changes = changes_since_started(cell.config)  # the folder's stored config read once
-        if changes and extends_started_cell(cell.config, changes):
-            todo.append((index, cell))  # resumed from its checkpoint on to the new cap
-        elif changes:
+        state, why = cell_state(cell)
+        if state == CONFIG_CHANGED:
             status[cell.run_name] = (
-                f"failed: its folder {cell.config.run_dir} was started under another config ({described(changes)}); "
+                f"failed: its folder {cell.config.run_dir} was started under another config ({why}); "
                 f"move the folder away (or rename the sweep) to run the cell anew"
             )
-            if on_cell is not None:
-                on_cell(index, cell, status[cell.run_name])
-        elif finished_under_another_rule(cell.config):
-            todo.append((index, cell))  # resumed: trained on under the current plateau rule
-        elif (cell.config.run_dir / "summary.json").is_file():
+        elif state == FINISHED:
             status[cell.run_name] = "skipped (finished before)"
-            if on_cell is not None:
-                on_cell(index, cell, status[cell.run_name])
         else:
-            todo.append((index, cell))
+            todo.append((index, cell))  # started afresh, or resumed from its checkpoint
+            continue
+        if on_cell is not None:
+            on_cell(index, cell, status[cell.run_name])
 
     # Running cells are counted by their own threads, under the lock that sets `stop`: Ctrl-C can land
     # inside pool.submit after a cell's thread started but before its future (or the thread) is

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -292,3 +293,39 @@ def test_a_cell_started_under_another_plateau_rule_is_not_stale_and_resumes_wher
     # cannot have been met: resumed; stopped at 6 under this rule: skipped
     assert old_rule.run_name in ran and before_min.run_name in ran
     assert status[after_min.run_name] == "skipped (finished before)"
+
+
+def test_sweep_status_reads_each_cell_from_its_folder_and_estimates_the_hours_left(tmp_path, capsys):
+    from fedray.config import save_config
+    from fedray.experiments.sweep import hours_left, load_sweep, plan_cells, sweep_status
+    from fedray.tracking.checkpoint import Checkpoint, save_checkpoint
+    from fedray.tracking.plateau import plateau_rule
+
+    sweep_path, _ = write_sweep(tmp_path, "status")
+    cells = plan_cells(load_sweep(sweep_path))  # weighted s0, unweighted s0, weighted s1, unweighted s1
+    weighted_s0, unweighted_s0, weighted_s1, unweighted_s1 = cells
+    for cell, wall_s in ((weighted_s0, 600.0), (unweighted_s0, 1800.0)):  # finished at the 2-round cap
+        run_dir = cell.config.run_dir
+        save_config(cell.config, run_dir / "config.resolved.yaml")
+        (run_dir / "summary.json").write_text(json.dumps({
+            "plateau_rule": plateau_rule(cell.config.eval.plateau_window, cell.config.eval.plateau_tolerance,
+                                         cell.config.eval.plateau_min_rounds),
+            "rounds_trained": 2, "rounds_to_plateau": None, "dice/mean_last_window": 0.25, "wall_s": wall_s}))
+        pd.DataFrame({"round": [1, 2], "dice/mean": [0.2, 0.3]}).to_csv(run_dir / "rounds.csv", index=False)
+    in_progress = weighted_s1.config.run_dir
+    save_config(weighted_s1.config, in_progress / "config.resolved.yaml")
+    save_checkpoint(Checkpoint(1, {"w": np.zeros(2, np.float32)}, {"wall_s": 240.0}), checkpoint_path(in_progress))
+
+    rows = sweep_status(cells)
+    assert [r["state"] for r in rows] == ["finished", "finished", "in progress", "not started"]
+    assert (rows[0]["rounds"], rows[0]["cap"], rows[0]["dice_last_window"], rows[0]["wall_s"]) == (2, 2, 0.25, 600.0)
+    assert (rows[2]["rounds"], rows[2]["wall_s"]) == (1, 240.0)
+    # weighted s1: its variant's median 600 s less the 240 run; unweighted s1: 1800 s
+    assert hours_left(rows) == pytest.approx((600 - 240 + 1800) / 3600)
+    assert math.isnan(hours_left(rows[2:]))  # nothing finished: no estimate
+
+    assert main(["sweep", str(sweep_path), "--status"]) == 0  # reads the folders; starts no Ray
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())  # the summary line on stderr, the table on stdout
+    assert "2 of 4 studies finished, 0.7 h of study time so far; about 0.6 h left" in out
+    assert "sweep status" in out  # the table's title (its cells wrap with the terminal's width)
