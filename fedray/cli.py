@@ -541,14 +541,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep_status(sweep, cells) -> int:
-    from fedray.experiments.sweep import FINISHED, IN_PROGRESS, NOT_STARTED, hours_left, sweep_status
+    from fedray.experiments.sweep import FINISHED, IN_PROGRESS, NOT_STARTED, RUNNING, hours_left, sweep_status
 
     rows = sweep_status(cells)
     table = Table(title=f"sweep {sweep.name}")
     for column in ("study", "state", "rounds", "plateau", "last-window Dice %", "minutes"):
         table.add_column(column, justify="left" if column in ("study", "state") else "right")
     for row in rows:
-        colour = {FINISHED: "green", IN_PROGRESS: "yellow", NOT_STARTED: "dim"}.get(row["state"], "red")
+        colour = {FINISHED: "green", IN_PROGRESS: "yellow", RUNNING: "cyan", NOT_STARTED: "dim"}.get(row["state"], "red")
         state = row["state"] + (f" ({row['why']})" if row["why"] else "")
         rounds = "" if row["rounds"] is None else f"{row['rounds']}/{row['cap']}"
         table.add_row(row["study"], f"[{colour}]{state}[/]", rounds,

@@ -131,3 +131,19 @@ def test_a_new_run_never_overwrites_an_old_one(tmp_path):
     save_config(config, config.run_dir / "config.resolved.yaml")
     renamed = _unused_run_name(config)
     assert renamed.run_name == f"{config.run_name}-3" and renamed.run_dir.name == renamed.run_name
+
+
+def test_a_study_whose_folder_another_process_holds_is_refused_before_ray_starts(tmp_path):
+    from tests.tracking.test_folder_lock import hold_in_another_process
+
+    study = write_study(tmp_path)
+    holder = hold_in_another_process(tmp_path / "results" / "tiny")  # e.g. the same study started twice
+    try:
+        result = fedray("run", study)
+    finally:
+        holder.kill()
+        holder.wait()
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"is in use by another fedray process (pid {holder.pid} on " in message
+    assert "Ray instance" not in result.stderr and "Traceback" not in result.stderr + result.stdout

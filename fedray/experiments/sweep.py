@@ -28,6 +28,7 @@ from fedray.config import (
 from fedray.configtypes import build, require, to_data
 from fedray.errors import FedrayError
 from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
+from fedray.tracking.folder_lock import StudyFolderInUse, folder_holder
 from fedray.tracking.plateau import plateau_rule, rounds_to_plateau
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ def finished_under_another_rule(config: StudyConfig) -> bool:
 
 # What a sweep would do with a cell now (`cell_state`).
 NOT_STARTED, IN_PROGRESS, FINISHED = "not started", "in progress", "finished"
+RUNNING = "running"  # a live process holds its folder (`sweep_status` only)
 TO_EXTEND, TO_TRAIN_ON = "to train on to the raised cap", "to train on under the current rule"
 CONFIG_CHANGED = "config changed"
 
@@ -223,23 +225,27 @@ def cell_state(cell: Cell) -> tuple[str, str]:
 
 
 def sweep_status(cells: list[Cell]) -> list[dict]:
-    """Each cell's state (`cell_state`) and where it stands, from its folder alone (no Ray, no MLflow):
+    """Each cell's state (`cell_state`, or RUNNING where a live process holds its folder) and where it
+    stands, from its folder alone (no Ray, no MLflow):
     rounds trained and the cap, the plateau round and last-window mean Dice of a finished cell, and
     its wall time so far (summary.json's, or the checkpoint's for one in progress)."""
     rows = []
     for cell in cells:
         state, why = cell_state(cell)
+        holder = folder_holder(cell.config.run_dir)
+        if holder is not None and state != CONFIG_CHANGED:
+            state, why = RUNNING, holder
         row = {"study": cell.run_name, "variant": cell.variant,
                "state": state, "why": why, "rounds": None, "cap": cell.config.rounds,
                "plateau_round": None, "dice_last_window": math.nan, "wall_s": math.nan}
-        summary_path = cell.config.run_dir / "summary.json"
-        if summary_path.is_file():
+        summary_path, checkpoint_file = cell.config.run_dir / "summary.json", checkpoint_path(cell.config.run_dir)
+        if summary_path.is_file() and state != RUNNING:
             summary = json.loads(summary_path.read_text())
             row |= {"rounds": summary.get("rounds_trained"), "plateau_round": summary.get("rounds_to_plateau"),
                     "dice_last_window": summary.get("dice/mean_last_window", math.nan),
                     "wall_s": summary.get("wall_s", math.nan)}
-        elif state == IN_PROGRESS:
-            checkpoint = load_checkpoint(checkpoint_path(cell.config.run_dir))
+        elif checkpoint_file.is_file():  # in progress or running: as far as its last checkpoint
+            checkpoint = load_checkpoint(checkpoint_file)
             row |= {"rounds": checkpoint.round, "wall_s": checkpoint.meta.get("wall_s", math.nan)}
         rows.append(row)
     return rows
@@ -256,7 +262,7 @@ def hours_left(rows: list[dict]) -> float:
     overall = statistics.median(r["wall_s"] for r in finished)
     left = 0.0
     for row in rows:
-        if row["state"] not in (NOT_STARTED, IN_PROGRESS):
+        if row["state"] not in (NOT_STARTED, IN_PROGRESS, RUNNING):
             continue
         own = [r["wall_s"] for r in finished if r["variant"] == row["variant"]]
         expected = statistics.median(own) if own else overall
@@ -343,6 +349,8 @@ def run_sweep(
             if not stop.is_set():
                 raise  # Ctrl-C reached this thread itself: the caller stops the sweep
             result = "stopped"
+        except StudyFolderInUse:
+            result = f"skipped (in use by another process: {folder_holder(config.run_dir) or 'it has ended since'})"
         except FedrayError as error:
             result = f"failed: {error}"
         except Exception as error:  # noqa: BLE001 - one broken cell must not stop the sweep

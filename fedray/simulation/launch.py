@@ -26,6 +26,7 @@ from fedray.simulation.placement import (
     start_hospital_actors,
 )
 from fedray.tracking.callbacks import Callback
+from fedray.tracking.folder_lock import study_folder_lock
 
 
 class DriverActor:
@@ -83,49 +84,51 @@ def run_study(
     before the hospital actors take the CPUs. Most callers want `run_experiment`.
     """
     check_resource_overrides(config, hospitals)
-    started = init_ray(config.resources)
-    try:
-        preprocess_cases(hospitals, config.data, on_preprocess)
-        here = ray.get_runtime_context().get_node_id()
-        driver = (
-            ray.remote(DriverActor)
-            .options(
-                num_cpus=0,  # the driver waits and aggregates; CPUs stay with the hospital actors
-                max_concurrency=2,  # so progress(), stop() and hospital_steps() answer while run() is busy
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-            )
-            .remote(config, hospitals, test_dir, resume, skipped, callbacks)
-        )
-        # Hospital actors start here, while the driver actor's process starts: both import torch and
-        # MONAI, so starting them one after the other would add seconds before the first round.
-        hospital_actors = start_hospital_actors(config, hospitals)
-        result = driver.run.remote(hospital_actors)
+    # before Ray starts: a second process for this folder stops here, having written nothing
+    with study_folder_lock(config.run_dir):
+        started = init_ray(config.resources)
         try:
-            while True:
-                ready, _ = ray.wait([result], timeout=poll_s)
-                if on_progress is not None:
-                    on_progress(ray.get(driver.progress.remote()))
-                if ready:
-                    return ray.get(result)
-                if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt  # only the main thread gets Ctrl-C; stop the same way
-        except KeyboardInterrupt:
-            driver.stop.remote()
-            ray.wait([result])  # the driver finishes the round, checkpoints, marks the run KILLED
+            preprocess_cases(hospitals, config.data, on_preprocess)
+            here = ray.get_runtime_context().get_node_id()
+            driver = (
+                ray.remote(DriverActor)
+                .options(
+                    num_cpus=0,  # the driver waits and aggregates; CPUs stay with the hospital actors
+                    max_concurrency=2,  # so progress(), stop() and hospital_steps() answer while run() is busy
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+                )
+                .remote(config, hospitals, test_dir, resume, skipped, callbacks)
+            )
+            # Hospital actors start here, while the driver actor's process starts: both import torch and
+            # MONAI, so starting them one after the other would add seconds before the first round.
+            hospital_actors = start_hospital_actors(config, hospitals)
+            result = driver.run.remote(hospital_actors)
+            try:
+                while True:
+                    ready, _ = ray.wait([result], timeout=poll_s)
+                    if on_progress is not None:
+                        on_progress(ray.get(driver.progress.remote()))
+                    if ready:
+                        return ray.get(result)
+                    if stop is not None and stop.is_set():
+                        raise KeyboardInterrupt  # only the main thread gets Ctrl-C; stop the same way
+            except KeyboardInterrupt:
+                driver.stop.remote()
+                ray.wait([result])  # the driver finishes the round, checkpoints, marks the run KILLED
+                raise
+            finally:
+                ray.kill(driver)  # and with it the replacement actors it started
+                for actor in hospital_actors.actors:
+                    ray.kill(actor)
+                release_placement(config)  # in case the driver died before releasing it
+        except RayTaskError as error:
+            cause = error.cause
+            while isinstance(cause, RayTaskError):  # driver actor -> hospital actor -> the real error
+                cause = cause.cause
+            if isinstance(cause, FedrayError):
+                raise type(cause)(str(cause)) from None
             raise
         finally:
-            ray.kill(driver)  # and with it the replacement actors it started
-            for actor in hospital_actors.actors:
-                ray.kill(actor)
-            release_placement(config)  # in case the driver died before releasing it
-    except RayTaskError as error:
-        cause = error.cause
-        while isinstance(cause, RayTaskError):  # driver actor -> hospital actor -> the real error
-            cause = cause.cause
-        if isinstance(cause, FedrayError):
-            raise type(cause)(str(cause)) from None
-        raise
-    finally:
-        if started:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
 

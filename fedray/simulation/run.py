@@ -46,8 +46,10 @@ def run_experiment(
     from fedray.data.federation import check_layout, prepare_hospitals
     from fedray.simulation.cluster import init_ray, shutdown_ray
     from fedray.simulation.launch import run_study
+    from fedray.tracking.folder_lock import refuse_a_held_folder
 
     layout = check_layout(config)
+    refuse_a_held_folder(config.run_dir)  # before Ray starts and the data is read; run_study holds the lock
 
     def prepare() -> PreparedData:
         if data_lock is None:

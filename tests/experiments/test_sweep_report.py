@@ -329,3 +329,27 @@ def test_sweep_status_reads_each_cell_from_its_folder_and_estimates_the_hours_le
     out = " ".join((captured.out + captured.err).split())  # the summary line on stderr, the table on stdout
     assert "2 of 4 studies finished, 0.7 h of study time so far; about 0.6 h left" in out
     assert "sweep status" in out  # the table's title (its cells wrap with the terminal's width)
+
+
+def test_a_cell_whose_folder_another_process_holds_is_skipped_and_shown_running(tmp_path):
+    from fedray.experiments.sweep import RUNNING, load_sweep, plan_cells, run_sweep, sweep_status
+    from fedray.tracking.folder_lock import study_folder_lock
+    from tests.tracking.test_folder_lock import hold_in_another_process
+
+    sweep_path, _ = write_sweep(tmp_path, "held")
+    cells = plan_cells(load_sweep(sweep_path))
+    holder = hold_in_another_process(cells[0].config.run_dir)  # e.g. a sweep started twice
+    try:
+        assert sweep_status(cells)[0]["state"] == RUNNING and f"pid {holder.pid}" in sweep_status(cells)[0]["why"]
+
+        def run_cell(config, resume, stop):
+            with study_folder_lock(config.run_dir):  # as run_study does
+                ran.append(config.run_name)
+
+        ran = []
+        status = run_sweep(load_sweep(sweep_path), cells, run_cell, open_parent=lambda name: "parent")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status[cells[0].run_name].startswith(f"skipped (in use by another process: pid {holder.pid} on ")
+    assert ran == [c.run_name for c in cells[1:]]  # the others ran
