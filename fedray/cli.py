@@ -656,7 +656,7 @@ def _report(args: argparse.Namespace) -> int:
     from fedray.tracking.query import metric_histories, study_runs
 
     uri = args.tracking_uri or default_tracking_uri("results")
-    names = [Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value, Metric.BYTES_DOWN.value]
+    names = [Metric.DICE_MEAN.value, Metric.BYTES_TOTAL.value, Metric.BYTES_DOWN.value, Metric.TRAIN_LOSS.value]
     if args.runs:
         from fedray.reporting.run_folders import folder_runs, study_folders
 

@@ -18,7 +18,12 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from fedray.organs import STRUCTURES  # noqa: E402
-from fedray.tracking.plateau import last_window_median, rounds_to_level, rounds_to_plateau  # noqa: E402
+from fedray.tracking.plateau import (  # noqa: E402
+    last_window_median,
+    rounds_to_level,
+    rounds_to_plateau,
+    training_diverged,
+)
 
 if TYPE_CHECKING:
     from fedray.reporting.overlay import MethodOverlays
@@ -151,6 +156,9 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
         logged = runs["dice/mean_final"].notna()
         plateaus = plateaus.where(~logged, runs.get("rounds_to_plateau", pd.Series(math.nan, index=runs.index)))
     runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna())
+    losses = histories[histories["metric"] == "train/loss"].sort_values("step").groupby("run_id")["value"]
+    diverged = {rid: training_diverged(list(group), PLATEAU_WINDOW) for rid, group in losses}
+    runs = runs.assign(diverged=runs["run_id"].map(diverged).fillna(False).astype(bool))
     if "dice_last_window" not in runs:  # write_report adds it once for the summary and the paired tests
         runs = runs.assign(dice_last_window=last_window_dice(runs, histories))
     rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()
@@ -174,6 +182,7 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
     summary["teacher MB (once)"] = grouped["comm/bytes_preparation"].mean() / 1e6
     summary["infer s/volume"] = grouped["infer/s_per_volume"].median()
     summary["plateaued"] = grouped["plateaued"].sum()
+    summary["diverged"] = grouped["diverged"].sum()
     summary["rounds to plateau (median)"] = grouped["plateau_round"].median()
     summary["rounds trained (median)"] = grouped["rounds_trained"].median()
     return summary.sort_values("dice/mean mean", ascending=False)
@@ -355,7 +364,7 @@ def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
     """Markdown table: Dice % mean ± std per organ and method, with the cost columns."""
     per_volume = "dice_per_volume/mean mean" in summary
     head = ["method", "seeds", "mean Dice %", "last-window Dice %", *(["per-volume Dice %"] if per_volume else []), "HD95 mm", *organs,
-            "params", "MB/round", "infer s/vol", "plateaued", "rounds to plateau", "rounds trained"]
+            "params", "MB/round", "infer s/vol", "plateaued", "diverged", "rounds to plateau", "rounds trained"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, row in summary.iterrows():
         hd95 = row["hd95_mean mean"]
@@ -372,6 +381,7 @@ def dice_table(summary: pd.DataFrame, organs: list[str]) -> str:
             f"{row['MB/round']:.2f}",
             f"{row['infer s/volume']:.3f}",
             f"{int(row['plateaued'])}/{int(row['seeds'])}",
+            f"{int(row['diverged'])}/{int(row['seeds'])}",
             "not reached" if math.isnan(row["rounds to plateau (median)"]) else f"{row['rounds to plateau (median)']:.0f}",
             f"{row['rounds trained (median)']:.0f}",
         ]
@@ -414,7 +424,8 @@ excluded; they are sent once). Plateaued: seeds whose run reached the plateau ru
 the mean-Dice evaluations in the last `eval.plateau_window` rounds, default {PLATEAU_WINDOW}, less than
 `eval.plateau_tolerance`, default {100 * PLATEAU_TOLERANCE:.0f} Dice point, above the median of the window before,
 and not before `eval.plateau_min_rounds`; each run's rule is in its summary.json as `plateau_rule`);
-rounds to plateau: the round the rule was first met (median over the seeds that reached it);
+diverged: seeds whose training loss ended above where it started (the median of its last {PLATEAU_WINDOW}
+rounds above that of its first 5), a collapse the plateau rule reads as a level; rounds to plateau: the round the rule was first met (median over the seeds that reached it);
 rounds trained: the rounds run (fewer than the cap where `eval.stop_at_plateau` ended the study there).
 
 {dice_table(summary, organs)}

@@ -109,6 +109,14 @@ def test_summary_has_per_volume_dice_hd95_over_organs_and_rounds_trained():
     assert summary.loc["b", "hd95_mean mean"] == pytest.approx(6.0)
     assert summary.loc["a", "rounds trained (median)"] == 60 and summary.loc["b", "rounds trained (median)"] == 35
     assert summary.loc["a", "MB/round"] == pytest.approx((4 / 40 + 4 / 80) / 2)
+    assert summary["diverged"].tolist() == [0, 0]  # no training loss logged: none judged diverged
+
+    # r1's training loss ends above where it started (a collapse), r0's falls
+    loss = lambda rid, values: pd.DataFrame({"run_id": rid, "metric": "train/loss",  # noqa: E731
+                                             "step": range(1, len(values) + 1), "value": values})
+    with_loss = pd.concat([histories, loss("r0", [0.7] * 5 + [0.1] * 30), loss("r1", [0.7] * 5 + [0.9] * 30)])
+    diverged = summarise(runs, with_loss, ["liver", "spleen"])["diverged"]
+    assert diverged["a"] == 1 and diverged["b"] == 0
 
 
 def test_paired_tests_on_per_volume_dice_and_none_without_it():

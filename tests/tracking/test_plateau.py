@@ -108,3 +108,15 @@ def test_no_plateau_before_the_minimum_round():
     rows = [{"round": r, "dice/mean": d} for r, d in zip(ROUNDS, flat_early)]
     fields = plateau_fields(rows, window=30, tolerance=0.01, min_rounds=75)
     assert fields["rounds_to_plateau"] == 80 and fields["plateau_rule"].endswith(", from round 75")
+
+
+def test_a_run_diverged_where_its_training_loss_ended_above_where_it_started():
+    from fedray.tracking.plateau import training_diverged
+
+    falling = [0.7, 0.7, 0.6, 0.6, 0.5] + [0.2] * 4  # first-5 median 0.6, last-4 median 0.2
+    assert not training_diverged(falling, window=4)
+    collapsed = [0.7, 0.72, 0.65, 0.6, 0.55, 0.4, 0.86, 0.85, 0.87, 0.86]  # 0.65 at the start, 0.86 at the end
+    assert training_diverged(collapsed, window=4)
+    assert not training_diverged([0.7, 0.72, 0.65, 0.6, 0.55, 0.4, 0.5, 0.6, 0.65, 0.64], window=4)  # 0.62 < 0.65
+    assert not training_diverged(collapsed[:8], window=4)  # shorter than 5 + 4 rounds: not judged
+    assert training_diverged([math.nan] + collapsed, window=4)  # a round without training is skipped
