@@ -91,6 +91,8 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
         "dice/mean_final": float(summary.get("dice/mean_final", math.nan)),
         "dice/mean_last_window": float(summary.get("dice/mean_last_window", math.nan)),
         "wall_s": float(summary.get("wall_s", math.nan)),  # the study's own time, every session summed
+        # 1 or 0 as the run judged itself (its own plateau window); NaN from summaries written before
+        "diverged": math.nan if summary.get("diverged") is None else float(summary["diverged"]),
     }
 
 

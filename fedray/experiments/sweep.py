@@ -242,20 +242,25 @@ def sweep_status(cells: list[Cell]) -> list[dict]:
         if summary_path.is_file() and state != RUNNING:
             summary = json.loads(summary_path.read_text())
             row |= {"rounds": summary.get("rounds_trained"), "plateau_round": summary.get("rounds_to_plateau"),
-                    "dice_last_window": summary.get("dice/mean_last_window", math.nan),
-                    "wall_s": summary.get("wall_s", math.nan)}
+                    "dice_last_window": _number(summary.get("dice/mean_last_window")),
+                    "wall_s": _number(summary.get("wall_s"))}
         elif checkpoint_file.is_file():  # in progress or running: as far as its last checkpoint
             checkpoint = load_checkpoint(checkpoint_file)
-            row |= {"rounds": checkpoint.round, "wall_s": checkpoint.meta.get("wall_s", math.nan)}
+            row |= {"rounds": checkpoint.round, "wall_s": _number(checkpoint.meta.get("wall_s"))}
         rows.append(row)
     return rows
+
+
+def _number(value) -> float:
+    """A summary's number, NaN where it is absent or null (summary.json writes NaN as null)."""
+    return math.nan if value is None else float(value)
 
 
 def hours_left(rows: list[dict]) -> float:
     """A rough estimate of the wall hours the unfinished cells still need: each takes the median wall
     time of the finished cells of its variant (of all finished cells where its variant has none),
     less what it has run already; NaN before any cell has finished. Finished cells that will train on
-    (to a raised cap, under a new rule) are not counted: how far they go is not known."""
+    (to a raised cap, under a new rule) are not counted until they run: how far they go is not known."""
     finished = [r for r in rows if r["state"] == FINISHED and not math.isnan(r["wall_s"])]
     if not finished:
         return math.nan
@@ -339,6 +344,11 @@ def run_sweep(
                 running.notify_all()
 
     def _run_counted(index: int, cell: Cell) -> str:
+        if cell_state(cell)[0] == FINISHED:  # finished since the sweep looked (another process trained it)
+            result = "skipped (finished since)"
+            if on_cell is not None:
+                on_cell(index, cell, result)
+            return result
         if on_cell is not None:
             on_cell(index, cell, "running")
         config = replace(cell.config, tracking=replace(cell.config.tracking, parent_run_id=parent_id))

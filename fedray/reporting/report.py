@@ -157,8 +157,10 @@ def summarise(runs: pd.DataFrame, histories: pd.DataFrame, organs: list[str]) ->
         plateaus = plateaus.where(~logged, runs.get("rounds_to_plateau", pd.Series(math.nan, index=runs.index)))
     runs = runs.assign(plateau_round=plateaus, plateaued=plateaus.notna())
     losses = histories[histories["metric"] == "train/loss"].sort_values("step").groupby("run_id")["value"]
-    diverged = {rid: training_diverged(list(group), PLATEAU_WINDOW) for rid, group in losses}
-    runs = runs.assign(diverged=runs["run_id"].map(diverged).fillna(False).astype(bool))
+    judged = runs["run_id"].map({rid: training_diverged(list(group), PLATEAU_WINDOW) for rid, group in losses})
+    logged = runs["diverged"] if "diverged" in runs else pd.Series(math.nan, index=runs.index)
+    # the run's own judgement (its own plateau window) where it logged one, else judged here from its losses
+    runs = runs.assign(diverged=logged.where(logged.notna(), judged).fillna(False).astype(bool))
     if "dice_last_window" not in runs:  # write_report adds it once for the summary and the paired tests
         runs = runs.assign(dice_last_window=last_window_dice(runs, histories))
     rounds = histories[histories["metric"] == "comm/bytes_down"].groupby("run_id")["step"].max()

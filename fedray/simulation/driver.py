@@ -270,7 +270,10 @@ class Driver:
         run.snapshot = snapshot
         callbacks.on_run_start(run)
         self.scheduler.await_actors()
-        state.note_platforms(self.scheduler.placed)
+        # a study stopped at its plateau but killed before summary.json has no round left to train
+        first = cfg.rounds + 1 if run.rows and self._plateaued(run.rows) else state.round + 1
+        if first <= cfg.rounds:  # a session that trains no round ran on no platform worth recording
+            state.note_platforms(self.scheduler.placed)
         jobs = strategy.preparation()
         if jobs:
             self.board.update(phase="preparing", clients_done=0, clients=len(jobs))  # round 0: the jobs' steps show
@@ -288,8 +291,6 @@ class Driver:
 
         rounds_began = time.perf_counter()
         evaluating_s = 0.0  # evaluation time since rounds_began
-        # a study stopped at its plateau but killed before summary.json has no round left to train
-        first = cfg.rounds + 1 if run.rows and self._plateaued(run.rows) else state.round + 1
         for round_index in range(first, cfg.rounds + 1):
             round_start = time.perf_counter()
             chosen = self._sample(round_index)

@@ -17,6 +17,7 @@ except ImportError:  # not on Windows, where Ray's simulation is not supported e
     fcntl = None
 
 LOCK_NAME = ".fedray.lock"  # in the study folder; it holds who holds the lock (not in git, not logged)
+ACQUIRE_TRIES, ACQUIRE_WAIT_S = 10, 0.05  # a held lock is refused after half a second
 
 
 class StudyFolderInUse(FedrayError):
@@ -35,12 +36,17 @@ def study_folder_lock(run_dir: Path) -> Iterator[None]:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOCK_NAME, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "a process that has not said which"
-            raise StudyFolderInUse(_in_use(run_dir, holder)) from None
+        for attempt in range(ACQUIRE_TRIES):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt + 1 < ACQUIRE_TRIES:  # `folder_holder` may be looking (a shared lock for an instant)
+                    time.sleep(ACQUIRE_WAIT_S)
+                    continue
+                handle.seek(0)
+                holder = handle.read().strip() or "a process that has not said which"
+                raise StudyFolderInUse(_in_use(run_dir, holder)) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -62,6 +68,8 @@ def refuse_a_held_folder(run_dir: Path) -> None:
 
 
 def _in_use(run_dir: Path, holder: str) -> str:
+    if holder.startswith(f"pid {os.getpid()} "):  # flock is per open file: this process holds it already
+        return f"The study folder {run_dir} is already in use by this process ({holder}): one study at a time."
     return (f"The study folder {run_dir} is in use by another fedray process ({holder}). Wait for it "
             f"to finish or stop it (Ctrl-C, or kill -TERM its pid: it stops after a checkpoint); one "
             f"folder trained by two processes at once would have each round written twice.")
@@ -69,14 +77,16 @@ def _in_use(run_dir: Path, holder: str) -> str:
 
 def folder_holder(run_dir: Path) -> str | None:
     """Who holds the study folder's lock now ("pid N on HOST since T"), or None if nobody does."""
-    path = run_dir / LOCK_NAME
-    if fcntl is None or not path.is_file():
+    if fcntl is None:
         return None
-    with open(path, "a+") as handle:
+    try:
+        handle = open(run_dir / LOCK_NAME)  # read-only: a folder one may not write is still looked at
+    except FileNotFoundError:
+        return None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
             return handle.read().strip() or "another process"
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None

@@ -303,11 +303,11 @@ class MlflowCallback(Callback):
         already = run.resumed is not None and self.tracker.client.get_metric_history(self.tracker.run_id, "params_total")
         if summary is not None and (self.extended or not already):  # a finished study resumed again logs them once only
             self.tracker.log_metrics(summary_metrics(summary), step=0)
-            if summary.get("platforms"):
-                self.tracker.set_tags({PLATFORMS_TAG: platforms_label(summary["platforms"])})
             for name in ("config.resolved.yaml", "rounds.csv", "hospitals.csv", "cases.csv", "summary.json"):
                 if (run.config.run_dir / name).is_file():
                     self.tracker.log_artifact(run.config.run_dir / name)
+        if summary is not None and summary.get("platforms"):  # a tag can change: every session that ends says it
+            self.tracker.set_tags({PLATFORMS_TAG: platforms_label(summary["platforms"])})
         self.tracker.end(status)
 
 

@@ -54,8 +54,10 @@ def git_commit() -> str:
 
 
 def compute_platform(device: torch.device) -> dict[str, str]:
-    """What a run's floating-point results depend on besides its seed: the processor, the CPU kernels
-    torch dispatches to on it (AVX2, AVX512, ...), torch's version and the GPU. The same seed on
+    """The main things a run's floating-point results depend on besides its seed and code: the
+    processor, the CPU kernels torch dispatches to on it (AVX2, AVX512, ...), torch's version and the
+    GPU (not here: torch's thread count, which the config sets, and the library versions in the
+    run's tags). The same seed on
     another platform gives other round-off, and a long study's curve drifts apart from it."""
     import torch  # here, not at the top: the launcher reads provenance without torch
 

@@ -353,3 +353,30 @@ def test_a_cell_whose_folder_another_process_holds_is_skipped_and_shown_running(
         holder.wait()
     assert status[cells[0].run_name].startswith(f"skipped (in use by another process: pid {holder.pid} on ")
     assert ran == [c.run_name for c in cells[1:]]  # the others ran
+
+
+def test_a_cell_finished_by_another_process_after_the_sweep_looked_is_skipped(tmp_path):
+    from fedray.config import save_config
+    from fedray.experiments.sweep import load_sweep, plan_cells, run_sweep
+    from fedray.tracking.plateau import plateau_rule
+
+    sweep_path, _ = write_sweep(tmp_path, "since")
+    cells = plan_cells(load_sweep(sweep_path))
+
+    def finish(cell):  # as another sweep would have left it
+        ev = cell.config.eval
+        save_config(cell.config, cell.config.run_dir / "config.resolved.yaml")
+        (cell.config.run_dir / "summary.json").write_text(json.dumps({
+            "plateau_rule": plateau_rule(ev.plateau_window, ev.plateau_tolerance, ev.plateau_min_rounds),
+            "rounds_trained": cell.config.rounds}))
+
+    ran = []
+
+    def run_cell(config, resume, stop):
+        ran.append(config.run_name)
+        if config.run_name == cells[0].run_name:
+            finish(cells[1])  # meanwhile, another process finishes the next cell
+
+    status = run_sweep(load_sweep(sweep_path), cells, run_cell, open_parent=lambda name: "parent")
+    assert status[cells[1].run_name] == "skipped (finished since)"
+    assert ran == [cells[0].run_name, *[c.run_name for c in cells[2:]]]

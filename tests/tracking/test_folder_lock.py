@@ -52,3 +52,13 @@ def test_the_lock_is_free_again_after_the_study_ends_and_a_missing_folder_is_mad
     with study_folder_lock(run_dir):  # the same process, again: free
         time.sleep(0)
     assert folder_holder(run_dir) is None and folder_holder(tmp_path / "never") is None
+
+
+def test_a_nested_lock_in_one_process_says_it_is_this_process(tmp_path):
+    run_dir = tmp_path / "study"
+    with study_folder_lock(run_dir):
+        with pytest.raises(StudyFolderInUse, match="already in use by this process"):
+            with study_folder_lock(run_dir):
+                pass
+    with study_folder_lock(run_dir):  # the nested attempt did not release the outer lock's file
+        pass
