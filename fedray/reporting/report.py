@@ -277,9 +277,11 @@ def write_report(
     plots = (
         _plot_organs(summary, organs, out_dir / "dice_per_organ.png"),
         _plot_curves(runs, histories, out_dir / "dice_vs_round.png"),
+        _plot_curves_by_seed(runs, histories, out_dir / "dice_vs_round_by_seed.png"),
         _plot_pareto(runs, histories, out_dir / "dice_vs_communication.png"),
         _plot_costs(summary, out_dir / "inference_and_parameters.png"),
     )
+    plots = tuple(p for p in plots if p is not None)
     markdown = out_dir / "report.md"
     notes = ""
     if reference not in set(runs["variant"]):
@@ -479,13 +481,22 @@ def _plot_organs(summary: pd.DataFrame, organs: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
+def variant_styles(variants: list[str]) -> dict[str, dict]:
+    """A colour and line style per variant, the same in every plot: ten colours, then the next line
+    style (matplotlib's cycle repeats its ten colours, and the phantom sweep has thirteen variants)."""
+    colours = plt.get_cmap("tab10").colors
+    dashes = ("-", "--", ":", "-.")
+    return {v: {"color": colours[i % 10], "linestyle": dashes[(i // 10) % 4]} for i, v in enumerate(sorted(variants))}
+
+
 def _plot_curves(runs: pd.DataFrame, histories: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     dice = histories[histories["metric"] == "dice/mean"].merge(runs[["run_id", "variant"]], on="run_id")
+    styles = variant_styles(list(runs["variant"].unique()))
     for variant, group in dice.groupby("variant"):
         curve = group.groupby("step")["value"].agg(["mean", "min", "max"])
-        ax.plot(curve.index, 100 * curve["mean"], label=variant)
-        ax.fill_between(curve.index, 100 * curve["min"], 100 * curve["max"], alpha=0.15)
+        ax.plot(curve.index, 100 * curve["mean"], label=variant, **styles[variant])
+        ax.fill_between(curve.index, 100 * curve["min"], 100 * curve["max"], alpha=0.15, color=styles[variant]["color"])
     ax.set_xlabel("round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean Dice (%)")
@@ -494,13 +505,54 @@ def _plot_curves(runs: pd.DataFrame, histories: pd.DataFrame, path: Path) -> Pat
     return _save(fig, path)
 
 
+def seeded_variants(runs: pd.DataFrame) -> tuple[list[str], list[int]]:
+    """The variants run at more than one seed (the paired comparison's), and the seeds any of them ran."""
+    counts = runs.groupby("variant")["seed"].nunique()
+    variants = sorted(counts[counts > 1].index)
+    return variants, sorted(runs[runs["variant"].isin(variants)]["seed"].unique().tolist())
+
+
+def _plot_curves_by_seed(runs: pd.DataFrame, histories: pd.DataFrame, path: Path) -> Path | None:
+    """One panel per seed with each multi-seed variant's own curve: paired runs side by side, where
+    the mean over seeds of `_plot_curves` hides a run that never took off. None with no such variant."""
+    variants, seeds = seeded_variants(runs)
+    if not variants:
+        return None
+    styles = variant_styles(list(runs["variant"].unique()))
+    dice = histories[histories["metric"] == "dice/mean"].merge(runs[["run_id", "variant", "seed"]], on="run_id")
+    fig, axes = plt.subplots(1, len(seeds), figsize=(4.2 * len(seeds) + 1.5, 4), sharex=True, sharey=True, squeeze=False)
+    for ax, seed in zip(axes[0], seeds):
+        for variant in variants:
+            curve = dice[(dice["variant"] == variant) & (dice["seed"] == seed)].dropna(subset=["value"])
+            if not curve.empty:
+                curve = curve.sort_values("step")
+                ax.plot(curve["step"], 100 * curve["value"], label=variant, lw=1.2, **styles[variant])
+        ax.set_title(f"seed {seed}")
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("mean Dice (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # a variant missing at seed 0 still gets its legend entry
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.suptitle("Mean Dice against round, each seed's runs (same initial weights, data and patches)")
+    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plot_pareto(runs: pd.DataFrame, histories: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     wide = histories.pivot_table(index=["run_id", "step"], columns="metric", values="value").reset_index()
     wide = wide.dropna(subset=["dice/mean"]).merge(runs[["run_id", "variant"]], on="run_id")
     points = wide.groupby(["variant", "step"])[["comm/bytes_total", "dice/mean"]].mean().reset_index()
+    styles = variant_styles(list(runs["variant"].unique()))
     for variant, group in points.groupby("variant"):
-        ax.plot(group["comm/bytes_total"] / 1e9, 100 * group["dice/mean"], marker=".", label=variant)
+        ax.plot(group["comm/bytes_total"] / 1e9, 100 * group["dice/mean"], marker=".", label=variant, **styles[variant])
     ordered = points.sort_values("comm/bytes_total")
     front = ordered[ordered["dice/mean"] >= ordered["dice/mean"].cummax()]
     ax.step(front["comm/bytes_total"] / 1e9, 100 * front["dice/mean"], where="post", color="black", lw=2,

@@ -85,7 +85,7 @@ def test_sweep_runs_resumes_and_reports(sequential):
     assert paired["dice"].tolist() == ["pooled", "per volume", "last-window median"]
     text = (out / "report.md").read_text()
     assert "| weighted |" in text and "| unweighted |" in text and "Wilcoxon" in text
-    for name in ("dice_per_organ", "dice_vs_round", "dice_vs_communication", "inference_and_parameters"):
+    for name in ("dice_per_organ", "dice_vs_round", "dice_vs_round_by_seed", "dice_vs_communication", "inference_and_parameters"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
         assert f"({name}.png)" in text

@@ -187,3 +187,27 @@ def test_platforms_table_lists_which_runs_trained_on_each_platform():
     assert platforms_table(runs).splitlines()[2:] == [
         "| from round 1: X | 2 | a s0, a s1 |", "| not recorded | 1 | b s0 |", "| from round 1: Y | 1 | b s1 |"]
     assert platforms_table(runs.assign(platforms="")) == ""  # runs from before platforms were recorded
+
+
+def test_every_variant_keeps_one_style_in_every_plot_and_thirteen_do_not_repeat_one():
+    from fedray.reporting.report import variant_styles
+
+    names = [f"v{i:02d}" for i in range(13)]
+    styles = variant_styles(list(reversed(names)))  # by name, not by the order the runs came in
+    assert styles == variant_styles(names)
+    assert len({(s["color"], s["linestyle"]) for s in styles.values()}) == 13
+    assert styles["v10"]["color"] == styles["v00"]["color"] and styles["v10"]["linestyle"] == "--"
+
+
+def test_the_per_seed_plot_shows_the_variants_run_at_several_seeds(tmp_path):
+    from fedray.reporting.report import _plot_curves_by_seed, seeded_variants
+
+    runs = pd.DataFrame({"run_id": ["a0", "a1", "b0", "b1", "c0"], "variant": ["a", "a", "b", "b", "c"],
+                         "seed": [0, 1, 0, 2, 0]})
+    assert seeded_variants(runs) == (["a", "b"], [0, 1, 2])  # c ran at one seed: screened, not paired
+    histories = pd.DataFrame([{"run_id": r, "metric": "dice/mean", "step": s, "value": v}
+                              for r in runs["run_id"] for s, v in ((5, 0.1), (10, 0.3))])
+    png = _plot_curves_by_seed(runs, histories, tmp_path / "by_seed.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _plot_curves_by_seed(runs[runs["variant"] == "c"], histories, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
