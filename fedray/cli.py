@@ -142,6 +142,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="export round N's checkpoint (kept with tracking.keep_every) or the best round's")
     export.set_defaults(handler=_export)
 
+    teachers = commands.add_parser(
+        "teachers", help="score the models a study's method pre-trained (FedKD's organ teachers) on its test set"
+    )
+    teachers.add_argument("run_dir", type=Path, help="the study's results folder (with its checkpoints/)")
+    teachers.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    teachers.set_defaults(handler=_teachers)
+
     bench = commands.add_parser("bench", help="benchmarks that write results/bench_*.json")
     bench_commands = bench.add_subparsers(metavar="BENCHMARK")
     bench.set_defaults(handler=_group_help(bench))
@@ -622,6 +629,26 @@ def _export(args: argparse.Namespace) -> int:
     console.print(f"MONAI bundle in {out}; run it with:\n  python -m monai.bundle run --bundle_root {out} "
                   f"--config_file {out}/configs/inference.json --meta_file {out}/configs/metadata.json "
                   "--dataset_dir CT.nii.gz --output_dir SEG", highlight=False)
+    return 0
+
+
+def _teachers(args: argparse.Namespace) -> int:
+    import json
+
+    from fedray.inference.pretrained import score_pretrained
+
+    rows = score_pretrained(args.run_dir)
+    table = Table(title=f"Pre-trained models of {args.run_dir}, on its test set (pooled Dice)")
+    for column in ("model", "organ", "used for it", "Dice %", "per-volume Dice %", "HD95 mm"):
+        table.add_column(column, justify="left" if column in ("model", "organ") else "right", no_wrap=column == "model")
+    for r in rows:
+        table.add_row(r["model"], r["organ"], "yes" if r["used_for_organ"] else "no", f"{100 * r['dice']:.1f}",
+                      f"{100 * r['dice_per_volume']:.1f}", f"{r['hd95_mm']:.1f}")
+    console.print(table)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"run": str(args.run_dir), "rows": rows}, indent=2) + "\n")
+        console.print(f"rows in {args.out}", highlight=False)
     return 0
 
 

@@ -20,8 +20,8 @@ from fedray.errors import ConfigError, DataError
 from fedray.messages import State
 from fedray.models.factory import build_model
 from fedray.strategies import build_strategy
-from fedray.strategies.base import state_to_torch
-from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
+from fedray.strategies.base import Strategy, state_to_torch
+from fedray.tracking.checkpoint import Checkpoint, checkpoint_path, load_checkpoint
 from fedray.tracking.client_store import ClientStateStore, DecodedClientStates
 from fedray.training.evaluate import predict
 
@@ -91,12 +91,18 @@ def load_trained(run_dir: str | Path, round_index: int | str | None = None, devi
     organs = list(config.data.organs)
     model = build_model(config.model, len(organs))
     model.load_state_dict(state_to_torch(checkpoint.global_state))
-    strategy = build_strategy(config.method)
-    strategy.setup(organs, _hospitals(run_dir, config), model)
-    strategy.load_state_dict({k.removeprefix("method/"): v for k, v in checkpoint.blobs.items() if k.startswith("method/")})
+    strategy = restored_strategy(run_dir, config, checkpoint, model)
     judged = strategy.evaluation_model(model, checkpoint.round, _StatesOfRound(run_dir, latest))
     target = _device(device)
     return TrainedStudy(config, judged.to(target).eval(), checkpoint.round, run_dir, target)
+
+
+def restored_strategy(run_dir: Path, config: StudyConfig, checkpoint: Checkpoint, model: nn.Module) -> Strategy:
+    """The study's method with its server state (preparation results included) as `checkpoint` holds it."""
+    strategy = build_strategy(config.method)
+    strategy.setup(list(config.data.organs), _hospitals(run_dir, config), model)
+    strategy.load_state_dict({k.removeprefix("method/"): v for k, v in checkpoint.blobs.items() if k.startswith("method/")})
+    return strategy
 
 
 def _hospitals(run_dir: Path, config: StudyConfig) -> list[Hospital]:

@@ -33,6 +33,16 @@ class PrepareJob:
     spec: Any = None
 
 
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A model a method trained before round 1 (a teacher), built like the study's with one head per
+    entry of `heads`."""
+
+    heads: tuple[int, ...]  # the study organ index each output head predicts, in head order
+    used_for: tuple[int, ...]  # the organs the method uses it for (a teacher's distilled organs)
+    state: State
+
+
 class ClientStates(Protocol):
     """The driver's per-hospital state store, as a method reads it (decoded weight dicts)."""
 
@@ -93,6 +103,11 @@ class Strategy:
     def preparation_bytes(self) -> int:
         """Bytes the preparation phase moved between hospitals (counted once, in comm/bytes_total)."""
         return 0
+
+    def pretrained_models(self) -> dict[str, PretrainedModel]:
+        """Models the preparation phase trained, by name (none by default); `fedray teachers` scores
+        them on the study's test set."""
+        return {}
 
     # -- each round ---------------------------------------------------------------------------
     def broadcast(self, round_index: int) -> dict[str, Any]:

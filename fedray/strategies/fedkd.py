@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from fedray.errors import ConfigError
 from fedray.messages import decode_state, encode_state
 from fedray.methods import FedKDParams
-from fedray.strategies.base import PrepareJob, Strategy, organ_owners, state_to_torch
+from fedray.strategies.base import PrepareJob, PretrainedModel, Strategy, organ_owners, state_to_torch
 from fedray.training.hooks import Batch, ClientContext, ClientHooks, ClientRuntime
 from fedray.training.losses import masked_sigmoid_loss
 
@@ -167,6 +167,17 @@ class FedKD(Strategy):
             needed = {self.owners[k].hospital_id for k, o in enumerate(self.organs) if o not in hospital.organs}
             downloaded += sum(len(payloads[t]) for t in needed - {hospital.hospital_id})
         return sum(len(p) for p in payloads.values()) + downloaded
+
+    def pretrained_models(self) -> dict[str, PretrainedModel]:
+        """Each trained teacher: one head per organ its hospital labels, used for the organs it owns."""
+        models = {}
+        for key, payload in sorted(self.trained.items()):
+            hospital_id = key.removeprefix("teacher/")
+            hospital = next(h for h in self.hospitals if h.hospital_id == hospital_id)
+            heads = tuple(k for k, organ in enumerate(self.organs) if organ in hospital.organs)
+            used_for = tuple(k for k, owner in sorted(self.owners.items()) if owner.hospital_id == hospital_id)
+            models[key] = PretrainedModel(heads, used_for, decode_state(payload))
+        return models
 
     def broadcast(self, round_index: int) -> dict:
         """The teachers, the same object every round (so put in Ray's object store once)."""
