@@ -29,7 +29,7 @@ from fedray.metrics.segmentation import dice_from_counts, mean_dice
 from fedray.models.factory import build_model, count_parameters
 from fedray.simulation.ledger import RoundLedger
 from fedray.simulation.placement import HospitalActors, release_placement
-from fedray.simulation.scheduler import RoundScheduler
+from fedray.simulation.scheduler import RoundInFlight, RoundScheduler
 from fedray.strategies import build_strategy
 from fedray.tracking.callbacks import Callback, CallbackList, RunContext
 from fedray.tracking.checkpoint import Checkpoint, CheckpointCallback, checkpoint_path, load_checkpoint
@@ -291,25 +291,22 @@ class Driver:
 
         rounds_began = time.perf_counter()
         evaluating_s = 0.0  # evaluation time since rounds_began
+        next_round: RoundInFlight | None = None  # started before the previous round was recorded
         for round_index in range(first, cfg.rounds + 1):
-            round_start = time.perf_counter()
-            chosen = self._sample(round_index)
-            self.board.update(phase="training", round=round_index, clients_done=0, clients=len(chosen))
-            payload_ref = self._weights_ref(round_index - 1, state.global_state)  # one broadcast per round
-            ledger = RoundLedger(strategy, state.global_state)
-            if self.first_round_at is None:
-                self.first_round_at = time.time()
-            faults = self.scheduler.train_round(
-                round_index, chosen, payload_ref, self._broadcast_ref(round_index), ledger,
-                strategy.partial_aggregation,
-                on_progress=lambda done, ledger: self.board.update(clients_done=done, train_loss=ledger.train_loss),
-            )
+            this_round = next_round or self._start_round(round_index, state.global_state)
+            ledger, chosen = this_round.ledger, this_round.chosen
+            faults = this_round.finish()
             state.global_state = ledger.new_global_state()
-            train_s = time.perf_counter() - round_start
+            train_s = time.perf_counter() - this_round.started
             self.rounds_wall_s = time.perf_counter() - rounds_began - evaluating_s
             state.bytes_total += ledger.account.bytes_down + ledger.account.bytes_up
 
             evaluated = round_index % cfg.eval.every == 0 or round_index == cfg.rounds
+            stopping = self._stop.is_set()
+            # The next round needs only the new global weights, so it trains while this one is recorded
+            # (run files, MLflow), unless this round is evaluated (the evaluation needs the actors, and
+            # may meet the plateau rule) or the user asked to stop.
+            next_round = None if evaluated or stopping else self._start_round(round_index + 1, state.global_state)
             eval_s, local_scores = math.nan, None
             if evaluated:
                 self.board.update(phase="evaluating")
@@ -323,7 +320,7 @@ class Driver:
                 faults[Metric.RETRIES.value] += self.scheduler.eval_retries  # evaluation tasks count too
             row = round_row(
                 round_index, self.organs, state.last_eval, evaluated, ledger.account, state.bytes_total,
-                {"round": time.perf_counter() - round_start, "train": train_s, "eval": eval_s},
+                {"round": time.perf_counter() - this_round.started, "train": train_s, "eval": eval_s},
                 ledger.train_loss, faults, len(chosen),
             ) | local_validation_fields(self.organs, self.hospitals, local_scores)
             run.case_rows = [
@@ -336,7 +333,7 @@ class Driver:
             state.round = round_index
             state.wall_s = run.wall_s = wall_before + time.perf_counter() - session_start
             run.rows.append(row)
-            run.stopping = self._stop.is_set()
+            run.stopping = stopping
             run.last_round = round_index == cfg.rounds or (evaluated and self._plateaued(run.rows))
             callbacks.on_round_end(run, row)  # run files, MLflow, the checkpoint when due, progress
             if run.last_round:
@@ -345,6 +342,19 @@ class Driver:
                 raise StudyStopped()
         state.wall_s = wall_before + time.perf_counter() - session_start
         return self._summary(state, model, run)
+
+    def _start_round(self, round_index: int, global_state: State) -> RoundInFlight:
+        """Sample the round's hospitals, broadcast the global weights once and queue the first calls."""
+        chosen = self._sample(round_index)
+        self.board.update(phase="training", round=round_index, clients_done=0, clients=len(chosen))
+        payload_ref = self._weights_ref(round_index - 1, global_state)  # one broadcast per round
+        if self.first_round_at is None:
+            self.first_round_at = time.time()
+        return self.scheduler.start_round(
+            round_index, chosen, payload_ref, self._broadcast_ref(round_index),
+            RoundLedger(self.strategy, global_state), self.strategy.partial_aggregation,
+            on_progress=lambda done, ledger: self.board.update(clients_done=done, train_loss=ledger.train_loss),
+        )
 
     def _plateaued(self, rows: list[dict]) -> bool:
         """eval.stop_at_plateau is on and the evaluated rounds so far meet the plateau rule."""

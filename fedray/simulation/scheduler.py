@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,17 @@ def hospitals_per_call(remaining: int, actors: int, fixed: int | None, batched: 
     if not batched:
         return 1
     return max(1, min(MAX_HOSPITALS_PER_CALL, math.ceil(remaining / (CALL_SHARE * max(1, actors)))))
+
+
+@dataclass
+class RoundInFlight:
+    """A round whose first calls are queued on the actors (`RoundScheduler.start_round`)."""
+
+    round: int
+    chosen: list[Hospital]
+    ledger: RoundLedger
+    finish: Callable[[], dict[str, int]]  # waits for the round's replies and sums; the fault counts
+    started: float  # perf_counter when start_round began
 
 
 class RoundScheduler:
@@ -155,7 +168,29 @@ class RoundScheduler:
         partial_aggregation: bool,
         on_progress: Callable[[int, RoundLedger], None],
     ) -> dict[str, int]:
-        """Hand the round's hospitals to idle actors a few at a time, then collect each actor's partial sum.
+        """Train one round start to finish (`start_round`, then its `finish`); returns the fault counts."""
+        return self.start_round(
+            round_index, chosen, payload_ref, extras_ref, ledger, partial_aggregation, on_progress
+        ).finish()
+
+    def start_round(
+        self,
+        round_index: int,
+        chosen: list[Hospital],
+        payload_ref,
+        extras_ref,
+        ledger: RoundLedger,
+        partial_aggregation: bool,
+        on_progress: Callable[[int, RoundLedger], None],
+    ) -> RoundInFlight:
+        """Queue the round's first calls on the actors and return at once; its `finish()` runs the rest.
+
+        Between the two the actors train while the driver does other work (the previous round's run
+        files and MLflow rows). Replies wait in Ray until `finish`, so nothing of this round reaches
+        the ledger, the client store or `outcomes` before it; `outcomes` and `train_calls` still
+        describe the last finished round until then.
+
+        Hand the round's hospitals to idle actors a few at a time, then collect each actor's partial sum.
 
         Each actor has up to PIPELINE calls queued, preferring its home hospitals; a call carries
         several hospitals (`hospitals_per_call`: fewer as the round runs out) and returns a report
@@ -165,9 +200,10 @@ class RoundScheduler:
         raised, or whose actor died (taking its call's hospitals and the updates summed there with
         it), is retried up to faults.max_retries times, then dropped; a retried hospital goes in a
         call of its own, so one that kills its actor cannot use up its call mates' retries. With a
-        deadline, updates whose slowed local time exceeds it are discarded as late. Returns the
-        fault counts.
+        deadline, updates whose slowed local time exceeds it are discarded as late. `finish` returns
+        the fault counts.
         """
+        started = time.perf_counter()
         faults = self.config.faults
         counts = {m.value: 0 for m in (Metric.RETRIES, Metric.DROPPED, Metric.DROPOUT)}
         draws = {h.hospital_id: self._fault_draws(round_index, h) for h in chosen}
@@ -179,8 +215,8 @@ class RoundScheduler:
                 queue.append(hospital)
         attempts = {h.hospital_id: 0 for h in queue}
         queued = {h.hospital_id for h in queue}
-        self.outcomes = {h.hospital_id: ("dropout", 0) for h in chosen if h.hospital_id not in queued}
-        self.train_calls = 0
+        outcomes = {h.hospital_id: ("dropout", 0) for h in chosen if h.hospital_id not in queued}
+        calls = [0]  # training calls sent this round
         trains: dict = {}  # call -> (actor group, actor handle, its hospitals in order)
         flushes: dict = {}  # task -> (actor group, actor handle)
         busy = [0] * len(self.actors)
@@ -242,7 +278,7 @@ class RoundScheduler:
                     return
                 actor = self.actors[group]
                 trains[actor.run_batch.remote(tasks)] = (group, actor, batch)
-                self.train_calls += 1
+                calls[0] += 1
                 unflushed.add(group)
                 busy[group] += 1
 
@@ -275,7 +311,7 @@ class RoundScheduler:
             else:
                 log.warning("dropped %s from round %d after %d retries: %s", hid, round_index, attempts[hid], why)
                 counts[Metric.DROPPED.value] += 1
-                self.outcomes[hid] = ("dropped", attempts[hid])
+                outcomes[hid] = ("dropped", attempts[hid])
 
         def actor_died(group: int, dead) -> None:
             nonlocal done
@@ -335,17 +371,21 @@ class RoundScheduler:
             merged.update(covered)
             summed_on[group] = [h for h in summed_on.get(group, []) if h.hospital_id not in covered]
 
+        def finish() -> dict[str, int]:
+            while trains or flushes:
+                [task], _ = ray.wait([*trains, *flushes], num_returns=1)
+                if task in trains:
+                    trained(task)
+                else:
+                    summed(task)
+                dispatch()
+            for hid, retries in attempts.items():
+                outcomes.setdefault(hid, ("", retries))
+            self.outcomes, self.train_calls = outcomes, calls[0]
+            return {**counts, Metric.LATE.value: len(ledger.account.late)}
+
         dispatch()
-        while trains or flushes:
-            [task], _ = ray.wait([*trains, *flushes], num_returns=1)
-            if task in trains:
-                trained(task)
-            else:
-                summed(task)
-            dispatch()
-        for hid, retries in attempts.items():
-            self.outcomes.setdefault(hid, ("", retries))
-        return {**counts, Metric.LATE.value: len(ledger.account.late)}
+        return RoundInFlight(round_index, chosen, ledger, finish, started)
 
     def _tell_steps_to(self) -> None:
         """Once the driver is watched, tell each actor (once, ahead of its next tasks) where to report steps."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fedray.config import config_from_data, with_absolute_paths
@@ -15,9 +17,19 @@ pytestmark = pytest.mark.ray
 @pytest.fixture
 def three_nodes():
     """A head node (1 CPU, no GPU) and two workers with 1 CPU and 1 fake GPU each."""
+    import secrets
+    from pathlib import Path
+
     import ray
     from ray.cluster_utils import Cluster
 
+    # Under token authentication nodes started by hand need a token. ray.init writes one to
+    # ~/.ray/auth_token when it starts a local instance; on a fresh machine this may be the first
+    # Ray here, so write it as ray.init would (an environment token would outlive this test in Ray's cache).
+    token_file = Path.home() / ".ray" / "auth_token"
+    if not any(os.environ.get(v) for v in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and not token_file.exists():
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_hex(32))
     if ray.is_initialized():  # the local instance other modules share (conftest's ray_local)
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import mlflow
 import pandas as pd
@@ -15,6 +16,7 @@ from fedray.data.federation import prepare_hospitals
 from fedray.messages import Metric
 from fedray.organs import ORGANS
 from fedray.simulation.launch import run_study
+from fedray.tracking.callbacks import Callback
 from tests.conftest import tiny_study
 
 pytestmark = pytest.mark.ray
@@ -160,3 +162,31 @@ def test_a_study_with_stop_at_plateau_ends_at_the_plateau_round(tmp_path, ray_lo
     client = MlflowClient(tracking_uri=config.tracking.uri)
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED" and run.data.metrics["rounds_to_plateau"] == 3
+
+
+SLOW_RECORDING_S = 1.5
+
+
+def slow_recording() -> Callback:
+    """A callback that records each round slowly, as a slow MLflow store or a user's callback would.
+
+    Made in a function, so Ray ships the class by value (the driver actor cannot import a test module)."""
+
+    class SlowRecording(Callback):
+        def on_round_end(self, run, row) -> None:
+            time.sleep(1.5)
+
+    return SlowRecording()
+
+
+def test_the_next_round_trains_while_a_round_is_recorded_unless_that_round_is_evaluated(tmp_path, ray_local):
+    # rounds 1 and 3 are not evaluated, so rounds 2 and 4 start before their recording ends and their
+    # training time holds its 1.5 s; round 2 is evaluated (the evaluation needs the actors, and may meet
+    # the plateau rule), so round 3 starts only after it is recorded, and a tiny round takes well under 1.5 s
+    study = tiny_study(tmp_path, rounds=4, eval={"every": 2, "roi_size": [16, 16, 16], "sw_batch_size": 2})
+    config = with_absolute_paths(config_from_data(study))
+    hospitals, test_dir = prepare_hospitals(config)
+    run_study(config, hospitals, test_dir, callbacks=(slow_recording(),))
+    train_s = pd.read_csv(config.run_dir / "rounds.csv").set_index("round")[Metric.TRAIN_S.value]
+    assert train_s[1] < SLOW_RECORDING_S and train_s[3] < SLOW_RECORDING_S
+    assert train_s[2] >= SLOW_RECORDING_S and train_s[4] >= SLOW_RECORDING_S
