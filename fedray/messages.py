@@ -40,7 +40,7 @@ class Metric(StrEnum):
     DROPPED = "fault/dropped"
     DROPOUT = "fault/dropout"
     LATE = "fault/late"
-    TRAIN_S = "time/train_s"  # dispatch to new global weights: the round without evaluation
+    TRAIN_S = "time/train_s"  # first dispatch to new global weights (may overlap the previous round's recording)
     EVAL_S = "time/eval_s"  # evaluating the new global model on the test set (NaN when not evaluated)
     COMPUTE_MAX_S = "time/compute_max_s"
     COMPUTE_SUM_S = "time/compute_sum_s"

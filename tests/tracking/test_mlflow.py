@@ -50,6 +50,28 @@ def test_a_rounds_metrics_and_heartbeat_go_in_one_write(tmp_path, monkeypatch):
     tracker.end("FINISHED")
 
 
+def test_rounds_logged_between_writes_wait_and_go_in_one_write_by_themselves(tmp_path, monkeypatch):
+    monkeypatch.setattr("fedray.tracking.mlflow.WRITE_EVERY_S", 0.5)
+    tracker = _tracker(tmp_path)
+    run_id = tracker.start("study", {}, {})
+    writes = []
+    log_batch = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", lambda *a, **k: (writes.append(k), log_batch(*a, **k)))
+    for step in range(1, 6):  # five quick rounds: the first is written at once, the other four wait
+        tracker.log_metrics({"dice/mean": step / 10}, step=step, heartbeat=True)
+    time.sleep(1.5)  # no flush: the waiting write goes when its time comes
+    assert [[m.step for m in w["metrics"]] for w in writes] == [[1], [2, 3, 4, 5]]
+    assert all([t.key for t in w["tags"]] == [HEARTBEAT] for w in writes)  # one heartbeat a write
+    history = MlflowClient(tracking_uri=tracker.uri).get_metric_history(run_id, "dice/mean")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]
+    monkeypatch.setattr("fedray.tracking.mlflow.WRITE_EVERY_S", 60.0)
+    tracker.log_metrics({"dice/mean": 0.6}, step=6)  # due a minute after the last write...
+    began = time.monotonic()
+    tracker.flush()  # ... but a flush writes it now
+    assert time.monotonic() - began < 30 and [[m.step for m in w["metrics"]] for w in writes[2:]] == [[6]]
+    tracker.end("FINISHED")
+
+
 def test_a_failed_metrics_write_still_sends_the_heartbeat(tmp_path, monkeypatch):
     tracker = _tracker(tmp_path)
     run_id = tracker.start("study", {}, {})
