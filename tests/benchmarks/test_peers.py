@@ -84,3 +84,13 @@ def test_a_peer_runs_the_workload(name, tmp_path):
     got = run_peer(PEERS[name], PEER_PYTHON, spec, tmp_path / "peer", timeout_s=300)
     assert got["version"] and len(got["round_s"]) == 2 and all(t > 0 for t in got["round_s"])
     assert 0 < got["launch_to_first_round_done_s"] <= got["process_s"]
+
+
+def test_a_peer_that_crashes_is_run_once_more_and_the_crash_is_recorded(tmp_path):
+    flaky = Peer("flaky", "none", "tests.benchmarks.flaky_peer")
+    spec = {"cpus": 2, "per_round": 10, "rounds": 3}
+    got = run_peer(flaky, sys.executable, spec, tmp_path / "first", timeout_s=120)
+    assert got["round_s_median"] == 0.5 and len(got["failed_attempts"]) == 1
+    assert "terminate called" in got["failed_attempts"][0]
+    with pytest.raises(RuntimeError, match="terminate called"):  # with no second attempt, the crash is raised
+        run_peer(flaky, sys.executable, spec, tmp_path / "second", timeout_s=120, attempts=1)
