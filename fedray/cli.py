@@ -978,7 +978,7 @@ def _bench_peers(args: argparse.Namespace) -> int:
             shutil.rmtree(run_config.run_dir, ignore_errors=True)
             with console.status(f"fedray, {total} hospitals, {per_round} per round (repeat {index})..."):
                 figures = run_scenario(run_config, run_study, prepare_hospitals, floor["bare_update_s_median"],
-                                       floor["bare_concurrent_update_s"])
+                                       floor["bare_concurrent_update_s"], memory=False)  # as the peers are sampled
             fedray_runs.append({**figures, **peer_bench.fedray_round_figures(figures)})
 
         def peer_run(name: str, index: int, floor: dict) -> None:

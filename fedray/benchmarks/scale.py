@@ -85,12 +85,17 @@ class PeakMemory:
     Reading PSS makes the kernel walk each process's page tables: a sample of a 2-actor study cost
     about 36 ms of CPU on the 2-core benchmark machine, over a tenth of a core at 4 samples a second,
     taken from the workload it measures. So the sampling thread runs at the lowest priority (Linux
-    lets a thread have its own), yielding to the study when the cores are busy, and its own CPU is
-    left out of this process's seconds.
+    lets a thread have its own) and its own CPU is left out of this process's seconds. Lowest is not
+    nothing: against Ray's workers, which Ray starts at niceness 15, a nice-19 thread still gets about
+    30 % of a contested core (CFS weights 15 against 36), and a 100 × 10 study's launcher measured 0.15
+    of a core in session 16, where against pfl-research's nice-0 processes it gets about 1.5 %. With
+    `memory` False (the peers benchmark, which compares rounds, not memory) a sample reads each
+    process's CPU times only, from /proc/<pid>/stat, which walks no page tables.
     """
 
-    def __init__(self, interval_s: float = 0.25) -> None:
+    def __init__(self, interval_s: float = 0.25, memory: bool = True) -> None:
         self.interval_s = interval_s
+        self.memory = memory
         self.peak_pss = 0
         self.peak_rss = 0
         self.cpu: list[tuple[float, dict[int, float]]] = []  # (wall time, pid -> user + system CPU seconds)
@@ -112,12 +117,13 @@ class PeakMemory:
         cpu = {}
         for process in [me, *me.children(recursive=True)]:
             try:
-                info = process.memory_full_info()
+                info = process.memory_full_info() if self.memory else None
                 times = process.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue  # a worker that just exited
-            pss += getattr(info, "pss", info.rss)
-            rss += info.rss
+            if info is not None:
+                pss += getattr(info, "pss", info.rss)
+                rss += info.rss
             cpu[process.pid] = times.user + times.system - (own_cpu_s if process is me else 0.0)
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_rss = max(self.peak_rss, rss)
@@ -185,15 +191,16 @@ def efficiency(
 
 def run_scenario(
     config: StudyConfig, run: Callable[[StudyConfig], dict], prepare: Callable, bare_update_s: float | None = None,
-    bare_concurrent_update_s: float | None = None,
+    bare_concurrent_update_s: float | None = None, memory: bool = True,
 ) -> dict:
-    """Run one study with memory sampling; returns its figures.
+    """Run one study with memory (or, `memory` False, CPU only) sampling; returns its figures.
 
     `prepare` builds the hospitals (data cached beforehand, so generation is not timed) and `run`
     starts Ray, runs the study and shuts Ray down; launch = just before `prepare`, in this process,
     which has imported fedray already (`cli_launch_to_first_round` times a new process).
     """
-    with PeakMemory() as memory:
+    sampling = memory
+    with PeakMemory(interval_s=0.25 if sampling else 0.1, memory=sampling) as memory:
         launched = time.time()
         hospitals, test_dir = prepare(config)
         summary = run(config, hospitals, test_dir)
@@ -207,8 +214,8 @@ def run_scenario(
         "actors": slots,
         **efficiency(rounds, slots, summary["rounds_wall_s"], bare_update_s, bare_concurrent_update_s),
         "launch_to_first_round_s": summary["first_round_at"] - launched,
-        "peak_pss_gb": memory.peak_pss / 1e9,
-        "peak_rss_gb": memory.peak_rss / 1e9,
+        "peak_pss_gb": memory.peak_pss / 1e9 if sampling else None,
+        "peak_rss_gb": memory.peak_rss / 1e9 if sampling else None,
         # CPU of every process of the study (launcher, driver, actors, Ray's own) over its rounds: unlike the
         # wall, it does not grow when other work on the machine takes the cores
         "cpu_s_rounds": cpu_s,

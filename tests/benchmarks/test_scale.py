@@ -87,6 +87,17 @@ def test_peak_memory_counts_child_processes():
     assert all(child.pid in pids for _, pids in memory.cpu)  # CPU kept per process of the tree
 
 
+def test_cpu_only_sampling_keeps_each_process_cpu_and_reads_no_memory():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    try:
+        with PeakMemory(interval_s=0.1, memory=False) as usage:
+            time.sleep(0.5)
+    finally:
+        child.wait()
+    assert usage.peak_pss == usage.peak_rss == 0  # no page tables walked
+    assert usage.cpu and all(child.pid in pids and os.getpid() in pids for _, pids in usage.cpu)
+
+
 @pytest.mark.slow  # a minute: the figures' arithmetic is tested above by hand
 def test_bench_scale_writes_its_figures_and_plot(tmp_path):
     out = tmp_path / "bench_scale.json"

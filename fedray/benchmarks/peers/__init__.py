@@ -89,7 +89,7 @@ def run_peer(peer: Peer, python: str, spec: dict, work_dir: Path, timeout_s: flo
     failed: list[str] = []
     while True:
         out.unlink(missing_ok=True)
-        with PeakMemory(interval_s=0.1) as usage:
+        with PeakMemory(interval_s=0.1, memory=False) as usage:  # CPU only, as fedray's runs here
             launched = time.time()
             done = subprocess.run(peer.command(python, spec_path, out, spec["cpus"]), capture_output=True, text=True,
                                   env=env, cwd=work_dir, timeout=timeout_s)
