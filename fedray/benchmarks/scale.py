@@ -87,10 +87,11 @@ class PeakMemory:
     taken from the workload it measures. So the sampling thread runs at the lowest priority (Linux
     lets a thread have its own) and its own CPU is left out of this process's seconds. Lowest is not
     nothing: against Ray's workers, which Ray starts at niceness 15, a nice-19 thread still gets about
-    30 % of a contested core (CFS weights 15 against 36), and a 100 × 10 study's launcher measured 0.15
-    of a core in session 16, where against pfl-research's nice-0 processes it gets about 1.5 %. With
-    `memory` False (the peers benchmark, which compares rounds, not memory) a sample reads each
-    process's CPU times only, from /proc/<pid>/stat, which walks no page tables.
+    30 % of a contested core (CFS weights 15 against 36; a 100 × 10 study's launcher measured 0.15 of
+    a core in session 16), and a walk holds the sampled process's memory map lock, which slows the
+    sampled process whatever its priority. With `memory` False (the peers benchmark, which compares
+    rounds, not memory) a sample reads each process's CPU times only, from /proc/<pid>/stat, which
+    walks no page tables.
     """
 
     def __init__(self, interval_s: float = 0.25, memory: bool = True) -> None:
