@@ -158,21 +158,6 @@ class RoundScheduler:
             on_report(index, report)
         return sum(attempts)
 
-    def train_round(
-        self,
-        round_index: int,
-        chosen: list[Hospital],
-        payload_ref,
-        extras_ref,
-        ledger: RoundLedger,
-        partial_aggregation: bool,
-        on_progress: Callable[[int, RoundLedger], None],
-    ) -> dict[str, int]:
-        """Train one round start to finish (`start_round`, then its `finish`); returns the fault counts."""
-        return self.start_round(
-            round_index, chosen, payload_ref, extras_ref, ledger, partial_aggregation, on_progress
-        ).finish()
-
     def start_round(
         self,
         round_index: int,
@@ -190,9 +175,8 @@ class RoundScheduler:
         the ledger, the client store or `outcomes` before it; `outcomes` and `train_calls` still
         describe the last finished round until then.
 
-        Hand the round's hospitals to idle actors a few at a time, then collect each actor's partial sum.
-
-        Each actor has up to PIPELINE calls queued, preferring its home hospitals; a call carries
+        The round's hospitals go to idle actors a few at a time, then each actor's partial sum is
+        collected. Each actor has up to PIPELINE calls queued, preferring its home hospitals; a call carries
         several hospitals (`hospitals_per_call`: fewer as the round runs out) and returns a report
         per hospital. Once no hospital is left to hand out, each actor is asked for its partial sum
         straight away: the request queues behind its last training call, so the sum comes back

@@ -76,9 +76,9 @@ def test_tasks_name_cases_in_the_store_and_an_actor_writes_a_missing_one(tmp_pat
         initial = {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()}
         assert not store_root(config.data).exists()  # no preprocessing step ran: the actors write what they need
         ledger = RoundLedger(driver.strategy, initial)
-        scheduler.train_round(
+        scheduler.start_round(
             1, hospitals, ray.put(encode_state(initial)), None, ledger, True, on_progress=lambda done, ledger: None,
-        )
+        ).finish()
         assert set(ledger.account.accepted) == {h.hospital_id for h in hospitals}
         for hospital in hospitals:  # a task carries paths, never arrays
             refs = scheduler.data[hospital.hospital_id]
@@ -162,10 +162,13 @@ def round_with(tmp_path, run_name: str, hospitals_per_call: int | None, flaky: b
         initial = {k: v.numpy() for k, v in build_model(config.model, len(config.data.organs)).state_dict().items()}
         ledger = RoundLedger(driver.strategy, initial)
         progress = []
-        faults = scheduler.train_round(
+        in_flight = scheduler.start_round(
             1, hospitals, ray.put(encode_state(initial)), None, ledger, True,
             on_progress=lambda done, ledger: progress.append(done),
         )
+        # the first calls are queued, but nothing of the round is taken in before `finish`
+        assert progress == [] and scheduler.outcomes == {} and not ledger.account.compute_s
+        faults = in_flight.finish()
         assert progress == list(range(1, len(hospitals) + 1))  # every hospital counted, once
         assert set(ledger.account.accepted) == {h.hospital_id for h in hospitals}
         batches = ray.get([actor.batches.remote() for actor in scheduler.actors]) if flaky else None
