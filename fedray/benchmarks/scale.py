@@ -200,14 +200,13 @@ def run_scenario(
     starts Ray, runs the study and shuts Ray down; launch = just before `prepare`, in this process,
     which has imported fedray already (`cli_launch_to_first_round` times a new process).
     """
-    sampling = memory
-    with PeakMemory(interval_s=0.25 if sampling else 0.1, memory=sampling) as memory:
+    with PeakMemory(interval_s=0.25 if memory else 0.1, memory=memory) as usage:
         launched = time.time()
         hospitals, test_dir = prepare(config)
         summary = run(config, hospitals, test_dir)
     rounds = pd.read_csv(config.run_dir / "rounds.csv")
     slots = len(summary["actors"])
-    cpu_s = memory.cpu_seconds(summary["first_round_at"], summary["first_round_at"] + summary["rounds_wall_s"])
+    cpu_s = usage.cpu_seconds(summary["first_round_at"], summary["first_round_at"] + summary["rounds_wall_s"])
     return {
         "hospitals": config.federation.rule.count,
         "per_round": config.federation.clients_per_round,
@@ -215,8 +214,8 @@ def run_scenario(
         "actors": slots,
         **efficiency(rounds, slots, summary["rounds_wall_s"], bare_update_s, bare_concurrent_update_s),
         "launch_to_first_round_s": summary["first_round_at"] - launched,
-        "peak_pss_gb": memory.peak_pss / 1e9 if sampling else None,
-        "peak_rss_gb": memory.peak_rss / 1e9 if sampling else None,
+        "peak_pss_gb": usage.peak_pss / 1e9 if memory else None,
+        "peak_rss_gb": usage.peak_rss / 1e9 if memory else None,
         # CPU of every process of the study (launcher, driver, actors, Ray's own) over its rounds: unlike the
         # wall, it does not grow when other work on the machine takes the cores
         "cpu_s_rounds": cpu_s,

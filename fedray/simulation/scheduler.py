@@ -56,7 +56,6 @@ def hospitals_per_call(remaining: int, actors: int, fixed: int | None, batched: 
 class RoundInFlight:
     """A round whose first calls are queued on the actors (`RoundScheduler.start_round`)."""
 
-    round: int
     chosen: list[Hospital]
     ledger: RoundLedger
     finish: Callable[[], dict[str, int]]  # waits for the round's replies and sums; the fault counts
@@ -200,7 +199,7 @@ class RoundScheduler:
         attempts = {h.hospital_id: 0 for h in queue}
         queued = {h.hospital_id for h in queue}
         outcomes = {h.hospital_id: ("dropout", 0) for h in chosen if h.hospital_id not in queued}
-        calls = [0]  # training calls sent this round
+        calls = 0  # training calls sent this round
         trains: dict = {}  # call -> (actor group, actor handle, its hospitals in order)
         flushes: dict = {}  # task -> (actor group, actor handle)
         busy = [0] * len(self.actors)
@@ -237,6 +236,7 @@ class RoundScheduler:
 
         def fill(group: int, depth: int, size: int | None) -> None:
             """Queue calls on `group` up to `depth`, each of `size` hospitals (None: sized per call)."""
+            nonlocal calls
             while busy[group] < depth and queue:
                 call_size = size or hospitals_per_call(len(queue), len(self.actors), fixed, partial_aggregation)
                 batch: list[Hospital] = []
@@ -262,7 +262,7 @@ class RoundScheduler:
                     return
                 actor = self.actors[group]
                 trains[actor.run_batch.remote(tasks)] = (group, actor, batch)
-                calls[0] += 1
+                calls += 1
                 unflushed.add(group)
                 busy[group] += 1
 
@@ -365,11 +365,11 @@ class RoundScheduler:
                 dispatch()
             for hid, retries in attempts.items():
                 outcomes.setdefault(hid, ("", retries))
-            self.outcomes, self.train_calls = outcomes, calls[0]
+            self.outcomes, self.train_calls = outcomes, calls
             return {**counts, Metric.LATE.value: len(ledger.account.late)}
 
         dispatch()
-        return RoundInFlight(round_index, chosen, ledger, finish, started)
+        return RoundInFlight(chosen, ledger, finish, started)
 
     def _tell_steps_to(self) -> None:
         """Once the driver is watched, tell each actor (once, ahead of its next tasks) where to report steps."""

@@ -107,7 +107,7 @@ class MlflowTracker:
         self._waiting: list[Metric] = []  # logged, not yet handed to a write
         self._beat = False  # a heartbeat is due with the waiting metrics
         self._write_queued = False  # a write of the waiting metrics is queued (it takes those logged until it runs)
-        self._last_write = -math.inf  # time.monotonic() of the last write handed to the thread
+        self._last_write = -math.inf  # time.monotonic() the last queued write is due at
         self._write_now = threading.Event()  # set by flush: a queued write stops waiting
         found = self.client.get_experiment_by_name(experiment)
         if found is None:

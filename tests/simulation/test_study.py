@@ -172,9 +172,11 @@ def slow_recording() -> Callback:
 
     Made in a function, so Ray ships the class by value (the driver actor cannot import a test module)."""
 
+    seconds = SLOW_RECORDING_S  # a closure cell travels with the class; a test module's global would not
+
     class SlowRecording(Callback):
         def on_round_end(self, run, row) -> None:
-            time.sleep(1.5)
+            time.sleep(seconds)
 
     return SlowRecording()
 
