@@ -105,9 +105,12 @@ def start_cli(*args: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
     )
 
 
-def kill_when(process: subprocess.Popen, run_dir, ready, timeout_s: float = 240, poll_s: float = 0.1):
+def kill_when(process: subprocess.Popen, run_dir, ready, timeout_s: float = 240, poll_s: float = 0.02):
     """SIGKILL `process`'s whole group (the CLI, its Ray and every actor) once its checkpoint satisfies
-    `ready(checkpoint)`; returns the checkpoint it was killed at. Fails if the study ends first."""
+    `ready(checkpoint)`; returns the checkpoint it was killed at. Fails if the study ends first.
+
+    Polled often: a tiny study's round takes tens of milliseconds (the next one trains while a round
+    is recorded), so at 0.1 s its last two rounds could end between two looks."""
     import time
 
     from fedray.tracking.checkpoint import checkpoint_path, load_checkpoint
