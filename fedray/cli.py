@@ -231,6 +231,12 @@ def _parser() -> argparse.ArgumentParser:
     peers.add_argument("--out", type=Path, default=Path("results/bench_peers.json"),
                        help="JSON to write; the plot goes beside it as .png (default results/bench_peers.json)")
     peers.set_defaults(handler=_bench_peers)
+    ceilings = bench_commands.add_parser(
+        "ceilings", help="what a `bench peers` run's measured floors allow: the E ceiling and the E the targets need"
+    )
+    ceilings.add_argument("runs", type=Path, nargs="+", help="`fedray bench peers` JSONs")
+    ceilings.add_argument("--out", type=Path, default=None, help="JSON to write the ceilings to (default: print only)")
+    ceilings.set_defaults(handler=_bench_ceilings)
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(metavar="KIND")
@@ -1025,6 +1031,7 @@ def _bench_peers(args: argparse.Namespace) -> int:
             "peers": peer_figures,
             "paired": {name: peer_bench.paired_ratios(fedray_runs, runs) for name, runs in peer_runs.items()},
         }
+        scenario["ceilings"] = peer_bench.ceilings(scenario)
         results.append(scenario)
         peer_medians = {n: "/".join(f"{r['round_s_median']:.2f}" for r in runs) for n, runs in peer_runs.items()}
         console.print(
@@ -1053,7 +1060,51 @@ def _bench_peers(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     peer_bench.plot(results, args.out.with_suffix(".png"))
+    _print_ceilings(results)
     console.print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def _print_ceilings(scenarios: list[dict]) -> None:
+    """One line per scenario: the E ceiling against the bare update, fedray's E against the concurrent
+    floor, and the E the ratio targets would need (`peers.ceilings`)."""
+    for scenario in scenarios:
+        c = scenario["ceilings"]
+        needs = "".join(f"; for {n} at {v['target_ratio']:g}x it would need {v['median']:.2f}"
+                        for n, v in c["fedray_needs_e_vs_bare_concurrent"].items())
+        console.print(f"{scenario['total']}x{scenario['per_round']}: a framework adding nothing scores E "
+                      f"{c['zero_overhead_e_vs_bare']['median']:.2f} against the bare update alone; fedray's E "
+                      f"against the concurrent floor {c['fedray_e_vs_bare_concurrent']['median']:.2f}{needs} "
+                      f"(medians over {len(c['zero_overhead_e_vs_bare']['per_repeat'])} repeats)")
+
+
+def _bench_ceilings(args: argparse.Namespace) -> int:
+    import json
+
+    from fedray.benchmarks import peers as peer_bench
+
+    runs = []
+    for path in args.runs:
+        try:
+            record = json.loads(path.read_text())
+            scenarios = record["scenarios"]
+            if record.get("benchmark") != "peers":
+                raise KeyError("benchmark")
+            for scenario in scenarios:
+                scenario["ceilings"] = peer_bench.ceilings(scenario)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise FedrayError(f"{path} is not a readable `fedray bench peers` JSON ({error!r})") from None
+        console.print(f"{path}:")
+        _print_ceilings(scenarios)
+        runs.append({"of": str(path),
+                     "scenarios": [{k: s[k] for k in ("total", "per_round", "cpus", "repeats", "ceilings")} for s in scenarios],
+                     "targets": peer_bench.summarise(scenarios)})
+    if args.out is not None:
+        command = " ".join(["fedray bench ceilings", *map(str, args.runs), "--out", str(args.out)])
+        out = {"benchmark": "ceilings", "command": command, "doc": peer_bench.ceilings.__doc__, "runs": runs}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        console.print(f"wrote {args.out}")
     return 0
 
 

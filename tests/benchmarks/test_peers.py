@@ -11,6 +11,7 @@ import pytest
 
 from fedray.benchmarks.peers import (
     PEERS,
+    ceilings,
     Peer,
     export_hospitals,
     fedray_round_figures,
@@ -94,3 +95,54 @@ def test_a_peer_that_crashes_is_run_once_more_and_the_crash_is_recorded(tmp_path
     assert "terminate called" in got["failed_attempts"][0]
     with pytest.raises(RuntimeError, match="terminate called"):  # with no second attempt, the crash is raised
         run_peer(flaky, sys.executable, spec, tmp_path / "second", timeout_s=120, attempts=1)
+
+
+def _scenario_with_floors() -> dict:
+    """Two repeats of a 10-per-round scenario on 2 CPUs (5 updates a slot), with floors and both peers."""
+    return {
+        "total": 100, "per_round": 10, "cpus": 2, "repeats": 2,
+        "bare_update_s_medians": [0.036, 0.040], "bare_concurrent_update_s": [0.040, 0.050],
+        "fedray": {"round_s_median": 0.25},
+        "fedray_runs": [{"round_s_median": 0.25, "cpu_ms_per_task": 1.0}, {"round_s_median": 0.3125, "cpu_ms_per_task": 1.0}],
+        "peers": {"pfl": {"round_s_median": 0.22, "cpu_ms_per_task": 1.0,
+                          "runs": [{"round_s_median": 0.2}, {"round_s_median": 0.25}]},
+                  "flower": {"round_s_median": 0.5, "cpu_ms_per_task": 1.0,
+                             "runs": [{"round_s_median": 0.4}, {"round_s_median": 0.5}]}},
+    }
+
+
+def test_ceilings_are_the_measured_floors_ratios_repeat_by_repeat():
+    got = ceilings(_scenario_with_floors())
+    # a framework adding nothing: the update alone over the concurrent one, 0.036/0.040 and 0.040/0.050
+    assert got["zero_overhead_e_vs_bare"]["per_repeat"] == pytest.approx([0.9, 0.8])
+    assert got["zero_overhead_e_vs_bare"]["median"] == pytest.approx(0.85)
+    # concurrent floor round (5 updates a slot) over each median round: 0.2/0.25, 0.25/0.3125
+    assert got["fedray_e_vs_bare_concurrent"]["per_repeat"] == pytest.approx([0.8, 0.8])
+    assert got["pfl_e_vs_bare_concurrent"]["per_repeat"] == pytest.approx([1.0, 1.0])
+    assert got["flower_e_vs_bare_concurrent"]["per_repeat"] == pytest.approx([0.5, 0.5])
+    # fedray/pfl at 0.95 needs E 1.0/0.95 here: faster than the bare update; fedray/flower at 0.6 needs 0.5/0.6
+    pfl, flower = got["fedray_needs_e_vs_bare_concurrent"]["pfl"], got["fedray_needs_e_vs_bare_concurrent"]["flower"]
+    assert (pfl["target_ratio"], pfl["median"]) == (0.95, pytest.approx(1 / 0.95))
+    assert (flower["target_ratio"], flower["median"]) == (0.6, pytest.approx(0.5 / 0.6))
+    summary = summarise([_scenario_with_floors()])["ceilings"]["100x10"]
+    assert summary["zero_overhead_e_vs_bare (median)"] == pytest.approx(0.85)
+    assert summary["fedray_needs_e_vs_bare_concurrent_for_pfl (median)"] == pytest.approx(1 / 0.95)
+
+
+def test_bench_ceilings_reads_a_peers_run_and_refuses_anything_else(tmp_path, capsys):
+    import json
+
+    from fedray.cli import main
+
+    run = tmp_path / "peers.json"
+    run.write_text(json.dumps({"benchmark": "peers", "scenarios": [_scenario_with_floors()]}))
+    out = tmp_path / "ceilings.json"
+    assert main(["bench", "ceilings", str(run), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["runs"][0]["scenarios"][0]["ceilings"]["zero_overhead_e_vs_bare"]["median"] == pytest.approx(0.85)
+    printed = " ".join(capsys.readouterr().err.split())  # fedray's console writes to stderr, wrapped
+    assert "scores E 0.85 against the bare update alone" in printed
+    other = tmp_path / "scale.json"
+    other.write_text(json.dumps({"benchmark": "scale", "scenarios": []}))
+    assert main(["bench", "ceilings", str(other)]) != 0
+    assert "not a readable `fedray bench peers` JSON" in " ".join(capsys.readouterr().err.split())

@@ -9,6 +9,7 @@ and the time from launch to its first round follow.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -137,6 +138,43 @@ def paired_ratios(fedray_runs: list[dict], peer_runs: list[dict]) -> dict:
     return {"per_repeat": per_repeat, "median": statistics.median(per_repeat)}
 
 
+RATIO_TARGETS = {"pfl": 0.95, "flower": 0.6}  # the issue's fedray/peer round targets (#13)
+
+
+def ceilings(scenario: dict) -> dict:
+    """What the scenario's measured floors allow, repeat by repeat (medians beside): the bounds the targets
+    sit against on this machine, from figures the run measured, nothing modelled.
+
+    - `zero_overhead_e_vs_bare`: the E against the bare update alone (the issue's floor) of a framework
+      that adds nothing to one process per CPU updating at once: that repeat's bare update alone over
+      the concurrent one. No framework that runs one process per CPU scores above it but by noise.
+    - `<framework>_e_vs_bare_concurrent`: each framework's concurrent floor round over its median round
+      (a round from one round's end to the next, as the ratios are taken).
+    - `fedray_needs_e_vs_bare_concurrent[peer]`: the E fedray would need for fedray/peer at the target
+      ratio: the peer's E over the ratio. Above 1, fedray would have to update faster than the bare
+      network update itself.
+    """
+    slots_s = math.ceil(scenario["per_round"] / scenario["cpus"])  # updates per slot in a round
+    alone, concurrent = scenario["bare_update_s_medians"], scenario["bare_concurrent_update_s"]
+
+    def with_median(values: list[float]) -> dict:
+        return {"per_repeat": values, "median": statistics.median(values)}
+
+    def e_concurrent(runs: list[dict]) -> list[float]:
+        return [slots_s * c / run["round_s_median"] for c, run in zip(concurrent, runs)]
+
+    peers = {name: e_concurrent(figures["runs"]) for name, figures in scenario["peers"].items()}
+    return {
+        "zero_overhead_e_vs_bare": with_median([a / c for a, c in zip(alone, concurrent)]),
+        "fedray_e_vs_bare_concurrent": with_median(e_concurrent(scenario["fedray_runs"])),
+        **{f"{name}_e_vs_bare_concurrent": with_median(values) for name, values in peers.items()},
+        "fedray_needs_e_vs_bare_concurrent": {
+            name: {"target_ratio": RATIO_TARGETS[name], **with_median([e / RATIO_TARGETS[name] for e in values])}
+            for name, values in peers.items() if name in RATIO_TARGETS
+        },
+    }
+
+
 def summarise(scenarios: list[dict]) -> dict:
     """fedray's median round over each peer's, per scenario, against the issue's targets (None where not
     run): the median of the repeats' paired ratios where the scenario has them, else the ratio of medians."""
@@ -155,6 +193,17 @@ def summarise(scenarios: list[dict]) -> dict:
         "fedray_over_pfl_at_10_per_round (target <= 0.95)": ratio(10, "pfl"),
         "cpu_per_task_fedray_over_pfl": {f"{s['total']}x{s['per_round']}": cpu_ratio(s, "pfl") for s in scenarios},
         "cpu_per_task_fedray_over_flower": {f"{s['total']}x{s['per_round']}": cpu_ratio(s, "flower") for s in scenarios},
+        # what the targets ask for against what this run's floors allow (`ceilings`); E targets 0.9 and 0.8
+        "ceilings": {
+            f"{s['total']}x{s['per_round']}": {
+                "zero_overhead_e_vs_bare (median)": c["zero_overhead_e_vs_bare"]["median"],
+                "fedray_e_vs_bare_concurrent (median)": c["fedray_e_vs_bare_concurrent"]["median"],
+                **{f"fedray_needs_e_vs_bare_concurrent_for_{name} (median)": need["median"]
+                   for name, need in c["fedray_needs_e_vs_bare_concurrent"].items()},
+            }
+            for s in scenarios if "bare_concurrent_update_s" in s  # runs from before the concurrent floor have none
+            for c in [s.get("ceilings") or ceilings(s)]
+        },
     }
 
 
