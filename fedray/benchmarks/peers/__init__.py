@@ -73,12 +73,13 @@ def round_figures(round_s: list[float], launched: float, first_round_end: float)
     }
 
 
-def run_peer(peer: Peer, python: str, spec: dict, work_dir: Path, timeout_s: float = 1800, attempts: int = 2) -> dict:
+def run_peer(peer: Peer, python: str, spec: dict, work_dir: Path, timeout_s: float = 1800, attempts: int = 3) -> dict:
     """Run one peer on `spec` (with its `data`) and return its figures; raises with its output's tail on failure.
 
     A peer that fails is run again, up to `attempts` runs in all (pfl-research 0.6.0 aborted at exit once in
-    session 16's benchmark windows, "terminate called without an active exception"), so one crash does not
-    lose a benchmark's other repeats; the failed runs' output tails are in `failed_attempts`.
+    session 16's benchmark windows, "terminate called without an active exception", and twice in a row
+    in session 17's first window, which lost it), so a crash does not lose a benchmark's other repeats;
+    the failed runs' output tails are in `failed_attempts`.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     spec_path = work_dir / f"{peer.name}-spec.json"
