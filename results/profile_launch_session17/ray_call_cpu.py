@@ -3,8 +3,13 @@ actor...): with the broadcast's refs nested in each task, as top-level arguments
 
     RAY_AUTH_MODE=token python ray_call_cpu.py    # output: ray_call_cpu.txt
 """
-import os, time, ray, psutil, numpy as np
+import time
 from dataclasses import dataclass
+
+import numpy as np
+import psutil
+import ray
+
 ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=40)
 @dataclass
 class T:

@@ -3,8 +3,18 @@
 
     python results/sweep_cost_session17/cell_cost.py ph_fedavg ph_fedkd ...   # from the checkout's root
 """
-import json, subprocess, sys, time, glob, shutil, yaml, os
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
 import pandas as pd
+import yaml
+
+
 def overrides(sweep, drop=("rounds=", "tracking.results_dir", "eval.stop_at_plateau", "eval.every")):
     d = yaml.safe_load(open(sweep))
     return d["study"], [x for x in d["overrides"] if not x.startswith(drop)]
@@ -19,7 +29,7 @@ def cell(label, sweep, extra):
     s = json.load(open(glob.glob(f"{out}/*/summary.json")[0]))
     ev = d["time/eval_s"].dropna()
     rec = {"label": label, "rounds": len(d), "train_s_median": float(d["time/train_s"].median()),
-           "eval_s_median": float(ev.median()) if len(ev) else None, "evals": int(len(ev)), "wall_s": s["wall_s"],
+           "eval_s_median": float(ev.median()) if len(ev) else None, "evals": len(ev), "wall_s": s["wall_s"],
            "rounds_wall_s": s.get("rounds_wall_s"), "command_s": time.time() - t}
     print(json.dumps(rec)); open("results/sweep_cost_session17/costs.jsonl", "a").write(json.dumps(rec) + "\n")
 which = sys.argv[1:]

@@ -11,8 +11,8 @@ import pytest
 
 from fedray.benchmarks.peers import (
     PEERS,
-    ceilings,
     Peer,
+    ceilings,
     export_hospitals,
     fedray_round_figures,
     paired_ratios,

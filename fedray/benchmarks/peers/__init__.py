@@ -155,18 +155,18 @@ def ceilings(scenario: dict) -> dict:
       ratio: the peer's E over the ratio. Above 1, fedray would have to update faster than the bare
       network update itself.
     """
-    slots_s = math.ceil(scenario["per_round"] / scenario["cpus"])  # updates per slot in a round
+    updates_per_slot = math.ceil(scenario["per_round"] / scenario["cpus"])  # in a round
     alone, concurrent = scenario["bare_update_s_medians"], scenario["bare_concurrent_update_s"]
 
     def with_median(values: list[float]) -> dict:
         return {"per_repeat": values, "median": statistics.median(values)}
 
     def e_concurrent(runs: list[dict]) -> list[float]:
-        return [slots_s * c / run["round_s_median"] for c, run in zip(concurrent, runs)]
+        return [updates_per_slot * c / run["round_s_median"] for c, run in zip(concurrent, runs, strict=True)]
 
     peers = {name: e_concurrent(figures["runs"]) for name, figures in scenario["peers"].items()}
     return {
-        "zero_overhead_e_vs_bare": with_median([a / c for a, c in zip(alone, concurrent)]),
+        "zero_overhead_e_vs_bare": with_median([a / c for a, c in zip(alone, concurrent, strict=True)]),
         "fedray_e_vs_bare_concurrent": with_median(e_concurrent(scenario["fedray_runs"])),
         **{f"{name}_e_vs_bare_concurrent": with_median(values) for name, values in peers.items()},
         "fedray_needs_e_vs_bare_concurrent": {
