@@ -34,6 +34,8 @@ def cell(label, sweep, extra):
     print(json.dumps(rec)); open("results/sweep_cost_session17/costs.jsonl", "a").write(json.dumps(rec) + "\n")
 which = sys.argv[1:]
 P, R = "configs/bench/mots7_phantom.yaml", "configs/bench/realistic.yaml"
+SMALL = ["data.phantom.shape=[40,40,30]", "data.phantom.spacing=[9.6,8.0,8.0]", "data.patch_size=[16,16,16]",
+         "eval.roi_size=[16,16,16]"]
 cells = {
  "ph_fedavg": (P, ["configs/methods/fedavg.yaml", "rounds=10", "eval.every=5"]),
  "ph_fedkd": (P, ["configs/methods/fedkd.yaml", "rounds=10", "eval.every=100", "method.params.teacher_steps=100"]),
@@ -47,6 +49,9 @@ cells = {
  "ph_local": (P, ["configs/methods/local.yaml", "rounds=10", "eval.every=100"]),
  "re_naive": (R, ["configs/methods/fedavg_naive.yaml", "rounds=10", "eval.every=100"]),
  "re_marginal": (R, ["configs/methods/marginal.yaml", "rounds=10", "eval.every=100"]),
+ # a smaller phantom of the same field of view (40 x 40 x 30 voxels of 9.6 x 8 x 8 mm, 16^3 patches: multiples of the U-Net's 8): a first size for six hours
+ "sm_fedavg": (P, ["configs/methods/fedavg.yaml", "rounds=10", "eval.every=5", *SMALL]),
+ "sm_fedkd": (P, ["configs/methods/fedkd.yaml", "rounds=10", "eval.every=100", "method.params.teacher_steps=100", *SMALL]),
  "re_fedavg": (R, ["configs/methods/fedavg.yaml", "rounds=10", "eval.every=5"]),
  "re_fedkd": (R, ["configs/methods/fedkd.yaml", "rounds=10", "eval.every=100", "method.params.teacher_steps=100"]),
 }

@@ -40,7 +40,8 @@ def main() -> None:
     costs = {}
     for line in (HERE / "costs.jsonl").read_text().splitlines():
         row = json.loads(line)
-        costs[row["label"]] = row  # the last measurement of a label counts
+        if not row["label"].startswith("sm_"):  # the smaller phantom's (cell_cost.py) is another sweep
+            costs[row["label"]] = row  # the last measurement of a label counts
     # A cell's time outside its rounds: wall - rounds - its evaluations, for the cells without teachers;
     # the teacher cells' extra over that median, per step of their shortened (100-step) teachers.
     def outside(row):
