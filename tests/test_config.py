@@ -179,8 +179,11 @@ def test_paper_study_has_tumours_and_the_bench_sweep_stays_organ_only():
         assert (rule.count, rule.organs_per_hospital, rule.cases) == (7, 1, 4)
 
 
-@pytest.mark.parametrize("sweep_file", ["configs/bench/mots7_phantom.yaml", "configs/bench/realistic.yaml"])
-def test_comparison_sweeps_put_every_method_on_the_paper_trunk_and_optimiser(sweep_file):
+@pytest.mark.parametrize(
+    ("sweep_file", "patch"),
+    [("configs/bench/mots7_phantom.yaml", 24), ("configs/bench/realistic.yaml", 24), ("configs/bench/mots7_phantom_small.yaml", 16)],
+)
+def test_comparison_sweeps_put_every_method_on_the_paper_trunk_and_optimiser(sweep_file, patch):
     from fedray.experiments.sweep import load_sweep, plan_cells
 
     cells = plan_cells(load_sweep(sweep_file))
@@ -195,13 +198,34 @@ def test_comparison_sweeps_put_every_method_on_the_paper_trunk_and_optimiser(swe
         # same for every method and both cohorts, and the same sizing
         assert (train.optimizer, train.lr, train.momentum, train.lr_schedule) == ("sgd", 0.1, 0.9, "constant")
         pooled = cell.config.federation.pooled  # centralised: the federation's 7 x 10 steps a round
-        assert (train.local_steps, cell.config.data.patch_size) == (70 if pooled else 10, (24, 24, 24)), cell.run_name
+        assert (train.local_steps, cell.config.data.patch_size) == (70 if pooled else 10, (patch,) * 3), cell.run_name
         sensitivity = "_to_cap__s" in cell.run_name  # the rule's own checks: cells trained to the cap
         # the phantom's marginal had not plateaued by 300 (the sweep's comment); the realistic cohort's cap is 450 for all
         cap = 450 if "__marginal" in cell.run_name or cell.run_name.startswith("realistic") else 300
         assert cell.config.eval.stop_at_plateau != sensitivity and cell.config.rounds == cap, cell.run_name
         outputs.add(model.output)
     assert outputs == {"sigmoid", "softmax"}
+
+
+def test_the_small_phantom_sweep_is_the_phantom_sweep_at_another_size():
+    from dataclasses import replace
+
+    from fedray.experiments.sweep import load_sweep, plan_cells
+
+    full = {c.run_name.split("__", 1)[1]: c.config for c in plan_cells(load_sweep("configs/bench/mots7_phantom.yaml"))}
+    small = {c.run_name.split("__", 1)[1]: c.config for c in plan_cells(load_sweep("configs/bench/mots7_phantom_small.yaml"))}
+    # the cells: the full sweep's less its rule-sensitivity cells, ConDistFL's ablation and the
+    # global-only ablation's extra seeds
+    added = {"condist_plain__s0", "fedkd_global_only__s1", "fedkd_global_only__s2"}
+    assert set(small) == {k for k in full if "_to_cap__" not in k} - added
+    for key, config in small.items():
+        sized = full[key]
+        assert (config.data.phantom.shape, config.data.patch_size, config.eval.roi_size) == ((40, 40, 30), (16,) * 3, (16,) * 3)
+        # everything else a cell computes is the full sweep's: method, trunk, optimiser, rule, cap, seed, hospitals
+        same_size = replace(config, name=sized.name, data=replace(config.data, phantom=sized.data.phantom,
+                            patch_size=sized.data.patch_size), eval=replace(config.eval, roi_size=sized.eval.roi_size),
+                            tracking=sized.tracking)
+        assert same_size == sized, key
 
 
 def test_cross_field_impossibilities_are_refused_at_load(tmp_path):
