@@ -104,10 +104,13 @@ def _scenario_with_floors() -> dict:
         "bare_update_s_medians": [0.036, 0.040], "bare_concurrent_update_s": [0.040, 0.050],
         "fedray": {"round_s_median": 0.25},
         "fedray_runs": [{"round_s_median": 0.25, "cpu_ms_per_task": 1.0}, {"round_s_median": 0.3125, "cpu_ms_per_task": 1.0}],
+        # each peer run's E against the concurrent floor as `bench peers` stores it: 5 x 0.040 / 0.2, 5 x 0.050 / 0.25
         "peers": {"pfl": {"round_s_median": 0.22, "cpu_ms_per_task": 1.0,
-                          "runs": [{"round_s_median": 0.2}, {"round_s_median": 0.25}]},
+                          "runs": [{"round_s_median": 0.2, "efficiency_vs_bare_concurrent": 1.0},
+                                   {"round_s_median": 0.25, "efficiency_vs_bare_concurrent": 1.0}]},
                   "flower": {"round_s_median": 0.5, "cpu_ms_per_task": 1.0,
-                             "runs": [{"round_s_median": 0.4}, {"round_s_median": 0.5}]}},
+                             "runs": [{"round_s_median": 0.4, "efficiency_vs_bare_concurrent": 0.5},
+                                      {"round_s_median": 0.5, "efficiency_vs_bare_concurrent": 0.5}]}},
     }
 
 

@@ -155,19 +155,22 @@ def ceilings(scenario: dict) -> dict:
       ratio: the peer's E over the ratio. Above 1, fedray would have to update faster than the bare
       network update itself.
     """
-    updates_per_slot = math.ceil(scenario["per_round"] / scenario["cpus"])  # in a round
+    # bare.round_floor_s's arithmetic (bare imports torch, which reading a run's JSON does not need)
+    updates_per_slot = math.ceil(scenario["per_round"] / scenario["cpus"])
     alone, concurrent = scenario["bare_update_s_medians"], scenario["bare_concurrent_update_s"]
 
     def with_median(values: list[float]) -> dict:
         return {"per_repeat": values, "median": statistics.median(values)}
 
-    def e_concurrent(runs: list[dict]) -> list[float]:
-        return [updates_per_slot * c / run["round_s_median"] for c, run in zip(concurrent, runs, strict=True)]
-
-    peers = {name: e_concurrent(figures["runs"]) for name, figures in scenario["peers"].items()}
+    # a peer's run holds its E already; fedray's own `efficiency_vs_bare_concurrent` is over its rounds
+    # alone, so here it is taken as the peers' is, over its median round from one round's end to the next
+    fedray = [updates_per_slot * c / run["round_s_median"]
+              for c, run in zip(concurrent, scenario["fedray_runs"], strict=True)]
+    peers = {name: [run["efficiency_vs_bare_concurrent"] for run in figures["runs"]]
+             for name, figures in scenario["peers"].items()}
     return {
         "zero_overhead_e_vs_bare": with_median([a / c for a, c in zip(alone, concurrent, strict=True)]),
-        "fedray_e_vs_bare_concurrent": with_median(e_concurrent(scenario["fedray_runs"])),
+        "fedray_e_vs_bare_concurrent": with_median(fedray),
         **{f"{name}_e_vs_bare_concurrent": with_median(values) for name, values in peers.items()},
         "fedray_needs_e_vs_bare_concurrent": {
             name: {"target_ratio": RATIO_TARGETS[name], **with_median([e / RATIO_TARGETS[name] for e in values])}
